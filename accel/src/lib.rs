@@ -1,0 +1,28 @@
+//! The accel engine: everything behind the libc boundary of `libaccel.so`.
+//!
+//! `intercept` (the cdylib) owns the exported symbols and nothing else; each hook asks
+//! [`fdtable`] whether the fd is ours and either calls into this crate or straight through to the
+//! real libc function resolved by [`real`]. Everything here is testable without LD_PRELOAD.
+//!
+//! Modules, one concept each:
+//! - [`config`]: environment variables, their libvma aliases, defaults and profiles.
+//! - [`rules`]: the libvma.conf-style rules file.
+//! - [`decision`]: whether a socket is accelerated, and why.
+//! - [`log`]: levels, destination and re-entrancy-free output.
+//! - [`real`]: the real libc functions (dlsym RTLD_NEXT), resolved eagerly and lazily.
+//! - [`guard`]: per-thread flags (inside the engine, inside the name resolver).
+//! - [`fdtable`]: fd → accelerated socket, lock-free on the lookup path.
+//! - [`socket`]: the per-socket state of a socket we track.
+//! - [`engine`]: the operations hooks call for our fds, and process start-up.
+//! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
+
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod exec;
+pub mod fdtable;
+pub mod guard;
+pub mod log;
+pub mod real;
+pub mod rules;
+pub mod socket;
