@@ -14,6 +14,7 @@
 //! - [`fdtable`]: fd → accelerated socket, lock-free on the lookup path.
 //! - [`socket`]: the per-socket state of a socket we track.
 //! - [`engine`]: the operations hooks call for our fds, and process start-up.
+//! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
 
 pub mod config;
@@ -26,3 +27,4 @@ pub mod log;
 pub mod real;
 pub mod rules;
 pub mod socket;
+pub mod udp;

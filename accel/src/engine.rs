@@ -1,0 +1,633 @@
+//! What the hooks call when an fd is ours (or might become ours), and process start-up.
+//!
+//! Every function here is entered with the kernel call still to make (or just made) by the
+//! caller's own arguments; the engine's job at this stage is bookkeeping: track the sockets that
+//! would be accelerated, take and log the offload decision at each decision point, follow the fd
+//! through dup/close/fork/exec, and count. Data still flows through the kernel; the datapaths plug
+//! in behind these same functions.
+//!
+//! Failure policy: engine work runs inside [`contain`]; a panic there is logged once and the
+//! socket is handed back to the kernel (untracked), never propagated into the host program.
+
+use std::ffi::CStr;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+use libc::{c_int, sockaddr, sockaddr_in, socklen_t};
+
+use crate::config::{Config, LogLevel};
+use crate::decision::{self, Decision, Reason};
+use crate::fdtable;
+use crate::guard::{self, EngineGuard};
+use crate::log;
+use crate::real;
+use crate::rules::{Role, RuleSet};
+use crate::socket::{Proto, Socket};
+
+/// The process-wide engine state, built once.
+pub struct Engine {
+    pub config: Config,
+    pub rules: RuleSet,
+    /// This program's name (argv[0]'s basename), for rules and logs.
+    pub program: String,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The engine, initialising it on first use (a hook may run before our constructor).
+pub fn engine() -> &'static Engine {
+    ENGINE.get_or_init(build)
+}
+
+/// Whether start-up has completed (for diagnostics).
+pub fn initialised() -> bool {
+    ENGINE.get().is_some()
+}
+
+/// Library start-up: called from the constructor of libaccel.so.
+pub fn init() {
+    let _g = EngineGuard::enter();
+    real::resolve_all();
+    let e = engine();
+    crate::exec::snapshot_environment(e.config.preserve_env);
+    register_fork_handlers();
+    adopt_inherited_sockets(e);
+}
+
+fn program_name() -> String {
+    extern "C" {
+        static program_invocation_short_name: *const libc::c_char;
+    }
+    // SAFETY: glibc sets this before any constructor runs; it is a NUL-terminated string or null.
+    unsafe {
+        let p = program_invocation_short_name;
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+fn build() -> Engine {
+    let _g = EngineGuard::enter();
+    let (config, warnings) = Config::from_env();
+    log::set_level(config.log_level);
+    if let Some(path) = config.log_path(std::process::id()) {
+        log::open_file(&path);
+    }
+    let program = program_name();
+    for w in &warnings {
+        log::warn(format_args!("{w}"));
+    }
+    let rules = match &config.config_file {
+        Some(path) => {
+            let (rules, warnings) = RuleSet::load(path, &program, config.application_id.as_deref());
+            for w in &warnings {
+                log::warn(format_args!("{w}"));
+            }
+            rules
+        }
+        None => RuleSet::default(),
+    };
+    std::panic::set_hook(Box::new(|info| {
+        log::error(format_args!("internal error: {info}"));
+    }));
+    log::debug(format_args!(
+        "accel {} loaded into {} (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        program,
+        std::process::id()
+    ));
+    if log::enabled(LogLevel::Debug) {
+        let missing: Vec<_> = real::missing().map(|s| s.to_string_lossy()).collect();
+        if !missing.is_empty() {
+            log::debug(format_args!("libc lacks {}: those calls fail with ENOSYS", missing.join(", ")));
+        }
+    }
+    Engine { config, rules, program }
+}
+
+/// Runs engine work for `fd`; a panic inside hands the socket back to the kernel and returns None.
+pub fn contain<T>(fd: c_int, what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    let _g = EngineGuard::enter();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            static ONCE: log::Once = log::Once::new();
+            if ONCE.first() {
+                log::error(format_args!(
+                    "internal failure in {what} on fd {fd}; this socket falls back to the kernel"
+                ));
+            }
+            if let Some(s) = fdtable::remove(fd) {
+                let mut st = s.state.lock();
+                st.decision = Some(Decision::kernel(Reason::InternalFallback(what)));
+            }
+            None
+        }
+    }
+}
+
+/// Runs `f` with errno saved and restored, so bookkeeping after a libc call never changes what
+/// the app sees.
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: errno is thread-local.
+    let saved = unsafe { *libc::__errno_location() };
+    let v = f();
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+/// The IPv4 address in `addr`, if it is one.
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+pub unsafe fn sockaddr_v4(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddrV4> {
+    if addr.is_null() || (len as usize) < size_of::<sockaddr_in>() {
+        return None;
+    }
+    let mut sin = MaybeUninit::<sockaddr_in>::uninit();
+    // SAFETY: caller guarantees len ≥ sizeof(sockaddr_in) readable bytes; unaligned-safe copy.
+    core::ptr::copy_nonoverlapping(addr as *const u8, sin.as_mut_ptr() as *mut u8, size_of::<sockaddr_in>());
+    let sin = sin.assume_init();
+    if sin.sin_family as c_int != libc::AF_INET {
+        return None;
+    }
+    Some(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), u16::from_be(sin.sin_port)))
+}
+
+fn name_of(fd: c_int, peer: bool) -> Option<SocketAddrV4> {
+    let mut sin = MaybeUninit::<sockaddr_in>::zeroed();
+    let mut len = size_of::<sockaddr_in>() as socklen_t;
+    // SAFETY: buffer and length describe a sockaddr_in we own.
+    let r = unsafe {
+        let p = sin.as_mut_ptr() as *mut sockaddr;
+        if peer {
+            real::getpeername(fd, p, &mut len)
+        } else {
+            real::getsockname(fd, p, &mut len)
+        }
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled `len` bytes of our buffer.
+    unsafe { sockaddr_v4(sin.as_ptr() as *const sockaddr, len) }
+}
+
+fn sockopt_int(fd: c_int, name: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: v and len describe an int we own.
+    let r = unsafe { real::getsockopt(fd, libc::SOL_SOCKET, name, &mut v as *mut c_int as *mut _, &mut len) };
+    (r == 0).then_some(v)
+}
+
+fn fmt_addr(a: Option<SocketAddrV4>) -> String {
+    a.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decision points
+
+/// After a successful `socket()`: track it if it is a kind we accelerate.
+pub fn on_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return; // AF_UNIX, netlink...: not ours, not worth a log line
+    }
+    contain(fd, "socket", || {
+        keep_errno(|| {
+            let e = engine();
+            let nonblocking = ty & libc::SOCK_NONBLOCK != 0;
+            let ty = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            let d = decision::at_socket(&e.config, domain, ty, protocol, guard::resolving());
+            let proto = if ty == libc::SOCK_STREAM { "tcp" } else if ty == libc::SOCK_DGRAM { "udp" } else { "other" };
+            let family = if domain == libc::AF_INET6 { "6" } else { "" };
+            log::debug(format_args!("decision fd={fd} {proto}{family} socket {d}"));
+            if d.accelerate() {
+                let s = Socket::new(domain, Proto::Udp);
+                {
+                    let mut st = s.state.lock();
+                    st.nonblocking = nonblocking;
+                    st.decision = Some(d);
+                }
+                track(fd, Arc::new(s));
+            }
+        })
+    });
+}
+
+fn track(fd: c_int, s: Arc<Socket>) {
+    match fdtable::insert(fd, s) {
+        Ok(old) => drop(old), // an fd we never saw closed (raw syscall): its old state goes
+        Err(_) => {
+            static ONCE: log::Once = log::Once::new();
+            if ONCE.first() {
+                log::warn(format_args!(
+                    "fd {fd} is beyond the {} fds accel can track; such sockets stay in the kernel",
+                    fdtable::MAX_FDS
+                ));
+            }
+        }
+    }
+}
+
+/// Applies a new decision to a tracked socket; a kernel verdict untracks it.
+fn decide(fd: c_int, s: &Socket, what: &str, d: Decision) {
+    let (local, remote) = {
+        let st = s.state.lock();
+        (st.local, st.remote)
+    };
+    let target = if what == "bind" { fmt_addr(local) } else if what == "connect" { fmt_addr(remote) } else { String::new() };
+    log::debug(format_args!("decision fd={fd} {} {what} {target} {d}", s.proto.name()));
+    let kernel = !d.accelerate();
+    s.state.lock().decision = Some(d);
+    if kernel {
+        fdtable::remove(fd);
+    }
+}
+
+/// After `bind()` on a tracked socket (r = its return value).
+pub fn after_bind(fd: c_int, s: &Socket, r: c_int) {
+    if r != 0 {
+        return;
+    }
+    contain(fd, "bind", || {
+        keep_errno(|| {
+            let local = name_of(fd, false);
+            s.state.lock().local = local;
+            let d = decision::by_rules(&engine().rules, Role::UdpReceiver, local, None);
+            decide(fd, s, "bind", d);
+        })
+    });
+}
+
+/// After `connect()` on a tracked socket.
+pub fn after_connect(fd: c_int, s: &Socket, addr: *const sockaddr, len: socklen_t, r: c_int) {
+    if r != 0 {
+        return;
+    }
+    contain(fd, "connect", || {
+        keep_errno(|| {
+            // SAFETY: addr/len come from the app's successful connect() call.
+            let remote = unsafe { sockaddr_v4(addr, len) };
+            let local = name_of(fd, false);
+            {
+                let mut st = s.state.lock();
+                st.local = local;
+                st.remote = remote; // AF_UNSPEC dissolves the association
+            }
+            if remote.is_some() {
+                let d = decision::by_rules(&engine().rules, Role::UdpConnect, local, remote);
+                decide(fd, s, "connect", d);
+            }
+        })
+    });
+}
+
+/// Before a send on a tracked socket: the first unconnected send applies the udp_sender rules.
+pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
+    let Some(dest) = dest else { return };
+    {
+        let st = s.state.lock();
+        if st.sender_decided || st.remote.is_some() {
+            return;
+        }
+    }
+    contain(fd, "send", || {
+        keep_errno(|| {
+            let local = {
+                let mut st = s.state.lock();
+                st.sender_decided = true;
+                st.local
+            };
+            let d = decision::by_rules(&engine().rules, Role::UdpSender, local, Some(dest));
+            log::debug(format_args!("decision fd={fd} udp send to {dest} {d}"));
+            let kernel = !d.accelerate();
+            s.state.lock().decision = Some(d);
+            if kernel {
+                fdtable::remove(fd);
+            }
+        })
+    });
+}
+
+/// Observes TCP decision points of untracked sockets (only when debug logging is on: TCP has no
+/// datapath in this version, so this is purely informative).
+pub fn observe_tcp(fd: c_int, role: Role, remote: Option<SocketAddrV4>, r: c_int) {
+    if !log::enabled(LogLevel::Debug) || (r != 0 && !(r == -1 && errno() == libc::EINPROGRESS)) {
+        return;
+    }
+    contain(fd, "observe", || {
+        keep_errno(|| {
+            if sockopt_int(fd, libc::SO_DOMAIN) != Some(libc::AF_INET)
+                || sockopt_int(fd, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+            {
+                return;
+            }
+            let local = name_of(fd, false);
+            let d = decision::tcp_by_rules(&engine().rules, role, local, remote);
+            let (what, target) = match role {
+                Role::TcpServer => ("listen", fmt_addr(local)),
+                _ => ("connect", fmt_addr(remote)),
+            };
+            log::debug(format_args!("decision fd={fd} tcp {what} {target} {d}"));
+        })
+    });
+}
+
+fn errno() -> c_int {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fd life
+
+/// Before `close(fd)`: forget it first, so a concurrent socket() that reuses the number is not
+/// forgotten by mistake.
+pub fn before_close(fd: c_int) {
+    if fd == log::fd() {
+        log::forget_fd();
+    }
+    if fdtable::is_ours(fd) {
+        let _g = EngineGuard::enter();
+        drop(fdtable::remove(fd));
+    }
+}
+
+/// Before `close_range(first, last, flags)` / `closefrom(first)`.
+pub fn before_close_range(first: u32, last: u32, flags: c_int) {
+    if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 {
+        return; // only marks close-on-exec; exec itself ends our state
+    }
+    let lfd = log::fd();
+    if lfd > 2 && (first..=last).contains(&(lfd as u32)) {
+        log::forget_fd();
+    }
+    if fdtable::any() {
+        let _g = EngineGuard::enter();
+        drop(fdtable::remove_range(first, last));
+    }
+}
+
+/// After `dup(old)` / `fcntl(old, F_DUPFD*)` returned `new`.
+pub fn after_dup(old: c_int, new: c_int) {
+    if new < 0 {
+        return;
+    }
+    let _g = EngineGuard::enter();
+    if let Some(s) = fdtable::get(old) {
+        track(new, s);
+    }
+}
+
+/// Before `dup2/dup3(old, new)`: the implicit close of `new`.
+pub fn before_dup2(old: c_int, new: c_int) {
+    if old != new {
+        before_close(new);
+    }
+}
+
+/// After `dup2/dup3(old, new)` returned `r`.
+pub fn after_dup2(old: c_int, new: c_int, r: c_int) {
+    if r >= 0 && old != new {
+        after_dup(old, new);
+    }
+}
+
+/// Records the app's O_NONBLOCK choice on a tracked socket.
+pub fn set_nonblocking(fd: c_int, on: bool) {
+    if let Some(s) = fdtable::get(fd) {
+        s.state.lock().nonblocking = on;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process life
+
+fn register_fork_handlers() {
+    extern "C" fn prepare() {
+        fdtable::lock_for_fork();
+    }
+    extern "C" fn parent() {
+        fdtable::unlock_after_fork();
+    }
+    extern "C" fn child() {
+        fdtable::unlock_after_fork();
+        // A per-pid log file (%d) is re-opened under the child's own pid.
+        if let Some(e) = ENGINE.get() {
+            if let Some(f) = &e.config.log_file {
+                if f.contains("%d") {
+                    log::reset_to_stderr();
+                    if let Some(path) = e.config.log_path(log::sys::getpid()) {
+                        log::open_file(&path);
+                    }
+                }
+            }
+            log::log(LogLevel::Fine, format_args!("forked from {} ({} sockets tracked)", e.program, fdtable::count()));
+        }
+    }
+    // SAFETY: registers three extern "C" fns with no arguments, as pthread_atfork expects.
+    let r = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    if r != 0 {
+        log::warn(format_args!("pthread_atfork failed ({r}); state after fork may be stale"));
+    }
+}
+
+/// After exec, sockets inherited from the previous image are still open: look at each and track
+/// the ones we would accelerate, so the new image treats them as its own.
+fn adopt_inherited_sockets(e: &Engine) {
+    if !e.config.enable {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<c_int> = dir
+        .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat on an fd number with a buffer we own; a closed fd just fails.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            continue;
+        }
+        // SAFETY: fstat succeeded and filled the buffer.
+        let st = unsafe { st.assume_init() };
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            continue;
+        }
+        if sockopt_int(fd, libc::SO_DOMAIN) != Some(libc::AF_INET)
+            || sockopt_int(fd, libc::SO_TYPE) != Some(libc::SOCK_DGRAM)
+        {
+            continue;
+        }
+        // SAFETY: F_GETFL on an open fd.
+        let flags = unsafe { real::fcntl(fd, libc::F_GETFL, 0) };
+        let s = Socket::new(libc::AF_INET, Proto::Udp);
+        let local = name_of(fd, false);
+        let remote = name_of(fd, true);
+        let d = match (local, remote) {
+            (_, Some(_)) => decision::by_rules(&e.rules, Role::UdpConnect, local, remote),
+            (Some(l), None) if l.port() != 0 => decision::by_rules(&e.rules, Role::UdpReceiver, local, None),
+            _ => Decision::accel(Reason::Inherited),
+        };
+        log::debug(format_args!("decision fd={fd} udp inherited {} {d}", fmt_addr(local)));
+        if d.accelerate() {
+            {
+                let mut stt = s.state.lock();
+                stt.local = local;
+                stt.remote = remote;
+                stt.nonblocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
+                stt.decision = Some(d);
+            }
+            track(fd, Arc::new(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp() -> c_int {
+        // SAFETY: plain socket creation.
+        unsafe { real::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) }
+    }
+
+    fn bind_any(fd: c_int) -> c_int {
+        let sin = sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid sockaddr_in.
+        unsafe { real::bind(fd, &sin as *const sockaddr_in as *const sockaddr, size_of::<sockaddr_in>() as socklen_t) }
+    }
+
+    #[test]
+    fn udp_socket_tracked_through_bind_dup_close() {
+        let fd = udp();
+        on_socket(fd, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fdtable::is_ours(fd));
+        let s = fdtable::get(fd).unwrap();
+        let r = bind_any(fd);
+        after_bind(fd, &s, r);
+        assert_eq!(s.state.lock().local.unwrap().ip(), &Ipv4Addr::LOCALHOST);
+        assert!(s.accelerated(), "no rules: default is accelerate");
+
+        // SAFETY: dup of an fd we own.
+        let d = unsafe { real::dup(fd) };
+        after_dup(fd, d);
+        assert!(Arc::ptr_eq(&fdtable::get(d).unwrap(), &s));
+
+        before_close(fd);
+        // SAFETY: closing our own fd.
+        unsafe { real::close(fd) };
+        assert!(!fdtable::is_ours(fd));
+        assert!(fdtable::is_ours(d), "dup keeps the socket");
+        before_close(d);
+        // SAFETY: as above.
+        unsafe { real::close(d) };
+        assert!(!fdtable::is_ours(d));
+        drop(s);
+    }
+
+    #[test]
+    fn dup2_over_a_tracked_fd_replaces_it() {
+        let a = udp();
+        let b = udp();
+        on_socket(a, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        on_socket(b, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let sa = fdtable::get(a).unwrap();
+        before_dup2(a, b);
+        // SAFETY: dup2 between fds we own.
+        let r = unsafe { real::dup2(a, b) };
+        after_dup2(a, b, r);
+        assert!(Arc::ptr_eq(&fdtable::get(b).unwrap(), &sa));
+        // dup2 onto itself changes nothing
+        before_dup2(a, a);
+        after_dup2(a, a, a);
+        assert!(fdtable::is_ours(a));
+        before_close_range(a as u32, b as u32, 0);
+        // SAFETY: closing our own fds.
+        unsafe {
+            real::close(a);
+            real::close(b);
+        }
+        assert!(!fdtable::is_ours(a) && !fdtable::is_ours(b));
+    }
+
+    #[test]
+    fn close_range_cloexec_keeps_entries() {
+        let a = udp();
+        on_socket(a, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        before_close_range(a as u32, a as u32, libc::CLOSE_RANGE_CLOEXEC as c_int);
+        assert!(fdtable::is_ours(a));
+        before_close(a);
+        // SAFETY: closing our own fd.
+        unsafe { real::close(a) };
+    }
+
+    #[test]
+    fn tcp_and_unix_sockets_are_not_tracked() {
+        // SAFETY: plain socket creation.
+        let t = unsafe { real::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        on_socket(t, libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(!fdtable::is_ours(t));
+        // SAFETY: as above.
+        let u = unsafe { real::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) };
+        on_socket(u, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        assert!(!fdtable::is_ours(u));
+        // SAFETY: closing our own fds.
+        unsafe {
+            real::close(t);
+            real::close(u);
+        }
+    }
+
+    #[test]
+    fn resolver_sockets_are_not_tracked() {
+        let fd = udp();
+        {
+            let _r = guard::ResolverGuard::enter();
+            on_socket(fd, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        }
+        assert!(!fdtable::is_ours(fd));
+        // SAFETY: closing our own fd.
+        unsafe { real::close(fd) };
+    }
+
+    #[test]
+    fn contain_turns_a_panic_into_kernel_fallback() {
+        let fd = udp();
+        on_socket(fd, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let s = fdtable::get(fd).unwrap();
+        let r: Option<()> = contain(fd, "test", || panic!("boom"));
+        assert!(r.is_none());
+        assert!(!fdtable::is_ours(fd));
+        assert_eq!(
+            s.state.lock().decision.as_ref().unwrap().reason,
+            Reason::InternalFallback("test")
+        );
+        // SAFETY: closing our own fd.
+        unsafe { real::close(fd) };
+    }
+
+    #[test]
+    fn sockaddr_parsing_is_bounds_checked() {
+        // SAFETY: null and short inputs are rejected before any read.
+        unsafe {
+            assert!(sockaddr_v4(core::ptr::null(), 16).is_none());
+            let b = [0u8; 4];
+            assert!(sockaddr_v4(b.as_ptr() as *const sockaddr, 4).is_none());
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! fd → the socket we track for it.
+//!
+//! Every hook asks [`is_ours`] first, on every call, for every program, so that question is a
+//! bounds check and one load from a flat array for fds below [`FAST_LEN`]. Higher fds (programs
+//! that raise RLIMIT_NOFILE) live in chunks allocated on first use and never freed, looked up only
+//! once some such fd is registered.
+//!
+//! Entries are `Arc<Socket>`: `dup` makes two fds share one socket, and the socket goes away with
+//! its last fd. Lookups that need the socket itself ([`get`]) and every change take a reader/writer
+//! lock, so a socket is never freed under a reader; [`is_ours`] takes none because it does not
+//! dereference the pointer. The lock is held across `fork()` (see [`lock_for_fork`]) so the child
+//! never inherits it half-taken.
+
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::lock_api::RawRwLock as _;
+use parking_lot::RawRwLock;
+
+use crate::socket::Socket;
+
+/// fds below this are looked up with one load.
+pub const FAST_LEN: usize = 1 << 16;
+const CHUNK_LEN: usize = 1 << 16;
+const CHUNKS: usize = 16;
+/// The largest fd that can be tracked, plus one (Linux's default `nr_open` is 1 << 20).
+pub const MAX_FDS: usize = FAST_LEN + CHUNK_LEN * CHUNKS;
+
+type Slot = AtomicPtr<Socket>;
+
+static FAST: [Slot; FAST_LEN] = [const { AtomicPtr::new(null_mut()) }; FAST_LEN];
+static SLOW: [AtomicPtr<Slot>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
+/// Set once any fd ≥ FAST_LEN has been registered.
+static HAS_SLOW: AtomicBool = AtomicBool::new(false);
+/// Number of occupied slots: lets close_range and multiplexing skip work when it is zero.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static LOCK: RawRwLock = RawRwLock::INIT;
+
+/// Is `fd` one of ours? The pass-through test on every hook.
+#[inline(always)]
+pub fn is_ours(fd: i32) -> bool {
+    let i = fd as u32 as usize;
+    if i < FAST_LEN {
+        // SAFETY-free: index checked above; the pointer is only compared, never dereferenced.
+        !FAST[i].load(Ordering::Relaxed).is_null()
+    } else {
+        is_ours_slow(i)
+    }
+}
+
+#[cold]
+fn is_ours_slow(i: usize) -> bool {
+    HAS_SLOW.load(Ordering::Relaxed) && slow_slot(i, false).is_some_and(|s| !s.load(Ordering::Relaxed).is_null())
+}
+
+/// Are any fds registered at all?
+#[inline(always)]
+pub fn any() -> bool {
+    COUNT.load(Ordering::Relaxed) != 0
+}
+
+pub fn count() -> usize {
+    COUNT.load(Ordering::Relaxed)
+}
+
+fn slow_slot(i: usize, create: bool) -> Option<&'static Slot> {
+    let rel = i.checked_sub(FAST_LEN)?;
+    let (c, k) = (rel / CHUNK_LEN, rel % CHUNK_LEN);
+    let chunk = SLOW.get(c)?;
+    let mut p = chunk.load(Ordering::Acquire);
+    if p.is_null() {
+        if !create {
+            return None;
+        }
+        let fresh: Box<[Slot]> = (0..CHUNK_LEN).map(|_| AtomicPtr::new(null_mut())).collect();
+        let fresh = Box::into_raw(fresh) as *mut Slot;
+        // Creation happens under the write lock, so no other creator races this store.
+        chunk.store(fresh, Ordering::Release);
+        p = fresh;
+    }
+    // SAFETY: chunks are CHUNK_LEN slots, allocated once and never freed; k < CHUNK_LEN.
+    Some(unsafe { &*p.add(k) })
+}
+
+fn slot(fd: i32, create: bool) -> Option<&'static Slot> {
+    let i = usize::try_from(fd).ok()?;
+    if i < FAST_LEN {
+        Some(&FAST[i])
+    } else {
+        slow_slot(i, create)
+    }
+}
+
+struct Shared;
+impl Shared {
+    fn lock() -> Shared {
+        LOCK.lock_shared();
+        Shared
+    }
+}
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: paired with lock_shared in Shared::lock.
+        unsafe { LOCK.unlock_shared() }
+    }
+}
+
+struct Exclusive;
+impl Exclusive {
+    fn lock() -> Exclusive {
+        LOCK.lock_exclusive();
+        Exclusive
+    }
+}
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        // SAFETY: paired with lock_exclusive in Exclusive::lock.
+        unsafe { LOCK.unlock_exclusive() }
+    }
+}
+
+/// The socket registered for `fd`, if any.
+pub fn get(fd: i32) -> Option<Arc<Socket>> {
+    let slot = slot(fd, false)?;
+    let _g = Shared::lock();
+    let p = slot.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: p came from Arc::into_raw and the slot still owns one count; removal needs the
+    // exclusive lock, so the count cannot drop to zero before we add ours.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+/// Registers `sock` for `fd`, returning what was there (which the caller drops).
+/// Fails (returns `Err(sock)`) for an fd beyond [`MAX_FDS`].
+pub fn insert(fd: i32, sock: Arc<Socket>) -> Result<Option<Arc<Socket>>, Arc<Socket>> {
+    let _g = Exclusive::lock();
+    let Some(slot) = slot(fd, true) else { return Err(sock) };
+    if fd as usize >= FAST_LEN {
+        HAS_SLOW.store(true, Ordering::Relaxed);
+    }
+    let old = slot.swap(Arc::into_raw(sock) as *mut Socket, Ordering::AcqRel);
+    if old.is_null() {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    } else {
+        // SAFETY: the slot owned one count of `old`; it is handed to the caller.
+        Ok(Some(unsafe { Arc::from_raw(old) }))
+    }
+}
+
+/// Unregisters `fd`, returning its socket.
+pub fn remove(fd: i32) -> Option<Arc<Socket>> {
+    let slot = slot(fd, false)?;
+    let _g = Exclusive::lock();
+    take(slot)
+}
+
+fn take(slot: &Slot) -> Option<Arc<Socket>> {
+    let old = slot.swap(null_mut(), Ordering::AcqRel);
+    if old.is_null() {
+        return None;
+    }
+    COUNT.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: the slot owned one count of `old`.
+    Some(unsafe { Arc::from_raw(old) })
+}
+
+/// Unregisters every fd in `first..=last`, returning the sockets (dropped by the caller, outside
+/// the lock).
+pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
+    let mut out = Vec::new();
+    if !any() {
+        return out;
+    }
+    let last = (last as usize).min(MAX_FDS - 1);
+    let first = first as usize;
+    let _g = Exclusive::lock();
+    let mut i = first;
+    while i <= last && COUNT.load(Ordering::Relaxed) != 0 {
+        if let Some(slot) = slot(i as i32, false) {
+            if let Some(s) = take(slot) {
+                out.push((i as i32, s));
+            }
+        } else if i >= FAST_LEN {
+            // A chunk that was never created: skip it whole.
+            i = FAST_LEN + ((i - FAST_LEN) / CHUNK_LEN + 1) * CHUNK_LEN;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every registered fd with its socket (for diagnostics and statistics).
+pub fn snapshot() -> Vec<(i32, Arc<Socket>)> {
+    let mut out = Vec::new();
+    if !any() {
+        return out;
+    }
+    let _g = Shared::lock();
+    let mut seen = 0;
+    let total = COUNT.load(Ordering::Relaxed);
+    for i in 0..MAX_FDS {
+        if seen == total {
+            break;
+        }
+        let Some(slot) = slot(i as i32, false) else {
+            continue;
+        };
+        let p = slot.load(Ordering::Acquire);
+        if !p.is_null() {
+            seen += 1;
+            // SAFETY: as in `get`, under the shared lock.
+            unsafe {
+                Arc::increment_strong_count(p);
+                out.push((i as i32, Arc::from_raw(p)));
+            }
+        }
+    }
+    out
+}
+
+/// Takes the table lock before `fork()` so the child does not inherit it held by a thread that
+/// no longer exists there. Paired with [`unlock_after_fork`] in both parent and child.
+pub fn lock_for_fork() {
+    LOCK.lock_exclusive();
+}
+
+pub fn unlock_after_fork() {
+    // SAFETY: paired with lock_for_fork in the pthread_atfork prepare handler.
+    unsafe { LOCK.unlock_exclusive() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::{Proto, Socket};
+
+    // Tests share the global table; each uses its own fd range.
+    fn sock() -> Arc<Socket> {
+        Arc::new(Socket::new(libc::AF_INET, Proto::Udp))
+    }
+
+    #[test]
+    fn insert_get_remove() {
+        let fd = 1000;
+        assert!(!is_ours(fd));
+        let s = sock();
+        assert!(insert(fd, s.clone()).unwrap().is_none());
+        assert!(is_ours(fd));
+        assert!(Arc::ptr_eq(&get(fd).unwrap(), &s));
+        assert!(Arc::ptr_eq(&remove(fd).unwrap(), &s));
+        assert!(!is_ours(fd));
+        assert!(remove(fd).is_none());
+        assert_eq!(Arc::strong_count(&s), 1, "table released its reference");
+    }
+
+    #[test]
+    fn negative_and_huge_fds() {
+        assert!(!is_ours(-1));
+        assert!(!is_ours(i32::MAX));
+        assert!(get(-5).is_none());
+        assert!(insert(-1, sock()).is_err());
+        assert!(insert(MAX_FDS as i32, sock()).is_err());
+    }
+
+    #[test]
+    fn large_fds_use_chunks() {
+        let fd = (FAST_LEN + 3 * CHUNK_LEN + 17) as i32;
+        assert!(!is_ours(fd));
+        insert(fd, sock()).unwrap();
+        assert!(is_ours(fd));
+        assert!(!is_ours(fd + 1));
+        let got = remove_range(fd as u32 - 5, u32::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, fd);
+        assert!(!is_ours(fd));
+    }
+
+    #[test]
+    fn shared_entries_count_references() {
+        let s = sock();
+        insert(2000, s.clone()).unwrap();
+        insert(2001, s.clone()).unwrap();
+        assert_eq!(Arc::strong_count(&s), 3);
+        // Replacing an entry hands back the old one.
+        let old = insert(2001, sock()).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&old, &s));
+        drop(old);
+        let removed = remove_range(2000, 2001);
+        assert_eq!(removed.len(), 2);
+        drop(removed);
+        assert_eq!(Arc::strong_count(&s), 1);
+    }
+
+    #[test]
+    fn concurrent_lookups_and_removals() {
+        let fd = 3000;
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut hits = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(s) = get(fd) {
+                            assert_eq!(s.proto, Proto::Udp);
+                            hits += 1;
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        for _ in 0..20_000 {
+            insert(fd, sock()).unwrap();
+            remove(fd);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert!(!is_ours(fd));
+    }
+}

@@ -1,0 +1,129 @@
+//! recv, recvfrom, recvmsg, recvmmsg, __recv_chk, __recvfrom_chk, read, __read_chk, readv,
+//! send, sendto, sendmsg, sendmmsg, write, writev.
+//!
+//! `read`/`write` run for every file a program touches: their pass-through is one bounds check,
+//! one load and the call.
+
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use accel_engine::{fdtable, real, udp};
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::rx(fd, || real::recv(fd, buf, len, flags));
+    }
+    real::recv(fd, buf, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::recvfrom(fd, buf, len, flags, a, al);
+    }
+    real::recvfrom(fd, buf, len, flags, a, al)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::recvmsg(fd, msg, flags);
+    }
+    real::recvmsg(fd, msg, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, t: *mut libc::timespec) -> c_int {
+    if fdtable::is_ours(fd) {
+        return udp::recvmmsg(fd, msgs, vlen, flags, t);
+    }
+    real::recvmmsg(fd, msgs, vlen, flags, t)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::rx(fd, || real::__recv_chk(fd, buf, len, buflen, flags));
+    }
+    real::__recv_chk(fd, buf, len, buflen, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::rx(fd, || real::__recvfrom_chk(fd, buf, len, buflen, flags, a, al));
+    }
+    real::__recvfrom_chk(fd, buf, len, buflen, flags, a, al)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::rx(fd, || real::read(fd, buf, len));
+    }
+    real::read(fd, buf, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::rx(fd, || real::__read_chk(fd, buf, len, buflen));
+    }
+    real::__read_chk(fd, buf, len, buflen)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::readv(fd, iov, n);
+    }
+    real::readv(fd, iov, n)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::tx(fd, core::ptr::null(), 0, || real::send(fd, buf, len, flags));
+    }
+    real::send(fd, buf, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::tx(fd, a, al, || real::sendto(fd, buf, len, flags, a, al));
+    }
+    real::sendto(fd, buf, len, flags, a, al)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::sendmsg(fd, msg, flags);
+    }
+    real::sendmsg(fd, msg, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+    if fdtable::is_ours(fd) {
+        return udp::sendmmsg(fd, msgs, vlen, flags);
+    }
+    real::sendmmsg(fd, msgs, vlen, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::tx(fd, core::ptr::null(), 0, || real::write(fd, buf, len));
+    }
+    real::write(fd, buf, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    if fdtable::is_ours(fd) {
+        return udp::writev(fd, iov, n);
+    }
+    real::writev(fd, iov, n)
+}

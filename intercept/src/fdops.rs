@@ -1,0 +1,79 @@
+//! dup, dup2, dup3, fcntl, fcntl64, ioctl: keep the fd table in step with the kernel's.
+//!
+//! fcntl and ioctl are variadic in C; stable Rust cannot define variadic functions, so the third
+//! argument is taken as an `unsigned long`. On x86-64 a variadic call passes it in the same
+//! register, and every fcntl/ioctl argument is an int, a long or a pointer.
+
+use libc::{c_int, c_ulong};
+
+use accel_engine::{engine, fdtable, log, real};
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn dup(fd: c_int) -> c_int {
+    let r = real::dup(fd);
+    if fdtable::is_ours(fd) {
+        engine::after_dup(fd, r);
+    }
+    r
+}
+
+#[inline(always)]
+fn touches_ours(old: c_int, new: c_int) -> bool {
+    fdtable::is_ours(old) || fdtable::is_ours(new) || new == log::fd()
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn dup2(old: c_int, new: c_int) -> c_int {
+    if !touches_ours(old, new) {
+        return real::dup2(old, new);
+    }
+    engine::before_dup2(old, new);
+    let r = real::dup2(old, new);
+    engine::after_dup2(old, new, r);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if !touches_ours(old, new) || old == new {
+        return real::dup3(old, new, flags); // dup3(x, x) is EINVAL, before anything changes
+    }
+    engine::before_dup2(old, new);
+    let r = real::dup3(old, new, flags);
+    engine::after_dup2(old, new, r);
+    r
+}
+
+/// The shared body of fcntl and fcntl64 (the same function on 64-bit glibc).
+#[inline(always)]
+unsafe fn fcntl_common(fd: c_int, cmd: c_int, arg: c_ulong, call: unsafe fn(c_int, c_int, c_ulong) -> c_int) -> c_int {
+    if !fdtable::is_ours(fd) {
+        return call(fd, cmd, arg);
+    }
+    let r = call(fd, cmd, arg);
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => engine::after_dup(fd, r),
+        libc::F_SETFL if r == 0 => engine::set_nonblocking(fd, arg as c_int & libc::O_NONBLOCK != 0),
+        _ => {}
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real::fcntl)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fcntl_common(fd, cmd, arg, real::fcntl64)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
+    let r = real::ioctl(fd, request, arg);
+    if r == 0 && request == libc::FIONBIO && arg != 0 && fdtable::is_ours(fd) {
+        engine::set_nonblocking(fd, *(arg as *const c_int) != 0);
+    }
+    r
+}

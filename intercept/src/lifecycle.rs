@@ -1,0 +1,112 @@
+//! socket, socketpair, bind, listen, accept, accept4, connect, shutdown, close, close_range,
+//! closefrom, getsockname, getpeername, getsockopt, setsockopt.
+
+use libc::{c_int, c_uint, c_void, sockaddr, socklen_t};
+
+use accel_engine::engine::{self, sockaddr_v4};
+use accel_engine::rules::Role;
+use accel_engine::{fdtable, guard, log, real};
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let fd = real::socket(domain, ty, protocol);
+    if fd >= 0 && !guard::in_engine() {
+        engine::on_socket(fd, domain, ty, protocol);
+    }
+    fd
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int {
+    real::socketpair(domain, ty, protocol, sv)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if fdtable::is_ours(fd) {
+        if let Some(s) = fdtable::get(fd) {
+            let r = real::bind(fd, addr, len);
+            engine::after_bind(fd, &s, r);
+            return r;
+        }
+    }
+    real::bind(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    let r = real::listen(fd, backlog);
+    engine::observe_tcp(fd, Role::TcpServer, None, r);
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    real::accept(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+    real::accept4(fd, addr, len, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if fdtable::is_ours(fd) {
+        if let Some(s) = fdtable::get(fd) {
+            let r = real::connect(fd, addr, len);
+            engine::after_connect(fd, &s, addr, len, r);
+            return r;
+        }
+    }
+    let r = real::connect(fd, addr, len);
+    if log::enabled(accel_engine::config::LogLevel::Debug) {
+        engine::observe_tcp(fd, Role::TcpClient, sockaddr_v4(addr, len), r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    real::shutdown(fd, how)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn close(fd: c_int) -> c_int {
+    if fdtable::is_ours(fd) || fd == log::fd() {
+        engine::before_close(fd);
+    }
+    real::close(fd)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    engine::before_close_range(first, last, flags);
+    real::close_range(first, last, flags)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
+    engine::before_close_range(lowfd.max(0) as c_uint, c_uint::MAX, 0);
+    real::closefrom(lowfd)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    real::getsockname(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    real::getpeername(fd, addr, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int {
+    real::getsockopt(fd, level, name, val, len)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int {
+    real::setsockopt(fd, level, name, val, len)
+}
