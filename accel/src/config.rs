@@ -365,7 +365,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 19;
+pub const VARIABLE_COUNT: usize = 20;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -502,10 +502,17 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         accepted: "0/1, true/false, yes/no, on/off",
         help: "keep LD_PRELOAD and the ACCEL_*/VMA_* variables in exec'd programs",
     },
+    Variable {
+        name: "ACCEL_SHM",
+        alias: None,
+        default: "0",
+        accepted: "0/1, true/false, yes/no, on/off",
+        help: "same-host bypass: UDP between accelerated processes through shared-memory rings",
+    },
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 37] = [
+const KNOWN_VARIABLES: [&str; 38] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -543,6 +550,7 @@ const KNOWN_VARIABLES: [&str; 37] = [
     "ACCEL_SELECT_POLL",
     "VMA_SELECT_POLL",
     "ACCEL_PRESERVE_ENV",
+    "ACCEL_SHM",
 ];
 
 /// Every variable name accel reads (ours and the aliases); `exec` keeps these in the new image.
@@ -573,6 +581,7 @@ enum Key {
     RxPoll,
     SelectPoll,
     PreserveEnv,
+    Shm,
 }
 
 /// All keys, in the order of [`VARIABLES`].
@@ -596,6 +605,7 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::RxPoll,
     Key::SelectPoll,
     Key::PreserveEnv,
+    Key::Shm,
 ];
 
 impl Key {
@@ -675,6 +685,8 @@ pub struct Config {
     pub select_poll: PollBudget,
     /// ACCEL_PRESERVE_ENV: re-insert LD_PRELOAD and ACCEL_*/VMA_* into exec'd images.
     pub preserve_env: bool,
+    /// ACCEL_SHM: the same-host shared-memory datapath.
+    pub shm: bool,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
     /// its default; it only feeds [`Config::describe`].
     pub sources: Sources,
@@ -704,6 +716,7 @@ impl Default for Config {
             rx_poll: 100_000,
             select_poll: 100_000,
             preserve_env: true,
+            shm: false,
             sources: Sources::default(),
         }
     }
@@ -802,6 +815,7 @@ impl Config {
             c.select_poll = n
         });
         reader.read(Key::PreserveEnv, parse_bool, |c, on| c.preserve_env = on);
+        reader.read(Key::Shm, parse_bool, |c, on| c.shm = on);
 
         (reader.config, reader.warnings)
     }
@@ -868,6 +882,7 @@ impl Config {
             Key::RxPoll => self.rx_poll.to_string(),
             Key::SelectPoll => self.select_poll.to_string(),
             Key::PreserveEnv => flag(self.preserve_env),
+            Key::Shm => flag(self.shm),
         };
         Shown {
             meaning: meaning_of(key, &value),
@@ -1238,6 +1253,7 @@ mod tests {
         ("ACCEL_RX_POLL", "0", "0"),
         ("ACCEL_SELECT_POLL", "-1", "-1"),
         ("ACCEL_PRESERVE_ENV", "no", "0"),
+        ("ACCEL_SHM", "on", "1"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
@@ -1889,7 +1905,7 @@ mod tests {
         for (i, key) in KEYS.iter().enumerate() {
             assert_eq!(*key as usize, i);
         }
-        assert_eq!(Key::PreserveEnv as usize + 1, VARIABLE_COUNT);
+        assert_eq!(Key::Shm as usize + 1, VARIABLE_COUNT);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::ffi::CStr;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use libc::{c_int, sockaddr, sockaddr_in, socklen_t};
@@ -24,6 +25,7 @@ use crate::guard::{self, EngineGuard};
 use crate::log;
 use crate::real;
 use crate::rules::{Role, RuleSet};
+use crate::shm::vi as shmvi;
 use crate::socket::{Proto, Socket};
 
 /// The process-wide engine state, built once.
@@ -218,6 +220,7 @@ pub fn on_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
                     st.nonblocking = nonblocking;
                     st.decision = Some(d);
                 }
+                s.nonblocking.store(nonblocking, Ordering::Relaxed);
                 track(fd, Arc::new(s));
             }
         })
@@ -250,12 +253,57 @@ fn decide(fd: c_int, s: &Socket, what: &str, d: Decision) {
     let kernel = !d.accelerate();
     s.state.lock().decision = Some(d);
     if kernel {
+        release_rx(s);
         fdtable::remove(fd);
     }
 }
 
+/// Withdraws a socket's shm endpoint: it is served by the kernel from now on.
+pub fn release_rx(s: &Socket) {
+    if let Some(b) = s.rx.get() {
+        if !s.rx_off.swap(true, Ordering::Relaxed) {
+            if let Some(vi) = shmvi::existing() {
+                vi.unbind(b);
+            }
+        }
+    }
+}
+
+/// The socket has (or may have) a local address now — after bind, connect, or the implicit bind
+/// of a first send: record it and, if the socket is accelerated, publish its shm endpoint.
+pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
+    let local = name_of(fd, false);
+    s.state.lock().local = local;
+    let Some(local) = local else { return };
+    if local.port() == 0 || local.ip().is_multicast() || s.rx.get().is_some() || !s.accelerated() {
+        return;
+    }
+    let e = engine();
+    if !e.config.shm {
+        return;
+    }
+    let Some(vi) = shmvi::get(&e.config) else { return };
+    match vi.bind(fd, local, s) {
+        Ok(b) => {
+            log::debug(format_args!(
+                "fd={fd} udp {local}: shm ring {} ({} ring allocation), cookie {:x}",
+                b.ring_name, e.config.ring_allocation_rx, b.cookie
+            ));
+            if let Err(b) = s.rx.set(b) {
+                vi.unbind(&b); // raced with another thread's publish of the same socket
+            }
+        }
+        Err(err) => {
+            static ONCE: log::Once = log::Once::new();
+            if ONCE.first() {
+                log::warn(format_args!("fd={fd} udp {local}: cannot publish shm endpoint ({err}); kernel path"));
+            }
+        }
+    }
+}
+
 /// After `bind()` on a tracked socket (r = its return value).
-pub fn after_bind(fd: c_int, s: &Socket, r: c_int) {
+pub fn after_bind(fd: c_int, s: &Arc<Socket>, r: c_int) {
     if r != 0 {
         return;
     }
@@ -264,13 +312,17 @@ pub fn after_bind(fd: c_int, s: &Socket, r: c_int) {
             let local = name_of(fd, false);
             s.state.lock().local = local;
             let d = decision::by_rules(&engine().rules, Role::UdpReceiver, local, None);
+            let accel = d.accelerate();
             decide(fd, s, "bind", d);
+            if accel {
+                after_local_address(fd, s);
+            }
         })
     });
 }
 
 /// After `connect()` on a tracked socket.
-pub fn after_connect(fd: c_int, s: &Socket, addr: *const sockaddr, len: socklen_t, r: c_int) {
+pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: socklen_t, r: c_int) {
     if r != 0 {
         return;
     }
@@ -286,7 +338,11 @@ pub fn after_connect(fd: c_int, s: &Socket, addr: *const sockaddr, len: socklen_
             }
             if remote.is_some() {
                 let d = decision::by_rules(&engine().rules, Role::UdpConnect, local, remote);
+                let accel = d.accelerate();
                 decide(fd, s, "connect", d);
+                if accel {
+                    after_local_address(fd, s);
+                }
             }
         })
     });
@@ -313,10 +369,35 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
             let kernel = !d.accelerate();
             s.state.lock().decision = Some(d);
             if kernel {
+                release_rx(s);
                 fdtable::remove(fd);
             }
         })
     });
+}
+
+/// After a successful `setsockopt` on a tracked socket: options whose effect the shm path does
+/// not reproduce (ancillary data on receive) hand the socket's receive side back to the kernel.
+pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
+    let needs_kernel = match level {
+        libc::SOL_IP => matches!(
+            name,
+            libc::IP_PKTINFO | libc::IP_RECVTOS | libc::IP_RECVTTL | libc::IP_RECVERR | libc::IP_RECVORIGDSTADDR
+                | libc::IP_RETOPTS | libc::IP_RECVOPTS
+        ),
+        libc::SOL_SOCKET => matches!(
+            name,
+            libc::SO_TIMESTAMP | libc::SO_TIMESTAMPNS | libc::SO_TIMESTAMPING | libc::SO_RXQ_OVFL
+                | libc::SO_ATTACH_FILTER | libc::SO_ATTACH_BPF
+        ),
+        _ => false,
+    };
+    if needs_kernel && s.rx.get().is_some() && !s.rx_off.load(Ordering::Relaxed) {
+        log::debug(format_args!(
+            "fd={fd} udp: socket option {level}/{name} needs the kernel's receive path; shm receive off"
+        ));
+        release_rx(s);
+    }
 }
 
 /// Observes TCP decision points of untracked sockets (only when debug logging is on: TCP has no
@@ -407,6 +488,7 @@ pub fn after_dup2(old: c_int, new: c_int, r: c_int) {
 pub fn set_nonblocking(fd: c_int, on: bool) {
     if let Some(s) = fdtable::get(fd) {
         s.state.lock().nonblocking = on;
+        s.nonblocking.store(on, Ordering::Relaxed);
     }
 }
 
@@ -422,6 +504,10 @@ fn register_fork_handlers() {
     }
     extern "C" fn child() {
         fdtable::unlock_after_fork();
+        crate::shm::ring::after_fork_child();
+        if let Some(vi) = shmvi::existing() {
+            vi.forget_cache();
+        }
         // A per-pid log file (%d) is re-opened under the child's own pid.
         if let Some(e) = ENGINE.get() {
             if let Some(f) = &e.config.log_file {
@@ -440,6 +526,14 @@ fn register_fork_handlers() {
     if r != 0 {
         log::warn(format_args!("pthread_atfork failed ({r}); state after fork may be stale"));
     }
+    extern "C" fn at_exit() {
+        let _g = EngineGuard::enter();
+        if let Some(vi) = shmvi::existing() {
+            vi.shutdown();
+        }
+    }
+    // SAFETY: registers an extern "C" fn with no arguments.
+    unsafe { libc::atexit(at_exit) };
 }
 
 /// After exec, sockets inherited from the previous image are still open: look at each and track
@@ -486,6 +580,7 @@ fn adopt_inherited_sockets(e: &Engine) {
                 stt.remote = remote;
                 stt.nonblocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
                 stt.decision = Some(d);
+                s.nonblocking.store(stt.nonblocking, Ordering::Relaxed);
             }
             track(fd, Arc::new(s));
         }
@@ -497,6 +592,7 @@ mod tests {
     use super::*;
 
     fn udp() -> c_int {
+        crate::testutil::init();
         // SAFETY: plain socket creation.
         unsafe { real::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) }
     }

@@ -26,5 +26,9 @@ pub mod guard;
 pub mod log;
 pub mod real;
 pub mod rules;
+pub mod shm;
 pub mod socket;
 pub mod udp;
+
+#[cfg(test)]
+pub(crate) mod testutil;

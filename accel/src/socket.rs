@@ -4,12 +4,15 @@
 //! Only IPv4 UDP sockets are tracked (they are what the datapaths accelerate); a socket whose
 //! decision becomes "kernel" is dropped from the fd table and from then on costs nothing.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
 use std::net::SocketAddrV4;
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
 use crate::decision::Decision;
+use crate::shm::vi::RxBinding;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -47,6 +50,25 @@ pub struct Counters {
     pub kernel_tx_packets: AtomicU64,
     pub kernel_tx_bytes: AtomicU64,
     pub eagain: AtomicU64,
+    pub shm_rx_packets: AtomicU64,
+    pub shm_rx_bytes: AtomicU64,
+    pub shm_tx_packets: AtomicU64,
+    pub shm_tx_bytes: AtomicU64,
+    /// Sent into a full ring: dropped, as UDP does.
+    pub drop_ring_full: AtomicU64,
+    /// Demuxed for this socket while its stash was at its SO_RCVBUF bound.
+    pub drop_rcvbuf: AtomicU64,
+    /// From a source other than the connected peer.
+    pub drop_not_peer: AtomicU64,
+    pub doorbells_sent: AtomicU64,
+    pub doorbells_received: AtomicU64,
+}
+
+/// A datagram taken off a shared ring for this socket by another socket's receive.
+#[derive(Debug)]
+pub struct Stashed {
+    pub src: SocketAddrV4,
+    pub data: Vec<u8>,
 }
 
 impl Counters {
@@ -68,15 +90,54 @@ pub struct Socket {
     pub proto: Proto,
     pub state: Mutex<State>,
     pub counters: Counters,
+    /// The shm receive side, set once when the socket gets a local address.
+    pub rx: OnceLock<RxBinding>,
+    /// Set when the socket went back to the kernel after having had an rx binding.
+    pub rx_off: AtomicBool,
+    /// Datagrams for this socket found on a shared ring by another socket's receive.
+    pub stash: Mutex<VecDeque<Stashed>>,
+    /// Mirrors `State::nonblocking` for the receive path, which must not take the state lock.
+    pub nonblocking: AtomicBool,
 }
 
 impl Socket {
     pub fn new(domain: i32, proto: Proto) -> Socket {
-        Socket { domain, proto, state: Mutex::new(State::default()), counters: Counters::default() }
+        Socket {
+            domain,
+            proto,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+            rx: OnceLock::new(),
+            rx_off: AtomicBool::new(false),
+            stash: Mutex::new(VecDeque::new()),
+            nonblocking: AtomicBool::new(false),
+        }
+    }
+
+    /// The shm receive binding, if the socket has one in force.
+    #[inline]
+    pub fn rx_binding(&self) -> Option<&RxBinding> {
+        if self.rx_off.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rx.get()
     }
 
     /// Is the latest decision "accelerate"?
     pub fn accelerated(&self) -> bool {
         self.state.lock().decision.as_ref().is_some_and(|d| d.accelerate())
+    }
+}
+
+impl Drop for Socket {
+    /// The last fd is gone: withdraw the shm endpoint (if this process published it).
+    fn drop(&mut self) {
+        if let Some(b) = self.rx.get() {
+            if !self.rx_off.load(Ordering::Relaxed) {
+                if let Some(vi) = crate::shm::vi::existing() {
+                    vi.unbind(b);
+                }
+            }
+        }
     }
 }

@@ -1,129 +1,658 @@
 //! Data calls on tracked UDP sockets.
 //!
-//! The kernel carries every datagram in this version; these functions add the per-socket
-//! bookkeeping the datapaths will build on: the `udp_sender` decision at the first unconnected
-//! send, and kernel rx/tx/EAGAIN counters. Return values and errno are the kernel's, untouched.
+//! Every tracked socket keeps its kernel socket, and both paths are always served:
+//!
+//! - **receive** reads the socket's shm ring (and its stash of datagrams demuxed from a shared
+//!   ring) first, then the kernel socket without blocking — so datagrams from processes without
+//!   accel still arrive. A blocking receive spins for the configured budget (VMA_RX_POLL), then
+//!   sleeps *in the kernel*, in a `recv(MSG_PEEK)` on its own kernel socket, after asking senders
+//!   for a doorbell: SO_RCVTIMEO, signals (EINTR, SA_RESTART) and cancellation are then the
+//!   kernel's own. Doorbells are recognised and discarded.
+//! - **send** to a destination a live shm endpoint serves goes into that endpoint's ring;
+//!   everything else (other hosts, kernel-only receivers, oversize datagrams, unusual flags) goes
+//!   to the kernel. An unbound sender is bound by the kernel first, so its source port is real
+//!   and replies from kernel-only peers reach it.
+//!
+//! MSG_PEEK, MSG_DONTWAIT, MSG_TRUNC (flag and returned length), msg_name/namelen, O_NONBLOCK,
+//! SO_RCVTIMEO and connected-peer filtering behave as the kernel's.
 
-use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use core::sync::atomic::Ordering;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sockaddr_in, socklen_t, ssize_t};
+
+use crate::config::PollBudget;
 use crate::engine::{self, sockaddr_v4};
 use crate::fdtable;
+use crate::log;
 use crate::real;
-use crate::socket::Socket;
+use crate::shm::vi::{self as shmvi, is_doorbell, TxOutcome, DOORBELL_LEN};
+use crate::socket::{Socket, Stashed};
 
-#[inline]
-fn count_rx(s: &Socket, r: isize) {
+fn set_errno(e: c_int) {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = e };
+}
+
+fn errno() -> c_int {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() }
+}
+
+// -------------------------------------------------------------------------------------------
+// Receive
+
+/// Where a received datagram goes: the app's iovecs, address buffer and flags.
+struct RxTarget {
+    iov: *const iovec,
+    iovlen: usize,
+    name: *mut c_void,
+    namelen: *mut socklen_t,
+    /// msg_flags to fill (recvmsg), or null.
+    msg_flags: *mut c_int,
+}
+
+impl RxTarget {
+    /// Copies `data` into the iovecs; returns the return value recv would give.
+    ///
+    /// # Safety
+    /// The app's buffers are as it declared them.
+    unsafe fn deliver(&self, src: SocketAddrV4, data: &[u8], flags: c_int) -> isize {
+        let mut off = 0;
+        for i in 0..self.iovlen {
+            if off == data.len() {
+                break;
+            }
+            let v = &*self.iov.add(i);
+            let n = v.iov_len.min(data.len() - off);
+            if n > 0 {
+                core::ptr::copy_nonoverlapping(data.as_ptr().add(off), v.iov_base as *mut u8, n);
+                off += n;
+            }
+        }
+        if !self.name.is_null() && !self.namelen.is_null() {
+            let sin = sockaddr_in_of(src);
+            let room = (*self.namelen as usize).min(size_of::<sockaddr_in>());
+            core::ptr::copy_nonoverlapping(&sin as *const sockaddr_in as *const u8, self.name as *mut u8, room);
+            *self.namelen = size_of::<sockaddr_in>() as socklen_t;
+        }
+        let truncated = data.len() > off;
+        if !self.msg_flags.is_null() {
+            *self.msg_flags = if truncated { libc::MSG_TRUNC } else { 0 };
+        }
+        if flags & libc::MSG_TRUNC != 0 {
+            data.len() as isize
+        } else {
+            off as isize
+        }
+    }
+}
+
+pub fn sockaddr_in_of(a: SocketAddrV4) -> sockaddr_in {
+    sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Takes (or with MSG_PEEK, looks at) the next datagram for `s` from its stash or ring.
+/// Datagrams on a shared ring that belong to other sockets are moved to their stashes.
+fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
+    let b = s.rx_binding()?;
+    let peek = flags & libc::MSG_PEEK != 0;
+    {
+        let mut stash = s.stash.lock();
+        if let Some(d) = stash.front() {
+            // SAFETY: the app's buffers, as declared.
+            let r = unsafe { t.deliver(d.src, &d.data, flags) };
+            if !peek {
+                let d = stash.pop_front()?;
+                s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
+                s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
+            }
+            return Some(r);
+        }
+    }
+    let peer = peer_filter(s);
+    // Bounded: a ring never holds more than its capacity.
+    for _ in 0..=b.ring.capacity() {
+        let Some(item) = b.ring.peek() else { return None };
+        let (pos, d) = match item {
+            Ok(v) => v,
+            Err(c) => {
+                b.ring.skip(c); // counted by the ring; never delivered
+                continue;
+            }
+        };
+        if d.cookie != b.cookie {
+            let (cookie, src, data) = (d.cookie, d.src, d.payload.to_vec());
+            if b.ring.consume(pos) {
+                stash_for_other(cookie, src, data);
+            }
+            continue;
+        }
+        if peer.is_some_and(|p| p != d.src) {
+            if b.ring.consume(pos) {
+                s.counters.drop_not_peer.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        // SAFETY: the app's buffers, as declared; the slot stays ours until consume.
+        let r = unsafe { t.deliver(d.src, d.payload, flags) };
+        let len = d.payload.len();
+        if peek {
+            return Some(r);
+        }
+        if b.ring.consume(pos) {
+            s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
+            s.counters.shm_rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            return Some(r);
+        }
+        // Another consumer (a forked twin) took it first: what we copied does not count.
+    }
+    None
+}
+
+fn peer_filter(s: &Socket) -> Option<SocketAddrV4> {
+    // Only connected sockets filter; the state lock is uncontended on the data path.
+    s.state.lock().remote
+}
+
+/// A datagram for another socket of this process sharing the ring: into its stash, bounded.
+fn stash_for_other(cookie: u64, src: SocketAddrV4, data: Vec<u8>) {
+    let Some(other) = shmvi::existing().and_then(|vi| vi.socket_of(cookie)) else {
+        return; // its socket is gone: as the kernel drops datagrams for a closed socket
+    };
+    let mut stash = other.stash.lock();
+    let bytes: usize = stash.iter().map(|d| d.data.len()).sum();
+    if bytes + data.len() > stash_limit() {
+        other.counters.drop_rcvbuf.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    stash.push_back(Stashed { src, data });
+}
+
+fn stash_limit() -> usize {
+    // The kernel's default SO_RCVBUF (212992) in payload bytes, roughly.
+    212_992
+}
+
+/// Tries the kernel socket without blocking, discarding our doorbells. None = nothing there.
+///
+/// # Safety
+/// `msg` is the app's msghdr (valid iovecs and name buffer).
+unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> Option<isize> {
+    let cookie = s.rx_binding().map(|b| b.cookie);
+    for _ in 0..64 {
+        if let Some(cookie) = cookie {
+            // Look first, so a doorbell never lands in the app's buffer.
+            let mut probe = [0u8; DOORBELL_LEN + 1];
+            let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT);
+            if r < 0 {
+                let e = errno();
+                if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
+                    return None;
+                }
+                return Some(-1); // a real error (ECONNREFUSED after ICMP, ...): the app sees it
+            }
+            if is_doorbell(&probe[..r as usize], cookie) {
+                real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_DONTWAIT);
+                s.counters.doorbells_received.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        }
+        let r = real::recvmsg(fd, msg, flags | libc::MSG_DONTWAIT);
+        if r < 0 {
+            let e = errno();
+            if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
+                return None;
+            }
+            return Some(-1);
+        }
+        s.counters.rx(r as usize);
+        return Some(r);
+    }
+    None
+}
+
+/// One receive on a tracked socket: the engine's recvmsg.
+///
+/// # Safety
+/// `msg` is a valid msghdr as for recvmsg(2).
+pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> isize {
+    if s.rx_binding().is_none() {
+        let r = real::recvmsg(fd, msg, flags);
+        count_kernel_rx(s, r);
+        return r;
+    }
+    let t = RxTarget {
+        iov: (*msg).msg_iov,
+        iovlen: (*msg).msg_iovlen,
+        name: (*msg).msg_name,
+        namelen: &mut (*msg).msg_namelen,
+        msg_flags: &mut (*msg).msg_flags,
+    };
+    (*msg).msg_controllen = 0;
+    receive(fd, s, &t, msg, flags)
+}
+
+/// The receive loop shared by every receive call.
+unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: c_int) -> isize {
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || s.nonblocking.load(Ordering::Relaxed);
+    let budget: PollBudget = engine::engine().config.rx_poll;
+    let mut spins: i64 = 0;
+    loop {
+        if let Some(r) = from_bypass(s, t, flags) {
+            return r;
+        }
+        // The kernel is asked on the first pass and every 256th spin: it costs a system call.
+        if spins % 256 == 0 {
+            if let Some(r) = from_kernel(fd, s, msg, flags) {
+                return r;
+            }
+        }
+        if nonblocking {
+            s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+            set_errno(libc::EAGAIN);
+            return -1;
+        }
+        if budget < 0 || spins < budget {
+            spins += 1;
+            core::hint::spin_loop();
+            continue;
+        }
+        // Sleep in the kernel until a datagram or a doorbell arrives.
+        let Some(b) = s.rx_binding() else { continue };
+        if !b.ring.prepare_sleep() {
+            continue; // data arrived meanwhile
+        }
+        let mut probe = [0u8; 1];
+        let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
+        b.ring.cancel_sleep();
+        if r < 0 {
+            let e = errno();
+            // A timeout (SO_RCVTIMEO) or a signal ends the call as it would the kernel's — after
+            // one last look at the ring.
+            if let Some(r) = from_bypass(s, t, flags) {
+                return r;
+            }
+            set_errno(e);
+            return -1;
+        }
+        spins = 0; // woken: look again, starting with the kernel (it may hold a real datagram)
+    }
+}
+
+fn count_kernel_rx(s: &Socket, r: isize) {
     if r >= 0 {
         s.counters.rx(r as usize);
-    } else if errno_is_eagain() {
-        s.counters.eagain.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    } else if matches!(errno(), libc::EAGAIN) {
+        s.counters.eagain.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-#[inline]
-fn count_tx(s: &Socket, r: isize) {
-    if r >= 0 {
-        s.counters.tx(r as usize);
+/// recv/recvfrom/read on a tracked socket.
+///
+/// # Safety
+/// As recvfrom(2).
+pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
+    let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
+    let mut iov = iovec { iov_base: buf, iov_len: len };
+    let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let mut namelen: socklen_t = if al.is_null() { 0 } else { *al };
+    if !a.is_null() && !al.is_null() {
+        msg.msg_name = a as *mut c_void;
+        msg.msg_namelen = namelen;
+    }
+    let r = recv_msg(fd, &s, &mut msg, flags);
+    if r >= 0 && !a.is_null() && !al.is_null() {
+        namelen = msg.msg_namelen;
+        *al = namelen;
+    }
+    r
+}
+
+/// recvmsg on a tracked socket.
+///
+/// # Safety
+/// As recvmsg(2).
+pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    match fdtable::get(fd) {
+        Some(s) if !msg.is_null() => recv_msg(fd, &s, msg, flags),
+        _ => real::recvmsg(fd, msg, flags),
     }
 }
 
-fn errno_is_eagain() -> bool {
-    // SAFETY: errno is thread-local.
-    let e = unsafe { *libc::__errno_location() };
-    e == libc::EAGAIN || e == libc::EWOULDBLOCK
+/// readv on a tracked socket.
+///
+/// # Safety
+/// As readv(2).
+pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    let Some(s) = fdtable::get(fd) else { return real::readv(fd, iov, n) };
+    if n < 0 || s.rx_binding().is_none() {
+        let r = real::readv(fd, iov, n);
+        count_kernel_rx(&s, r);
+        return r;
+    }
+    let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
+    msg.msg_iov = iov as *mut iovec;
+    msg.msg_iovlen = n as usize;
+    recv_msg(fd, &s, &mut msg, 0)
 }
 
-/// Receive-type call on a possibly tracked fd: run `call`, count the result.
+/// recvmmsg on a tracked socket: one receive per message; MSG_WAITFORONE makes every receive
+/// after the first non-blocking, as the kernel does.
+///
+/// # Safety
+/// As recvmmsg(2).
+pub unsafe fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
+    let Some(s) = fdtable::get(fd) else { return real::recvmmsg(fd, msgs, vlen, flags, timeout) };
+    if s.rx_binding().is_none() || msgs.is_null() {
+        let r = real::recvmmsg(fd, msgs, vlen, flags, timeout);
+        if r > 0 && !msgs.is_null() {
+            for i in 0..r as usize {
+                s.counters.rx((*msgs.add(i)).msg_len as usize);
+            }
+        }
+        return r;
+    }
+    let vlen = vlen.min(1024);
+    let mut flags_i = flags & !libc::MSG_WAITFORONE;
+    for i in 0..vlen as usize {
+        let m = &mut *msgs.add(i);
+        let r = recv_msg(fd, &s, &mut m.msg_hdr, flags_i);
+        if r < 0 {
+            if i == 0 {
+                return -1;
+            }
+            return i as c_int; // the error is reported by the next call, as the kernel does
+        }
+        m.msg_len = r as c_uint;
+        if flags & libc::MSG_WAITFORONE != 0 {
+            flags_i |= libc::MSG_DONTWAIT;
+        }
+    }
+    vlen as c_int
+}
+
+/// Generic receive-type call on a tracked socket whose semantics the engine does not change
+/// (e.g. the fortified `__recv_chk`): serve it through `recvfrom` when shm is bound.
 #[inline]
 pub fn rx(fd: c_int, call: impl FnOnce() -> isize) -> isize {
     let s = fdtable::get(fd);
     let r = call();
     if let Some(s) = s {
-        count_rx(&s, r);
+        count_kernel_rx(&s, r);
     }
     r
 }
 
-/// Send-type call: apply the udp_sender decision for `dest` first, then run `call`, count it.
+/// Is a tracked socket readable through the bypass (stash or ring)? For poll/select/epoll.
+pub fn bypass_readable(s: &Socket) -> bool {
+    let Some(b) = s.rx_binding() else { return false };
+    if !s.stash.lock().is_empty() {
+        return true;
+    }
+    // Move other sockets' datagrams aside so the answer is about this socket.
+    for _ in 0..=b.ring.capacity() {
+        match b.ring.peek() {
+            None => return false,
+            Some(Err(c)) => {
+                b.ring.skip(c);
+            }
+            Some(Ok((pos, d))) => {
+                if d.cookie == b.cookie {
+                    return true;
+                }
+                let (cookie, src, data) = (d.cookie, d.src, d.payload.to_vec());
+                if b.ring.consume(pos) {
+                    stash_for_other(cookie, src, data);
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Consumes pending doorbells on a tracked socket's kernel socket; true if a real datagram is
+/// waiting there. For poll/select/epoll, after the kernel reported the fd readable.
+pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
+    let Some(b) = s.rx_binding() else { return true };
+    for _ in 0..64 {
+        let mut probe = [0u8; DOORBELL_LEN + 1];
+        // SAFETY: a peek into our own buffer.
+        let r = unsafe { real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return errno() != libc::EAGAIN; // an error is "readable": the app's recv reports it
+        }
+        if !is_doorbell(&probe[..r as usize], b.cookie) {
+            return true;
+        }
+        // SAFETY: consuming the doorbell into our own buffer.
+        unsafe { real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_DONTWAIT) };
+        s.counters.doorbells_received.fetch_add(1, Ordering::Relaxed);
+    }
+    true
+}
+
+// -------------------------------------------------------------------------------------------
+// Transmit
+
+/// Send-type call on a tracked socket. `dest` null = the connected peer.
 ///
 /// # Safety
-/// `dest` must be null or point to `dlen` readable bytes.
-#[inline]
-pub unsafe fn tx(fd: c_int, dest: *const sockaddr, dlen: socklen_t, call: impl FnOnce() -> isize) -> isize {
-    let s = fdtable::get(fd);
-    if let Some(s) = &s {
-        engine::before_send(fd, s, sockaddr_v4(dest, dlen));
-    }
-    let r = call();
-    if let Some(s) = s {
-        count_tx(&s, r);
-    }
+/// `iov`/`iovlen` and `dest`/`dlen` are as the app passed them.
+pub unsafe fn send_iov(
+    fd: c_int,
+    s: &Arc<Socket>,
+    iov: *const iovec,
+    iovlen: usize,
+    dest: *const sockaddr,
+    dlen: socklen_t,
+    flags: c_int,
+    kernel: impl FnOnce() -> isize,
+) -> isize {
+    let to = sockaddr_v4(dest, dlen);
+    engine::before_send(fd, s, to);
+    let Some(r) = try_bypass_send(fd, s, iov, iovlen, to, flags) else {
+        let r = kernel();
+        if r >= 0 {
+            s.counters.tx(r as usize);
+        }
+        return r;
+    };
     r
 }
 
-/// # Safety
-/// libc's contract for recvfrom.
-pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
-    rx(fd, || real::recvfrom(fd, buf, len, flags, a, al))
-}
-
-/// # Safety
-/// libc's contract for recvmsg.
-pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    rx(fd, || real::recvmsg(fd, msg, flags))
-}
-
-/// # Safety
-/// libc's contract for recvmmsg.
-pub unsafe fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, t: *mut libc::timespec) -> c_int {
-    let s = fdtable::get(fd);
-    let r = real::recvmmsg(fd, msgs, vlen, flags, t);
-    if let Some(s) = s {
-        if r > 0 {
-            for i in 0..r as usize {
-                s.counters.rx((*msgs.add(i)).msg_len as usize);
+/// Sends through shm if the destination is served; None = use the kernel.
+unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen: usize, to: Option<SocketAddrV4>, flags: c_int) -> Option<isize> {
+    const PLAIN: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
+    if flags & !PLAIN != 0 || !s.accelerated() {
+        return None;
+    }
+    let e = engine::engine();
+    if !e.config.shm {
+        return None;
+    }
+    let vi = shmvi::get(&e.config)?;
+    let (dest, local) = {
+        let st = s.state.lock();
+        (to.or(st.remote)?, st.local)
+    };
+    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 {
+        return None;
+    }
+    // Only this host's addresses can be served by a ring.
+    if !vi.is_local(*dest.ip()) {
+        return None;
+    }
+    // The payload: the app's own buffer when it is one piece, else gathered; anything larger
+    // than a ring slot is the kernel's.
+    let max = vi.max_payload();
+    let mut gathered = [MaybeUninit::<u8>::uninit(); 16384];
+    let payload: &[u8] = if iovlen == 1 {
+        let v = &*iov;
+        if v.iov_len > max {
+            return None;
+        }
+        if v.iov_len == 0 { &[] } else { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }
+    } else {
+        let mut len = 0usize;
+        for i in 0..iovlen {
+            let v = &*iov.add(i);
+            if v.iov_len > max.min(gathered.len()) - len {
+                return None;
             }
-        } else {
-            count_rx(&s, r as isize);
+            if v.iov_len > 0 {
+                core::ptr::copy_nonoverlapping(v.iov_base as *const u8, gathered.as_mut_ptr().add(len) as *mut u8, v.iov_len);
+            }
+            len += v.iov_len;
+        }
+        std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len)
+    };
+    let len = payload.len();
+    let local = match local {
+        Some(l) if l.port() != 0 => l,
+        _ => implicit_bind(fd, s)?,
+    };
+    let src_ip = if !local.ip().is_unspecified() {
+        *local.ip()
+    } else if dest.ip().is_loopback() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        *dest.ip()
+    };
+    match vi.send(SocketAddrV4::new(src_ip, local.port()), dest, payload) {
+        TxOutcome::NotServed => None,
+        TxOutcome::DroppedFull => {
+            s.counters.drop_ring_full.fetch_add(1, Ordering::Relaxed);
+            Some(len as isize)
+        }
+        TxOutcome::Sent { doorbell } => {
+            s.counters.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
+            s.counters.shm_tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            if let Some(cookie) = doorbell {
+                ring_doorbell(fd, s, dest, cookie);
+            }
+            Some(len as isize)
         }
     }
-    r
 }
 
-/// # Safety
-/// libc's contract for readv.
-pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    rx(fd, || real::readv(fd, iov, n))
+/// Wakes a sleeping receiver: a doorbell datagram from our own kernel socket (so a receiver
+/// connected to us accepts it) to its address.
+fn ring_doorbell(fd: c_int, s: &Socket, dest: SocketAddrV4, cookie: u64) {
+    let d = shmvi::doorbell(cookie);
+    let sin = sockaddr_in_of(dest);
+    // SAFETY: our own buffer and address.
+    let r = unsafe {
+        real::sendto(fd, d.as_ptr() as *const c_void, d.len(), libc::MSG_DONTWAIT,
+            &sin as *const sockaddr_in as *const sockaddr, size_of::<sockaddr_in>() as socklen_t)
+    };
+    if r < 0 {
+        // A connected socket may refuse a destination other than its peer: the receiver's
+        // address is its peer here, so this is rare; the receiver's spin or timeout covers it.
+        static ONCE: log::Once = log::Once::new();
+        if ONCE.first() {
+            log::debug(format_args!("doorbell to {dest} failed: {}", std::io::Error::last_os_error()));
+        }
+        return;
+    }
+    s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Binds an unbound sender to an ephemeral port through the kernel (as its first sendto would),
+/// and publishes it so replies can come back through shm.
+fn implicit_bind(fd: c_int, s: &Arc<Socket>) -> Option<SocketAddrV4> {
+    let any = sockaddr_in_of(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+    // SAFETY: a valid sockaddr_in.
+    let r = unsafe { real::bind(fd, &any as *const sockaddr_in as *const sockaddr, size_of::<sockaddr_in>() as socklen_t) };
+    if r != 0 && errno() != libc::EINVAL {
+        return None; // EINVAL: already bound (by a connect, say); getsockname tells where
+    }
+    engine::after_local_address(fd, s);
+    s.state.lock().local.filter(|l| l.port() != 0)
+}
+
+/// sendto/send/write on a tracked socket.
+///
 /// # Safety
-/// libc's contract for sendmsg.
+/// As sendto(2).
+pub unsafe fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
+    let Some(s) = fdtable::get(fd) else { return real::sendto(fd, buf, len, flags, a, al) };
+    let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
+    send_iov(fd, &s, &iov, 1, a, al, flags, || real::sendto(fd, buf, len, flags, a, al))
+}
+
+/// send/write on a tracked socket; `kernel` is the app's own call, for the kernel path.
+///
+/// # Safety
+/// As send(2).
+pub unsafe fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, kernel: impl FnOnce() -> isize) -> ssize_t {
+    let Some(s) = fdtable::get(fd) else { return kernel() };
+    let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
+    send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, kernel)
+}
+
+/// sendmsg on a tracked socket (messages with control data go to the kernel).
+///
+/// # Safety
+/// As sendmsg(2).
 pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let (name, nlen) = if msg.is_null() { (core::ptr::null(), 0) } else { ((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) };
-    tx(fd, name, nlen, || real::sendmsg(fd, msg, flags))
-}
-
-/// # Safety
-/// libc's contract for sendmmsg.
-pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
     let s = fdtable::get(fd);
-    if let Some(s) = &s {
-        if !msgs.is_null() && vlen > 0 {
-            let h = &(*msgs).msg_hdr;
-            engine::before_send(fd, s, sockaddr_v4(h.msg_name as *const sockaddr, h.msg_namelen));
+    match s {
+        Some(s) if !msg.is_null() && (*msg).msg_controllen == 0 => {
+            let m = &*msg;
+            send_iov(fd, &s, m.msg_iov, m.msg_iovlen, m.msg_name as *const sockaddr, m.msg_namelen, flags, || {
+                real::sendmsg(fd, msg, flags)
+            })
         }
-    }
-    let r = real::sendmmsg(fd, msgs, vlen, flags);
-    if let Some(s) = s {
-        for i in 0..r.max(0) as usize {
-            s.counters.tx((*msgs.add(i)).msg_len as usize);
+        Some(s) => {
+            let r = real::sendmsg(fd, msg, flags);
+            if r >= 0 {
+                s.counters.tx(r as usize);
+            }
+            r
         }
+        None => real::sendmsg(fd, msg, flags),
     }
-    r
 }
 
+/// sendmmsg on a tracked socket: one send per message.
+///
 /// # Safety
-/// libc's contract for writev.
-pub unsafe fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
-    tx(fd, core::ptr::null(), 0, || real::writev(fd, iov, n))
+/// As sendmmsg(2).
+pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+    if msgs.is_null() || fdtable::get(fd).is_none() {
+        return real::sendmmsg(fd, msgs, vlen, flags);
+    }
+    let vlen = vlen.min(1024);
+    for i in 0..vlen as usize {
+        let m = &mut *msgs.add(i);
+        let r = sendmsg(fd, &m.msg_hdr, flags);
+        if r < 0 {
+            return if i == 0 { -1 } else { i as c_int };
+        }
+        m.msg_len = r as c_uint;
+    }
+    vlen as c_int
 }
+
+/// writev on a tracked socket.
+///
+/// # Safety
+/// As writev(2).
+pub unsafe fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
+    let Some(s) = fdtable::get(fd) else { return real::writev(fd, iov, n) };
+    if n < 0 {
+        return real::writev(fd, iov, n);
+    }
+    send_iov(fd, &s, iov, n as usize, core::ptr::null(), 0, 0, || real::writev(fd, iov, n))
+}
+

@@ -11,7 +11,7 @@ use accel_engine::{fdtable, real, udp};
 #[no_mangle]
 pub unsafe extern "C-unwind" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::rx(fd, || real::recv(fd, buf, len, flags));
+        return udp::recvfrom(fd, buf, len, flags, core::ptr::null_mut(), core::ptr::null_mut());
     }
     real::recv(fd, buf, len, flags)
 }
@@ -43,7 +43,10 @@ pub unsafe extern "C-unwind" fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_
 #[no_mangle]
 pub unsafe extern "C-unwind" fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::rx(fd, || real::__recv_chk(fd, buf, len, buflen, flags));
+        if len > buflen {
+            return real::__recv_chk(fd, buf, len, buflen, flags); // fortify's overflow abort
+        }
+        return udp::recvfrom(fd, buf, len, flags, core::ptr::null_mut(), core::ptr::null_mut());
     }
     real::__recv_chk(fd, buf, len, buflen, flags)
 }
@@ -51,7 +54,10 @@ pub unsafe extern "C-unwind" fn __recv_chk(fd: c_int, buf: *mut c_void, len: siz
 #[no_mangle]
 pub unsafe extern "C-unwind" fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::rx(fd, || real::__recvfrom_chk(fd, buf, len, buflen, flags, a, al));
+        if len > buflen {
+            return real::__recvfrom_chk(fd, buf, len, buflen, flags, a, al);
+        }
+        return udp::recvfrom(fd, buf, len, flags, a, al);
     }
     real::__recvfrom_chk(fd, buf, len, buflen, flags, a, al)
 }
@@ -59,7 +65,7 @@ pub unsafe extern "C-unwind" fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len:
 #[no_mangle]
 pub unsafe extern "C-unwind" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::rx(fd, || real::read(fd, buf, len));
+        return udp::recvfrom(fd, buf, len, 0, core::ptr::null_mut(), core::ptr::null_mut());
     }
     real::read(fd, buf, len)
 }
@@ -67,7 +73,10 @@ pub unsafe extern "C-unwind" fn read(fd: c_int, buf: *mut c_void, len: size_t) -
 #[no_mangle]
 pub unsafe extern "C-unwind" fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::rx(fd, || real::__read_chk(fd, buf, len, buflen));
+        if len > buflen {
+            return real::__read_chk(fd, buf, len, buflen);
+        }
+        return udp::recvfrom(fd, buf, len, 0, core::ptr::null_mut(), core::ptr::null_mut());
     }
     real::__read_chk(fd, buf, len, buflen)
 }
@@ -83,7 +92,7 @@ pub unsafe extern "C-unwind" fn readv(fd: c_int, iov: *const iovec, n: c_int) ->
 #[no_mangle]
 pub unsafe extern "C-unwind" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::tx(fd, core::ptr::null(), 0, || real::send(fd, buf, len, flags));
+        return udp::send(fd, buf, len, flags, || real::send(fd, buf, len, flags));
     }
     real::send(fd, buf, len, flags)
 }
@@ -91,7 +100,7 @@ pub unsafe extern "C-unwind" fn send(fd: c_int, buf: *const c_void, len: size_t,
 #[no_mangle]
 pub unsafe extern "C-unwind" fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::tx(fd, a, al, || real::sendto(fd, buf, len, flags, a, al));
+        return udp::sendto(fd, buf, len, flags, a, al);
     }
     real::sendto(fd, buf, len, flags, a, al)
 }
@@ -115,7 +124,7 @@ pub unsafe extern "C-unwind" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_
 #[no_mangle]
 pub unsafe extern "C-unwind" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     if fdtable::is_ours(fd) {
-        return udp::tx(fd, core::ptr::null(), 0, || real::write(fd, buf, len));
+        return udp::send(fd, buf, len, 0, || real::write(fd, buf, len));
     }
     real::write(fd, buf, len)
 }

@@ -108,5 +108,11 @@ pub unsafe extern "C-unwind" fn getsockopt(fd: c_int, level: c_int, name: c_int,
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int {
-    real::setsockopt(fd, level, name, val, len)
+    let r = real::setsockopt(fd, level, name, val, len);
+    if r == 0 && fdtable::is_ours(fd) {
+        if let Some(s) = fdtable::get(fd) {
+            engine::after_setsockopt(fd, &s, level, name);
+        }
+    }
+    r
 }

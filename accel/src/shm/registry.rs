@@ -1,0 +1,632 @@
+//! The endpoint registry: the filter table of the shm datapath.
+//!
+//! Which (proto, address, port) is served by which ring, shared by every accelerated process of
+//! one user through files in a private directory:
+//!
+//! ```text
+//! /dev/shm/accel-<uid>/            mode 0700, owned by the user (checked on every open)
+//!     udp-127.0.0.1-5000           endpoint file (4 KiB, 0600): up to 16 members
+//!     udp-0.0.0.0-6000             a wildcard bind: serves every local address
+//!     ring-<pid>-<n>               a receive ring (see ring.rs), 0600
+//! ```
+//!
+//! An endpoint file is a filter: "datagrams for this address go to ring R, tagged with cookie C".
+//! It has several members when several sockets share the port (SO_REUSEPORT); a sender hashes its
+//! own port to pick one, so each datagram reaches exactly one of them, as with the kernel.
+//!
+//! Looking an endpoint up is opening a file by name — no shared index to lock or corrupt. Files
+//! are created complete (written under a temporary name, then `link`ed into place) so a reader
+//! never sees a half-initialised one. A member is claimed with a CAS on its state word, which also
+//! holds the claimant's pid, so a claim left by a crashed process is recognisable and reclaimed.
+//!
+//! Liveness: a member names its owner's pid, the fd number and the socket's inode. It is live
+//! while `/proc/<pid>/fd/<fd>` still links to `socket:[<inode>]` — which fails after the owner
+//! died, closed the socket behind our back, or exec'd with the fd close-on-exec. Senders check
+//! that periodically and when a ring is full, and reclaim what is dead; a sender never keeps
+//! writing into a ring nobody reads.
+//!
+//! Every value read from a file is bounds-checked: a corrupt or hostile file yields "no
+//! endpoint", never a crash.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const MAGIC: &[u8; 8] = b"ACCELEP1";
+const VERSION: u32 = 1;
+const FILE_LEN: usize = 4096;
+/// Members per endpoint: sockets sharing one port with SO_REUSEPORT.
+pub const MEMBERS: usize = 16;
+const MEMBERS_OFFSET: usize = 64;
+const MEMBER_LEN: usize = 128;
+const RING_NAME_LEN: usize = 96;
+
+// Member state word: pid << 2 | phase.
+const FREE: u64 = 0;
+const CLAIMING: u64 = 1;
+const ACTIVE: u64 = 2;
+
+/// The directory for this user: `$ACCEL_SHM_DIR` if set (tests), else `/dev/shm/accel-<uid>`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ACCEL_SHM_DIR") {
+        return PathBuf::from(d);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/dev/shm/accel-{uid}"))
+}
+
+/// The file name of the endpoint for `local`.
+pub fn endpoint_name(local: SocketAddrV4) -> String {
+    format!("udp-{}-{}", local.ip(), local.port())
+}
+
+/// What a receiver publishes about one of its sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub pid: u32,
+    pub fd: i32,
+    pub inode: u64,
+    pub cookie: u64,
+    pub ring: String,
+}
+
+/// One user's registry directory.
+#[derive(Debug)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+/// A published member, to unpublish at close.
+#[derive(Debug)]
+pub struct Publication {
+    pub path: PathBuf,
+    pub index: usize,
+    pub cookie: u64,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry directory, refusing one that another user owns
+    /// or that others can enter: rings would be readable or forgeable by them.
+    pub fn open(dir: &Path) -> io::Result<Registry> {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = fs::symlink_metadata(dir)?;
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is not a private directory of uid {uid}", dir.display()),
+            ));
+        }
+        Ok(Registry { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Re-creates the directory if a concurrent clean-up removed it.
+    fn ensure_dir(&self) -> io::Result<()> {
+        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes `info` as a member of the endpoint for `local`.
+    pub fn publish(&self, local: SocketAddrV4, info: &MemberInfo) -> io::Result<Publication> {
+        if info.ring.len() >= RING_NAME_LEN || info.ring.contains('\0') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring name too long"));
+        }
+        let path = self.path_of(&endpoint_name(local));
+        for _ in 0..8 {
+            self.ensure_dir()?;
+            let ep = match EndpointMap::open(&path) {
+                Ok(ep) => ep,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.create_endpoint_file(&path)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(index) = ep.claim(info) else {
+                ep.reap_dead();
+                match ep.claim(info) {
+                    Some(index) => return self.confirm(&path, ep, index, info.cookie),
+                    None => return Err(io::Error::new(io::ErrorKind::AddrInUse, "endpoint has no free member")),
+                }
+            };
+            match self.confirm(&path, ep, index, info.cookie) {
+                Ok(p) => return Ok(p),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::Other, "endpoint file kept changing"))
+    }
+
+    /// A claim counts only if the file is still the one at `path` (a concurrent unpublish may
+    /// have unlinked it after its last member left).
+    fn confirm(&self, path: &Path, ep: EndpointMap, index: usize, cookie: u64) -> io::Result<Publication> {
+        match fs::metadata(path) {
+            Ok(m) if m.ino() == ep.inode => Ok(Publication { path: path.to_path_buf(), index, cookie }),
+            _ => {
+                ep.release(index, cookie);
+                Err(io::Error::new(io::ErrorKind::Interrupted, "endpoint replaced"))
+            }
+        }
+    }
+
+    fn create_endpoint_file(&self, path: &Path) -> io::Result<()> {
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let tmp = self.dir.join(format!(".tmp-{pid}-{}", next_id()));
+        let mut buf = vec![0u8; FILE_LEN];
+        buf[..8].copy_from_slice(MAGIC);
+        buf[8..12].copy_from_slice(&VERSION.to_ne_bytes());
+        buf[12..16].copy_from_slice(&(MEMBERS as u32).to_ne_bytes());
+        {
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(&buf)?;
+        }
+        let r = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a member; the endpoint file goes with its last member.
+    pub fn unpublish(&self, p: &Publication) {
+        let Ok(ep) = EndpointMap::open(&p.path) else { return };
+        ep.release(p.index, p.cookie);
+        if ep.active_count() == 0 {
+            let _ = fs::remove_file(&p.path);
+        }
+        self.remove_dir_if_empty();
+    }
+
+    /// Removes the directory once nothing is left in it (rmdir fails while anything remains).
+    pub fn remove_dir_if_empty(&self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+
+    /// The endpoint serving `dest`: the exact address first, then a wildcard bind of that port
+    /// when `dest_is_local` (a wildcard serves every local address).
+    pub fn lookup(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<EndpointMap> {
+        if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(dest))) {
+            return Some(ep);
+        }
+        if dest_is_local {
+            let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dest.port());
+            if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(any))) {
+                return Some(ep);
+            }
+        }
+        None
+    }
+
+    /// Removes whatever crashed processes left: dead members, empty endpoint files, rings whose
+    /// creator is gone. Returns how many files were removed.
+    pub fn reap(&self) -> usize {
+        let Ok(dir) = fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = entry.path();
+            if name.starts_with("udp-") {
+                if let Ok(ep) = EndpointMap::open(&path) {
+                    ep.reap_dead();
+                    if ep.active_count() == 0 && ep.claiming_count() == 0 && fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+            } else if let Some(pid) = ring_owner(name) {
+                if !pid_alive(pid) && fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            } else if let Some(pid) = name.strip_prefix(".tmp-").and_then(|r| r.split('-').next()?.parse().ok()) {
+                if !pid_alive(pid) && fs::remove_file(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// The pid in a ring file name `ring-<pid>-<n>`.
+pub fn ring_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("ring-")?.split('-').next()?.parse().ok()
+}
+
+fn next_id() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Is `pid` a live process? (EPERM: it exists but is someone else's: alive.)
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Does `pid` still hold `fd` open on the socket with `inode`?
+pub fn member_alive(pid: u32, fd: i32, inode: u64) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+        Ok(target) => target.to_str() == Some(&format!("socket:[{inode}]")),
+        // Another pid namespace or no /proc: fall back to the pid alone.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
+        Err(_) => false,
+    }
+}
+
+/// One endpoint file, mapped.
+#[derive(Debug)]
+pub struct EndpointMap {
+    base: *mut u8,
+    pub inode: u64,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics and bounds-checked reads;
+// it is unmapped once, on drop.
+unsafe impl Send for EndpointMap {}
+// SAFETY: as above.
+unsafe impl Sync for EndpointMap {}
+
+impl Drop for EndpointMap {
+    fn drop(&mut self) {
+        // SAFETY: base/FILE_LEN is the mapping made in `open`.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, FILE_LEN) };
+    }
+}
+
+/// A live member as read from an endpoint file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub index: usize,
+    pub info: MemberInfo,
+}
+
+impl EndpointMap {
+    /// Maps an endpoint file after checking its size and header.
+    pub fn open(path: &Path) -> io::Result<EndpointMap> {
+        let f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(path)?;
+        let meta = f.metadata()?;
+        if meta.len() != FILE_LEN as u64 || !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "endpoint file has the wrong size"));
+        }
+        let base = map(&f, FILE_LEN)?;
+        let ep = EndpointMap { base, inode: meta.ino() };
+        // SAFETY: the mapping is FILE_LEN bytes; the header is within it.
+        let header = unsafe { std::slice::from_raw_parts(base, 16) };
+        if &header[..8] != MAGIC
+            || header[8..12] != VERSION.to_ne_bytes()
+            || header[12..16] != (MEMBERS as u32).to_ne_bytes()
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an endpoint file"));
+        }
+        Ok(ep)
+    }
+
+    fn state(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < MEMBERS);
+        // SAFETY: i < MEMBERS keeps the 8-byte aligned word inside the FILE_LEN mapping.
+        unsafe { &*(self.base.add(MEMBERS_OFFSET + i * MEMBER_LEN) as *const AtomicU64) }
+    }
+
+    fn field(&self, i: usize, off: usize) -> &AtomicU64 {
+        // SAFETY: off < MEMBER_LEN and 8-aligned; within the mapping for i < MEMBERS.
+        unsafe { &*(self.base.add(MEMBERS_OFFSET + i * MEMBER_LEN + off) as *const AtomicU64) }
+    }
+
+    fn name_bytes(&self, i: usize) -> *mut u8 {
+        // SAFETY: the name area [32, 32 + RING_NAME_LEN) lies within the member.
+        unsafe { self.base.add(MEMBERS_OFFSET + i * MEMBER_LEN + 32) }
+    }
+
+    fn claim(&self, info: &MemberInfo) -> Option<usize> {
+        let claiming = (u64::from(info.pid) << 2) | CLAIMING;
+        for i in 0..MEMBERS {
+            if self.state(i).compare_exchange(FREE, claiming, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            self.field(i, 8).store(u64::from(info.fd as u32), Ordering::Relaxed);
+            self.field(i, 16).store(info.inode, Ordering::Relaxed);
+            self.field(i, 24).store(info.cookie, Ordering::Relaxed);
+            let name = info.ring.as_bytes();
+            // SAFETY: name.len() < RING_NAME_LEN (checked by publish); the area is ours while
+            // the state says CLAIMING; the trailing NUL is written too.
+            unsafe {
+                let dst = self.name_bytes(i);
+                core::ptr::write_bytes(dst, 0, RING_NAME_LEN);
+                core::ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len());
+            }
+            self.state(i).store((u64::from(info.pid) << 2) | ACTIVE, Ordering::Release);
+            return Some(i);
+        }
+        None
+    }
+
+    /// Frees member `i` if it still holds `cookie`.
+    pub fn release(&self, i: usize, cookie: u64) -> bool {
+        if i >= MEMBERS {
+            return false;
+        }
+        let s = self.state(i).load(Ordering::Acquire);
+        if s & 3 != ACTIVE || self.field(i, 24).load(Ordering::Relaxed) != cookie {
+            return false;
+        }
+        self.state(i).compare_exchange(s, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// The member at `i`, if active. Reads are validated: a torn or garbage entry is None.
+    pub fn member(&self, i: usize) -> Option<Member> {
+        if i >= MEMBERS {
+            return None;
+        }
+        let s = self.state(i).load(Ordering::Acquire);
+        if s & 3 != ACTIVE {
+            return None;
+        }
+        let fd = self.field(i, 8).load(Ordering::Relaxed) as u32 as i32;
+        let inode = self.field(i, 16).load(Ordering::Relaxed);
+        let cookie = self.field(i, 24).load(Ordering::Relaxed);
+        let mut name = [0u8; RING_NAME_LEN];
+        // SAFETY: copies the fixed-size name area out of the mapping.
+        unsafe { core::ptr::copy_nonoverlapping(self.name_bytes(i), name.as_mut_ptr(), RING_NAME_LEN) };
+        let len = name.iter().position(|&b| b == 0)?;
+        let ring = std::str::from_utf8(&name[..len]).ok()?;
+        if ring.is_empty() || ring.contains('/') || ring.starts_with('.') {
+            return None;
+        }
+        // The entry must not have changed while we read it.
+        if self.state(i).load(Ordering::Acquire) != s {
+            return None;
+        }
+        Some(Member { index: i, info: MemberInfo { pid: (s >> 2) as u32, fd, inode, cookie, ring: ring.to_string() } })
+    }
+
+    /// Active members, in slot order.
+    pub fn members(&self) -> Vec<Member> {
+        (0..MEMBERS).filter_map(|i| self.member(i)).collect()
+    }
+
+    /// One member chosen by `hash` (the sender's port): each datagram goes to exactly one.
+    pub fn pick(&self, hash: u32) -> Option<Member> {
+        let members = self.members();
+        if members.is_empty() {
+            return None;
+        }
+        members.get(hash as usize % members.len()).cloned()
+    }
+
+    /// Is member `i` still the one with `cookie`? One load per check: the sender's cache test.
+    #[inline]
+    pub fn still(&self, i: usize, cookie: u64) -> bool {
+        i < MEMBERS
+            && self.state(i).load(Ordering::Acquire) & 3 == ACTIVE
+            && self.field(i, 24).load(Ordering::Relaxed) == cookie
+    }
+
+    pub fn active_count(&self) -> usize {
+        (0..MEMBERS).filter(|&i| self.state(i).load(Ordering::Acquire) & 3 == ACTIVE).count()
+    }
+
+    fn claiming_count(&self) -> usize {
+        (0..MEMBERS).filter(|&i| self.state(i).load(Ordering::Acquire) & 3 == CLAIMING).count()
+    }
+
+    /// Frees members whose owner is gone (and claims a crashed process left half made).
+    /// Returns how many.
+    pub fn reap_dead(&self) -> usize {
+        let mut n = 0;
+        for i in 0..MEMBERS {
+            let s = self.state(i).load(Ordering::Acquire);
+            let dead = match s & 3 {
+                ACTIVE => self.member(i).is_some_and(|m| !member_alive(m.info.pid, m.info.fd, m.info.inode)),
+                CLAIMING => !pid_alive((s >> 2) as u32),
+                _ => false,
+            };
+            if dead && self.state(i).compare_exchange(s, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn map(f: &File, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: maps `len` bytes of a file we verified is at least that long; MAP_SHARED so all
+    // processes see one copy.
+    let p = unsafe {
+        libc::mmap(core::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as *mut u8)
+}
+
+/// The inode of the socket behind `fd` (its identity in /proc/<pid>/fd).
+pub fn socket_inode(fd: i32) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat with a buffer we own.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    Some(unsafe { st.assume_init() }.st_ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("accel-test-reg-{}-{tag}-{}", std::process::id(), next_id()));
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn udp_socket() -> (i32, u64) {
+        // SAFETY: plain socket creation.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        assert!(fd >= 0);
+        (fd, socket_inode(fd).unwrap())
+    }
+
+    fn info(fd: i32, inode: u64, cookie: u64) -> MemberInfo {
+        MemberInfo { pid: std::process::id(), fd, inode, cookie, ring: format!("ring-{}-0", std::process::id()) }
+    }
+
+    #[test]
+    fn publish_lookup_unpublish() {
+        let d = TempDir::new("basic");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
+        let p = reg.publish(a, &info(fd, ino, 42)).unwrap();
+        let ep = reg.lookup(a, true).unwrap();
+        let m = ep.pick(7).unwrap();
+        assert_eq!(m.info, info(fd, ino, 42));
+        assert!(ep.still(m.index, 42));
+        assert!(reg.lookup(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001), true).is_none());
+        reg.unpublish(&p);
+        assert!(!ep.still(m.index, 42), "the sender's cached view sees the release");
+        assert!(reg.lookup(a, true).is_none(), "file removed with its last member");
+        assert!(!d.0.exists(), "empty directory removed");
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn wildcard_serves_local_destinations_only() {
+        let d = TempDir::new("wild");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let p = reg.publish(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 6000), &info(fd, ino, 1)).unwrap();
+        assert!(reg.lookup(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 9), 6000), true).is_some());
+        assert!(reg.lookup(SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 6000), false).is_none());
+        reg.unpublish(&p);
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn reuseport_members_each_get_a_share() {
+        let d = TempDir::new("reuse");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd1, i1) = udp_socket();
+        let (fd2, i2) = udp_socket();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7000);
+        let p1 = reg.publish(a, &info(fd1, i1, 1)).unwrap();
+        let p2 = reg.publish(a, &info(fd2, i2, 2)).unwrap();
+        let ep = reg.lookup(a, true).unwrap();
+        let picks: std::collections::HashSet<u64> = (0..10).map(|h| ep.pick(h).unwrap().info.cookie).collect();
+        assert_eq!(picks.len(), 2);
+        reg.unpublish(&p1);
+        assert_eq!(ep.pick(0).unwrap().info.cookie, 2);
+        reg.unpublish(&p2);
+        // SAFETY: closing our sockets.
+        unsafe {
+            libc::close(fd1);
+            libc::close(fd2);
+        }
+    }
+
+    #[test]
+    fn closed_socket_member_is_reaped() {
+        let d = TempDir::new("reap");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000);
+        reg.publish(a, &info(fd, ino, 9)).unwrap();
+        // SAFETY: closing our socket without unpublishing, as a crash or raw syscall would.
+        unsafe { libc::close(fd) };
+        assert!(!member_alive(std::process::id(), fd, ino));
+        assert_eq!(reg.reap(), 1);
+        assert!(reg.lookup(a, true).is_none());
+    }
+
+    #[test]
+    fn dead_pid_ring_files_are_reaped() {
+        let d = TempDir::new("ring");
+        let reg = Registry::open(&d.0).unwrap();
+        // pid 0x3fffffff is above pid_max on Linux: never alive.
+        fs::write(d.0.join("ring-1073741823-0"), b"x").unwrap();
+        fs::write(d.0.join(format!("ring-{}-0", std::process::id())), b"x").unwrap();
+        assert_eq!(reg.reap(), 1);
+        assert!(d.0.join(format!("ring-{}-0", std::process::id())).exists());
+    }
+
+    #[test]
+    fn foreign_or_open_directories_are_refused() {
+        let d = TempDir::new("perm");
+        fs::create_dir(&d.0).unwrap();
+        fs::set_permissions(&d.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(Registry::open(&d.0).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn corrupt_endpoint_files_are_rejected() {
+        let d = TempDir::new("corrupt");
+        let reg = Registry::open(&d.0).unwrap();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
+        let path = d.0.join(endpoint_name(a));
+        fs::write(&path, b"short").unwrap();
+        assert!(reg.lookup(a, true).is_none());
+        let mut junk = vec![0xA5u8; FILE_LEN];
+        fs::write(&path, &junk).unwrap();
+        assert!(reg.lookup(a, true).is_none(), "bad magic");
+        // Right header, garbage members: no member comes out, nothing panics.
+        junk[..8].copy_from_slice(MAGIC);
+        junk[8..12].copy_from_slice(&VERSION.to_ne_bytes());
+        junk[12..16].copy_from_slice(&(MEMBERS as u32).to_ne_bytes());
+        let mut seed = 0x1234_5678u32;
+        for b in junk[16..].iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            *b = seed as u8;
+        }
+        fs::write(&path, &junk).unwrap();
+        let ep = reg.lookup(a, true).unwrap();
+        for m in ep.members() {
+            assert!(!m.info.ring.contains('/'));
+        }
+        let _ = ep.pick(3);
+        let _ = ep.reap_dead();
+    }
+}

@@ -1,0 +1,425 @@
+//! The shm VI: this process's side of the same-host datapath.
+//!
+//! Receive: a socket bound to a local address gets a ring (shared with other sockets of this
+//! process or its own, by VMA_RING_ALLOCATION_LOGIC_RX) and publishes an endpoint in the
+//! [registry](super::registry): "datagrams for 127.0.0.1:5000 go to ring R, cookie C".
+//!
+//! Transmit: a send to a destination with a live endpoint writes straight into that endpoint's
+//! ring; anything else is "not served" and goes to the kernel. Lookups are cached per destination
+//! (a positive entry is re-validated with one load per send; a negative one expires after
+//! [`NEGATIVE_TTL`]), and the receiver's liveness is re-checked every [`LIVENESS_PERIOD`] and
+//! whenever its ring is full, so a sender falls back to the kernel soon after a receiver dies.
+//!
+//! Wakeups: a receiver that is about to sleep in the kernel sets its ring's `waiters`; the sender
+//! that then publishes sends one *doorbell* — a 16-byte datagram `ACCELDB1 + cookie` — through its
+//! own kernel socket to the receiver's address. It wakes a blocking recv, and equally the app's own
+//! poll/epoll on that fd. Receivers recognise and discard doorbells (the cookie is known only to
+//! processes that can read the user's private registry).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::registry::{self, EndpointMap, MemberInfo, Publication, Registry};
+use super::ring::{PushError, Ring};
+use crate::config::{Config, RingAllocation};
+use crate::socket::Socket;
+
+/// A negative lookup ("nobody serves this destination") is trusted this long.
+pub const NEGATIVE_TTL: Duration = Duration::from_millis(100);
+/// How often a sender re-checks that the receiver it writes to is alive.
+pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
+
+pub const DOORBELL_MAGIC: &[u8; 8] = b"ACCELDB1";
+pub const DOORBELL_LEN: usize = 16;
+
+/// The doorbell datagram for a receiver with `cookie`.
+pub fn doorbell(cookie: u64) -> [u8; DOORBELL_LEN] {
+    let mut d = [0u8; DOORBELL_LEN];
+    d[..8].copy_from_slice(DOORBELL_MAGIC);
+    d[8..].copy_from_slice(&cookie.to_ne_bytes());
+    d
+}
+
+/// Is `data` the doorbell of the receiver with `cookie`?
+pub fn is_doorbell(data: &[u8], cookie: u64) -> bool {
+    data.len() == DOORBELL_LEN && data[..8] == DOORBELL_MAGIC[..] && data[8..] == cookie.to_ne_bytes()
+}
+
+/// A socket's receive side: its ring and its entry in the registry.
+#[derive(Debug)]
+pub struct RxBinding {
+    pub ring: Arc<Ring>,
+    pub ring_name: String,
+    /// The ring allocation key (VMA_RING_ALLOCATION_LOGIC_RX): which sockets share the ring.
+    pub ring_key: String,
+    pub cookie: u64,
+    pub publication: Publication,
+    pub local: SocketAddrV4,
+    /// The process that published it.
+    pub pid: u32,
+}
+
+/// Where a destination's datagrams go.
+struct Target {
+    endpoint: Arc<EndpointMap>,
+    member: usize,
+    cookie: u64,
+    pid: u32,
+    fd: i32,
+    inode: u64,
+    ring: Arc<Ring>,
+    checked: Instant,
+}
+
+enum CacheEntry {
+    Served(Target),
+    NotServed(Instant),
+}
+
+/// The result of a send attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// In the ring; `doorbell` = Some(cookie) if the receiver sleeps and must be woken.
+    Sent { doorbell: Option<u64> },
+    /// The ring was full: dropped, as UDP would (the sender never blocks).
+    DroppedFull,
+    /// Nobody on this host serves the destination through shm: use the kernel.
+    NotServed,
+}
+
+/// This process's shm VI.
+pub struct ShmVi {
+    registry: Registry,
+    slots: u32,
+    slot_size: u32,
+    logic: RingAllocation,
+    /// Rings this process created: allocation key → (ring, file name).
+    rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
+    cache: Mutex<HashMap<SocketAddrV4, CacheEntry>>,
+    remote_rings: Mutex<HashMap<String, Arc<Ring>>>,
+    local_addrs: Mutex<(Vec<Ipv4Addr>, Instant)>,
+    ring_seq: AtomicU32,
+    cookie_seq: AtomicU64,
+    /// cookie → socket, to hand datagrams found on a shared ring to the socket they are for.
+    sockets: Mutex<HashMap<u64, Weak<Socket>>>,
+}
+
+static VI: OnceLock<Option<ShmVi>> = OnceLock::new();
+
+/// The process's shm VI, or None if it could not be set up (the reason is logged once).
+pub fn get(config: &Config) -> Option<&'static ShmVi> {
+    VI.get_or_init(|| match ShmVi::new(config) {
+        Ok(vi) => Some(vi),
+        Err(e) => {
+            crate::log::warn(format_args!(
+                "shm datapath unavailable ({e}); same-host UDP stays in the kernel"
+            ));
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// The VI if it was already set up (for clean-up paths that must not create it).
+pub fn existing() -> Option<&'static ShmVi> {
+    VI.get().and_then(|v| v.as_ref())
+}
+
+/// Slot size for an MTU: the payload of a full-size datagram plus the slot header, rounded up to
+/// a power of two (1500 → 2048: the 2 KiB packet buffers of the ef_vi model).
+pub fn slot_size_for(mtu: u32) -> u32 {
+    (mtu.saturating_sub(28) + 32).next_power_of_two().max(256)
+}
+
+impl ShmVi {
+    pub fn new(config: &Config) -> io::Result<ShmVi> {
+        let registry = Registry::open(&registry::default_dir())?;
+        registry.reap();
+        let mut seed = [0u8; 8];
+        // SAFETY: getrandom into a buffer we own.
+        let n = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+        let seed = if n == 8 { u64::from_ne_bytes(seed) } else { std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15 };
+        Ok(ShmVi {
+            registry,
+            slots: config.rx_wre.max(8),
+            slot_size: slot_size_for(config.mtu),
+            logic: config.ring_allocation_rx,
+            rings: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            remote_rings: Mutex::new(HashMap::new()),
+            local_addrs: Mutex::new((Vec::new(), Instant::now() - Duration::from_secs(3600))),
+            ring_seq: AtomicU32::new(0),
+            cookie_seq: AtomicU64::new(seed | 1),
+            sockets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The largest payload a ring slot carries; larger datagrams take the kernel path.
+    pub fn max_payload(&self) -> usize {
+        (self.slot_size - 32) as usize
+    }
+
+    /// Which ring a socket bound to `local` uses, by the ring allocation logic.
+    pub fn ring_key(&self, local: SocketAddrV4) -> String {
+        match self.logic {
+            RingAllocation::PerInterface => {
+                if local.ip().is_loopback() {
+                    "if-lo".into()
+                } else {
+                    "if-any".into()
+                }
+            }
+            RingAllocation::PerIp => format!("ip-{}", local.ip()),
+            RingAllocation::PerSocket => format!("sock-{}", self.ring_seq.fetch_add(1, Ordering::Relaxed)),
+            // SAFETY: gettid cannot fail.
+            RingAllocation::PerThread => format!("tid-{}", unsafe { libc::gettid() }),
+            RingAllocation::PerCore | RingAllocation::PerCoreAffinity => {
+                // SAFETY: sched_getcpu has no preconditions.
+                format!("cpu-{}", unsafe { libc::sched_getcpu() }.max(0))
+            }
+        }
+    }
+
+    fn ring_for(&self, key: &str) -> io::Result<(Arc<Ring>, String)> {
+        let mut rings = self.rings.lock();
+        if let Some((r, name)) = rings.get(key) {
+            return Ok((r.clone(), name.clone()));
+        }
+        let name = ring_file_name(key);
+        let path = self.registry.path_of(&name);
+        let _ = std::fs::remove_file(&path); // a leftover of an earlier process with our pid
+        let ring = Arc::new(Ring::create(&path, self.slots, self.slot_size)?);
+        rings.insert(key.to_string(), (ring.clone(), name.clone()));
+        Ok((ring, name))
+    }
+
+    /// Publishes a bound socket: after this, local senders write to its ring.
+    pub fn bind(&self, fd: i32, local: SocketAddrV4, sock: &Arc<Socket>) -> io::Result<RxBinding> {
+        let key = self.ring_key(local);
+        let (ring, ring_name) = self.ring_for(&key)?;
+        let cookie = self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) | 1;
+        let inode = registry::socket_inode(fd).unwrap_or(0);
+        let pid = std::process::id();
+        let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone() };
+        let publication = self.registry.publish(local, &info)?;
+        self.sockets.lock().insert(cookie, Arc::downgrade(sock));
+        Ok(RxBinding { ring, ring_name, ring_key: key, cookie, publication, local, pid })
+    }
+
+    /// Withdraws a socket's endpoint (close, or fallback to the kernel). A forked child that
+    /// shares the socket does not withdraw its parent's endpoint.
+    pub fn unbind(&self, b: &RxBinding) {
+        self.sockets.lock().remove(&b.cookie);
+        if b.pid != std::process::id() {
+            return;
+        }
+        self.registry.unpublish(&b.publication);
+        // A per-socket ring goes with its socket.
+        if b.ring_key.starts_with("sock-") {
+            if let Some((_, name)) = self.rings.lock().remove(&b.ring_key) {
+                let _ = std::fs::remove_file(self.registry.path_of(&name));
+            }
+            self.registry.remove_dir_if_empty();
+        }
+    }
+
+    /// The socket a cookie belongs to, if it is still open in this process.
+    pub fn socket_of(&self, cookie: u64) -> Option<Arc<Socket>> {
+        self.sockets.lock().get(&cookie)?.upgrade()
+    }
+
+    /// Removes this process's rings and endpoints (exit).
+    pub fn shutdown(&self) {
+        let cookies: Vec<Arc<Socket>> = self.sockets.lock().values().filter_map(Weak::upgrade).collect();
+        for s in cookies {
+            if let Some(b) = s.rx.get() {
+                if b.pid == std::process::id() {
+                    self.registry.unpublish(&b.publication);
+                }
+            }
+        }
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() } as u32;
+        let names: Vec<String> = self.rings.lock().values().map(|(_, n)| n.clone()).collect();
+        for name in names {
+            // A forked child shares its parent's rings but does not own their files.
+            if registry::ring_owner(&name) == Some(me) {
+                let _ = std::fs::remove_file(self.registry.path_of(&name));
+            }
+        }
+        self.registry.remove_dir_if_empty();
+    }
+
+    /// Is `ip` an address of this host (so a wildcard bind serves it)?
+    pub fn is_local(&self, ip: Ipv4Addr) -> bool {
+        if ip.is_loopback() {
+            return true;
+        }
+        let mut g = self.local_addrs.lock();
+        if g.1.elapsed() > Duration::from_secs(1) {
+            g.0 = host_addresses();
+            g.1 = Instant::now();
+        }
+        g.0.contains(&ip)
+    }
+
+    /// Sends `payload` to `dest` through shm if a live endpoint serves it. `src` is the source
+    /// address the receiver will see.
+    pub fn send(&self, src: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> TxOutcome {
+        if payload.len() > self.max_payload() {
+            return TxOutcome::NotServed;
+        }
+        let mut cache = self.cache.lock();
+        let now = Instant::now();
+        let fresh = match cache.get(&dest) {
+            Some(CacheEntry::Served(t)) => {
+                t.endpoint.still(t.member, t.cookie)
+                    && (now.duration_since(t.checked) < LIVENESS_PERIOD || self.recheck(t))
+            }
+            Some(CacheEntry::NotServed(at)) => now.duration_since(*at) < NEGATIVE_TTL,
+            None => false,
+        };
+        if !fresh {
+            let entry = match self.resolve(src, dest) {
+                Some(t) => CacheEntry::Served(t),
+                None => CacheEntry::NotServed(now),
+            };
+            cache.insert(dest, entry);
+        }
+        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return TxOutcome::NotServed };
+        if now.duration_since(t.checked) >= LIVENESS_PERIOD {
+            t.checked = now;
+        }
+        match t.ring.push(t.cookie, src, payload) {
+            Ok(true) => TxOutcome::Sent { doorbell: Some(t.cookie) },
+            Ok(false) => TxOutcome::Sent { doorbell: None },
+            Err(PushError::TooBig) => TxOutcome::NotServed,
+            Err(PushError::Full) => {
+                // A full ring may mean a dead reader: check now rather than at the next period.
+                if !registry::member_alive(t.pid, t.fd, t.inode) {
+                    t.endpoint.release(t.member, t.cookie);
+                    self.registry.reap();
+                    cache.remove(&dest);
+                    return TxOutcome::NotServed;
+                }
+                TxOutcome::DroppedFull
+            }
+        }
+    }
+
+    /// Liveness re-check of a cached target; false (and the member reclaimed) if it is dead.
+    fn recheck(&self, t: &Target) -> bool {
+        if registry::member_alive(t.pid, t.fd, t.inode) {
+            return true;
+        }
+        t.endpoint.release(t.member, t.cookie);
+        self.registry.reap();
+        false
+    }
+
+    fn resolve(&self, src: SocketAddrV4, dest: SocketAddrV4) -> Option<Target> {
+        let endpoint = Arc::new(self.registry.lookup(dest, self.is_local(*dest.ip()))?);
+        // Hash the sender's port so one sender's datagrams all reach the same member (and the
+        // members share the senders), as the kernel's SO_REUSEPORT does.
+        let hash = u32::from(src.port()).wrapping_mul(0x9e37_79b1) ^ u32::from(*src.ip());
+        let m = endpoint.pick(hash)?;
+        if !registry::member_alive(m.info.pid, m.info.fd, m.info.inode) {
+            endpoint.release(m.index, m.info.cookie);
+            self.registry.reap();
+            return None;
+        }
+        let ring = self.open_remote_ring(&m.info.ring)?;
+        Some(Target {
+            endpoint,
+            member: m.index,
+            cookie: m.info.cookie,
+            pid: m.info.pid,
+            fd: m.info.fd,
+            inode: m.info.inode,
+            ring,
+            checked: Instant::now(),
+        })
+    }
+
+    fn open_remote_ring(&self, name: &str) -> Option<Arc<Ring>> {
+        if let Some(r) = self.rings.lock().values().find(|(_, n)| n == name).map(|(r, _)| r.clone()) {
+            return Some(r); // our own ring (a socket sending to another socket of this process)
+        }
+        let mut remote = self.remote_rings.lock();
+        if let Some(r) = remote.get(name) {
+            return Some(r.clone());
+        }
+        let ring = Arc::new(Ring::open(&self.registry.path_of(name)).ok()?);
+        remote.insert(name.to_string(), ring.clone());
+        Some(ring)
+    }
+
+    /// Forgets cached destinations (after fork, or when told the registry changed).
+    pub fn forget_cache(&self) {
+        self.cache.lock().clear();
+    }
+}
+
+fn ring_file_name(key: &str) -> String {
+    format!("ring-{}-{key}", std::process::id())
+}
+
+/// IPv4 addresses of this host's interfaces.
+pub fn host_addresses() -> Vec<Ipv4Addr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = core::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doorbells_match_only_their_cookie() {
+        let d = doorbell(0xdead_beef);
+        assert!(is_doorbell(&d, 0xdead_beef));
+        assert!(!is_doorbell(&d, 0xdead_bee0));
+        assert!(!is_doorbell(&d[..15], 0xdead_beef));
+        assert!(!is_doorbell(b"ACCELDB1........", 0xdead_beef));
+    }
+
+    #[test]
+    fn slot_sizes() {
+        assert_eq!(slot_size_for(1500), 2048);
+        assert_eq!(slot_size_for(576), 1024);
+        assert_eq!(slot_size_for(9000), 16384);
+    }
+
+    #[test]
+    fn loopback_is_local() {
+        let addrs = host_addresses();
+        assert!(addrs.contains(&Ipv4Addr::LOCALHOST));
+    }
+}
