@@ -536,6 +536,24 @@ fn register_fork_handlers() {
     unsafe { libc::atexit(at_exit) };
 }
 
+/// Just before an exec-family call: withdraw our shm endpoints (senders then use the kernel
+/// socket, which the new image inherits). Returns a token for [`after_failed_exec`].
+pub fn before_exec() -> Vec<Arc<Socket>> {
+    let _g = EngineGuard::enter();
+    shmvi::existing().map(|vi| vi.withdraw_all()).unwrap_or_default()
+}
+
+/// The exec failed and this image goes on: publish the endpoints again.
+pub fn after_failed_exec(withdrawn: Vec<Arc<Socket>>) {
+    if withdrawn.is_empty() {
+        return;
+    }
+    let _g = EngineGuard::enter();
+    if let Some(vi) = shmvi::existing() {
+        keep_errno(|| vi.republish(&withdrawn));
+    }
+}
+
 /// After exec, sockets inherited from the previous image are still open: look at each and track
 /// the ones we would accelerate, so the new image treats them as its own.
 fn adopt_inherited_sockets(e: &Engine) {
@@ -582,7 +600,10 @@ fn adopt_inherited_sockets(e: &Engine) {
                 stt.decision = Some(d);
                 s.nonblocking.store(stt.nonblocking, Ordering::Relaxed);
             }
-            track(fd, Arc::new(s));
+            let s = Arc::new(s);
+            track(fd, s.clone());
+            // Serve it through shm in this image too (the previous image withdrew its endpoint).
+            after_local_address(fd, &s);
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use libc::{c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
+use accel_engine::engine::{after_failed_exec, before_exec};
 use accel_engine::exec::fix_env;
 use accel_engine::real;
 
@@ -26,7 +27,10 @@ pub unsafe extern "C-unwind" fn vfork() -> pid_t {
 #[no_mangle]
 pub unsafe extern "C-unwind" fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     let fixed = fix_env(envp);
-    real::execve(path, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()))
+    let withdrawn = before_exec();
+    let r = real::execve(path, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()));
+    after_failed_exec(withdrawn); // only reached if exec failed
+    r
 }
 
 #[no_mangle]
@@ -37,7 +41,10 @@ pub unsafe extern "C-unwind" fn execv(path: *const c_char, argv: *const *const c
 #[no_mangle]
 pub unsafe extern "C-unwind" fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     let fixed = fix_env(envp);
-    real::execvpe(file, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()))
+    let withdrawn = before_exec();
+    let r = real::execvpe(file, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()));
+    after_failed_exec(withdrawn); // only reached if exec failed
+    r
 }
 
 #[no_mangle]
@@ -48,13 +55,19 @@ pub unsafe extern "C-unwind" fn execvp(file: *const c_char, argv: *const *const 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int {
     let fixed = fix_env(envp);
-    real::execveat(dirfd, path, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()), flags)
+    let withdrawn = before_exec();
+    let r = real::execveat(dirfd, path, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()), flags);
+    after_failed_exec(withdrawn); // only reached if exec failed
+    r
 }
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int {
     let fixed = fix_env(envp);
-    real::fexecve(fd, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()))
+    let withdrawn = before_exec();
+    let r = real::fexecve(fd, argv, fixed.as_ref().map_or(envp, |b| b.as_ptr()));
+    after_failed_exec(withdrawn); // only reached if exec failed
+    r
 }
 
 #[no_mangle]

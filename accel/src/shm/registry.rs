@@ -252,7 +252,21 @@ impl Registry {
     }
 }
 
-/// The pid in a ring file name `ring-<pid>-<n>`.
+impl Registry {
+    /// Removes rings named with our own pid: they were made by the image this process ran before
+    /// an exec (its endpoints were withdrawn at the exec; this image makes its own rings).
+    pub fn remove_rings_of_previous_image(&self) {
+        let me = std::process::id();
+        let Ok(dir) = fs::read_dir(&self.dir) else { return };
+        for entry in dir.flatten() {
+            if entry.file_name().to_str().and_then(ring_owner) == Some(me) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// The pid in a ring file name `ring-<pid>-...`.
 pub fn ring_owner(name: &str) -> Option<u32> {
     name.strip_prefix("ring-")?.split('-').next()?.parse().ok()
 }

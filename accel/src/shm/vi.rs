@@ -59,10 +59,12 @@ pub struct RxBinding {
     /// The ring allocation key (VMA_RING_ALLOCATION_LOGIC_RX): which sockets share the ring.
     pub ring_key: String,
     pub cookie: u64,
-    pub publication: Publication,
+    /// Replaced when an endpoint withdrawn for an exec that failed is published again.
+    pub publication: Mutex<Publication>,
     pub local: SocketAddrV4,
-    /// The process that published it.
+    /// The process that published it, and the fd it published (for liveness checks).
     pub pid: u32,
+    pub fd: i32,
 }
 
 /// Where a destination's datagrams go.
@@ -141,6 +143,7 @@ impl ShmVi {
     pub fn new(config: &Config) -> io::Result<ShmVi> {
         let registry = Registry::open(&registry::default_dir())?;
         registry.reap();
+        registry.remove_rings_of_previous_image();
         let mut seed = [0u8; 8];
         // SAFETY: getrandom into a buffer we own.
         let n = unsafe { libc::getrandom(seed.as_mut_ptr() as *mut libc::c_void, 8, 0) };
@@ -197,7 +200,6 @@ impl ShmVi {
         }
         let name = ring_file_name(key);
         let path = self.registry.path_of(&name);
-        let _ = std::fs::remove_file(&path); // a leftover of an earlier process with our pid
         let ring = Arc::new(Ring::create(&path, self.slots, self.slot_size)?);
         rings.insert(key.to_string(), (ring.clone(), name.clone()));
         Ok((ring, name))
@@ -213,7 +215,7 @@ impl ShmVi {
         let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone() };
         let publication = self.registry.publish(local, &info)?;
         self.sockets.lock().insert(cookie, Arc::downgrade(sock));
-        Ok(RxBinding { ring, ring_name, ring_key: key, cookie, publication, local, pid })
+        Ok(RxBinding { ring, ring_name, ring_key: key, cookie, publication: Mutex::new(publication), local, pid, fd })
     }
 
     /// Withdraws a socket's endpoint (close, or fallback to the kernel). A forked child that
@@ -223,13 +225,44 @@ impl ShmVi {
         if b.pid != std::process::id() {
             return;
         }
-        self.registry.unpublish(&b.publication);
+        self.registry.unpublish(&b.publication.lock());
         // A per-socket ring goes with its socket.
         if b.ring_key.starts_with("sock-") {
             if let Some((_, name)) = self.rings.lock().remove(&b.ring_key) {
                 let _ = std::fs::remove_file(self.registry.path_of(&name));
             }
             self.registry.remove_dir_if_empty();
+        }
+    }
+
+    /// Just before exec: withdraws every endpoint this process published, so senders use the
+    /// kernel socket (which survives exec) instead of a ring the new image will not read.
+    /// Returns what was withdrawn, for [`ShmVi::republish`] if exec fails.
+    pub fn withdraw_all(&self) -> Vec<Arc<Socket>> {
+        let me = std::process::id();
+        let socks: Vec<Arc<Socket>> = self.sockets.lock().values().filter_map(Weak::upgrade).collect();
+        let mut out = Vec::new();
+        for s in socks {
+            if let Some(b) = s.rx.get() {
+                if b.pid == me && !s.rx_off.load(Ordering::Relaxed) {
+                    self.registry.unpublish(&b.publication.lock());
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// exec failed: publishes the withdrawn endpoints again, with their rings and cookies.
+    pub fn republish(&self, socks: &[Arc<Socket>]) {
+        for s in socks {
+            let Some(b) = s.rx.get() else { continue };
+            let inode = registry::socket_inode(b.fd).unwrap_or(0);
+            let info = MemberInfo { pid: b.pid, fd: b.fd, inode, cookie: b.cookie, ring: b.ring_name.clone() };
+            match self.registry.publish(b.local, &info) {
+                Ok(p) => *b.publication.lock() = p,
+                Err(_) => s.rx_off.store(true, Ordering::Relaxed), // kernel path from now on
+            }
         }
     }
 
@@ -244,7 +277,7 @@ impl ShmVi {
         for s in cookies {
             if let Some(b) = s.rx.get() {
                 if b.pid == std::process::id() {
-                    self.registry.unpublish(&b.publication);
+                    self.registry.unpublish(&b.publication.lock());
                 }
             }
         }
@@ -370,8 +403,16 @@ impl ShmVi {
     }
 }
 
+/// `ring-<pid>-<nonce>-<key>`: the pid lets anyone reap rings of dead processes; the nonce makes
+/// every ring file name new, so a sender's cached mapping of an old ring (the previous image's,
+/// before an exec) can never be mistaken for the current one.
 fn ring_file_name(key: &str) -> String {
-    format!("ring-{}-{key}", std::process::id())
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    let mut n = [0u8; 4];
+    // SAFETY: getrandom into a buffer we own.
+    unsafe { libc::getrandom(n.as_mut_ptr() as *mut libc::c_void, 4, 0) };
+    let n = u32::from_ne_bytes(n) ^ NONCE.fetch_add(1, Ordering::Relaxed) as u32;
+    format!("ring-{}-{n:08x}-{key}", std::process::id())
 }
 
 /// IPv4 addresses of this host's interfaces.
