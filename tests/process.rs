@@ -38,7 +38,9 @@ fn assert_nc_transfer(t: &Twice<Vec<u8>>, data: &[u8]) {
 fn forking_server_socat_exec_cat() {
     let socat = which("socat");
     let nc = which("nc");
-    let clients: Vec<Vec<u8>> = (0..3).map(|i| random_bytes(100_000 + i, 20 + i as u64)).collect();
+    let clients: Vec<Vec<u8>> = (0..3)
+        .map(|i| random_bytes(100_000 + i, 20 + i as u64))
+        .collect();
     let t = run_twice("fork_socat", |cx| {
         let port = free_port();
         let mut cmd = cx.command(&socat);
@@ -78,8 +80,10 @@ fn exec_chain_sh_c_nc() {
     let t = run_twice("exec_chain_sh", |cx| {
         nc_receive_from(cx, &data, &|cx, port| {
             let mut cmd = cx.command(&sh);
-            cmd.arg("-c")
-                .arg(format!("{} -N 127.0.0.1 {port}; echo done >&2", nc.display()));
+            cmd.arg("-c").arg(format!(
+                "{} -N 127.0.0.1 {port}; echo done >&2",
+                nc.display()
+            ));
             cmd
         })
     });
@@ -186,7 +190,7 @@ s.bind(("127.0.0.1", 0))
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 c.sendto(b"ping", s.getsockname())
 data, addr = s.recvfrom(100)
-print("mapped" if mapped else "not-mapped", data.decode(), addr == c.getsockname())
+print("mapped" if mapped else "not-mapped", data.decode(), addr[1] == c.getsockname()[1])
 "#;
 
 fn udp_self_scenario(cx: &Ctx) -> String {
@@ -234,10 +238,11 @@ fn accel_bin() -> PathBuf {
 /// `accel run -e ... -- python3 script`: the launcher preloads the library and passes -e variables.
 #[test]
 fn accel_run_launcher() {
-    lib_path(); // the launcher needs the library built
     let cx = Ctx::new(Mode::Plain, "accel_run");
     let script = write_script(cx.dir(), "udp_self.py", UDP_SELF_PY);
     let mut cmd = cx.command(accel_bin());
+    // The library under test (the launcher would find the same one next to itself by default).
+    cmd.env("ACCEL_LIB", lib_path());
     cmd.args(["run", "-e", "ACCEL_LOG_LEVEL=debug", "-e"])
         .arg(format!("ACCEL_LOG_FILE={}", cx.log_pattern()))
         .arg("--")
@@ -265,4 +270,103 @@ fn accel_run_check() {
         "accel run --check printed nothing\nstderr:\n{}",
         out.stderr
     );
+}
+
+/// Runs `exec_probe METHOD` plain and preloaded for each method; the started copy must report no
+/// library in the plain run and the library with its variables in the preloaded run, although the
+/// parent scrubbed its environment. Collects every failing method into one message.
+fn exec_probe_methods(tag: &str, methods: &[&str]) {
+    let build = TempDir::new(&format!("{tag}-build"));
+    let exe = compile_probe("exec_probe.c", build.path());
+    let mut failures = Vec::new();
+    for m in methods {
+        let scenario = |cx: &Ctx| {
+            let mut cmd = cx.command(&exe);
+            cmd.arg(m);
+            let out = cx.run(cmd, m, None);
+            format!(
+                "{} ({}{})",
+                out.stdout_text().trim(),
+                out.status,
+                if out.stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr: {}", out.stderr.trim())
+                }
+            )
+        };
+        let (plain, _) = run_mode(m, Mode::Plain, &scenario);
+        let (preload, logs) = run_mode(m, Mode::Preload, &scenario);
+        let plain_ok = "report mapped=0 preload=0 level=0 logfile=0 (exit status: 0)";
+        let preload_ok = "report mapped=1 preload=1 level=1 logfile=1 (exit status: 0)";
+        let loaded = logs
+            .files
+            .iter()
+            .flat_map(|f| f.text.lines())
+            .filter(|l| l.contains("loaded into exec_probe"))
+            .count();
+        if plain != plain_ok {
+            failures.push(format!("  {m}: plain run: {plain}"));
+        } else if preload != preload_ok || loaded < 2 {
+            failures.push(format!(
+                "  {m}: preloaded run: {preload}; `loaded into exec_probe` logged {loaded} time(s), \
+                 expected 2 (parent and started copy)"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the started program lost the library after the parent scrubbed its environment:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// exec* with an empty/scrubbed environment: execve (empty envp, NULL envp, scrubbed environ),
+/// execv after clearenv(), execvp/execl/execlp after unsetenv, execvpe/execle/fexecve with an
+/// empty envp.
+#[test]
+fn exec_family_scrubbed_env_keeps_library() {
+    exec_probe_methods(
+        "exec_family",
+        &[
+            "execve_empty",
+            "execve_null_envp",
+            "execve_scrubbed_environ",
+            "execv_clearenv",
+            "execvp_unsetenv",
+            "execvpe_empty",
+            "execl_unsetenv",
+            "execlp_unsetenv",
+            "execle_empty",
+            "fexecve_empty",
+        ],
+    );
+}
+
+/// fork/vfork + execve and posix_spawn/posix_spawnp with an empty or scrubbed environment.
+#[test]
+fn spawn_family_scrubbed_env_keeps_library() {
+    exec_probe_methods(
+        "spawn_family",
+        &[
+            "fork_execve_empty",
+            "vfork_execve_empty",
+            "posix_spawn_empty",
+            "posix_spawnp_empty",
+            "posix_spawn_scrubbed_environ",
+        ],
+    );
+}
+
+/// system() and popen() after unsetenv("LD_PRELOAD", "ACCEL_LOG_*"): glibc starts the shell with
+/// its internal posix_spawn, which no PLT hook of execve/posix_spawn sees.
+#[test]
+fn system_popen_scrubbed_env_keeps_library() {
+    exec_probe_methods("shell_family", &["system_unsetenv", "popen_unsetenv"]);
+}
+
+/// syscall(SYS_execve, path, argv, empty envp): the raw system call through syscall().
+#[test]
+fn raw_syscall_execve_keeps_library() {
+    exec_probe_methods("syscall_execve", &["syscall_execve_empty"]);
 }

@@ -95,7 +95,11 @@ fn iperf2_tcp() {
         (sent, received)
     });
     assert_eq!(t.plain, (BYTES, BYTES), "plain iperf (sent, received)");
-    assert_eq!(t.preload, (BYTES, BYTES), "preloaded iperf (sent, received)");
+    assert_eq!(
+        t.preload,
+        (BYTES, BYTES),
+        "preloaded iperf (sent, received)"
+    );
     t.logs.assert_loaded_into(&iperf, 2);
 }
 
@@ -155,8 +159,15 @@ fn curl_from_python_http_server() {
         std::fs::write(www.join("file.bin"), &data).unwrap();
         let port = free_port().to_string();
         let mut cmd = cx.command(&py);
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port, "--directory"])
-            .arg(&www);
+        cmd.args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port,
+            "--directory",
+        ])
+        .arg(&www);
         let mut server = cx.spawn(cmd, "server", None);
         wait_tcp_listen(port.parse().unwrap(), &mut server);
         let mut cmd = cx.command(&curl);

@@ -109,6 +109,7 @@ fn build() -> Engine {
             log::debug(format_args!("libc lacks {}: those calls fail with ENOSYS", missing.join(", ")));
         }
     }
+    crate::udp::set_datapath_on(config.enable && config.shm);
     Engine { config, rules, program }
 }
 

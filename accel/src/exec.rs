@@ -163,6 +163,63 @@ pub unsafe fn fix_env_with(p: &Preserved, envp: *const *const c_char) -> Option<
     Some(EnvBlock { _strings: strings, ptrs })
 }
 
+/// While alive, the process's own environment again holds what we preserve; dropping it puts
+/// back what the program had. For `system()` and `popen()`, whose glibc implementations spawn the
+/// shell with the current environment through an internal call no hook sees.
+pub struct EnvPatch {
+    /// (key, the value before, if any), to restore.
+    restore: Vec<(CString, Option<CString>)>,
+    _lock: Option<parking_lot::MutexGuard<'static, ()>>,
+}
+
+static PATCH_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+impl EnvPatch {
+    /// Patches the environment if anything is missing; a no-op patch otherwise.
+    pub fn apply() -> EnvPatch {
+        let mut patch = EnvPatch { restore: Vec::new(), _lock: None };
+        // SAFETY: environ is the process environment, NULL-terminated.
+        let Some(block) = (unsafe { fix_env(environ) }) else { return patch };
+        patch._lock = Some(PATCH_LOCK.lock());
+        let mut i = 0;
+        // SAFETY: EnvBlock is a NULL-terminated array of C strings it owns.
+        unsafe {
+            while !(*block.as_ptr().add(i)).is_null() {
+                let kv = CStr::from_ptr(*block.as_ptr().add(i)).to_bytes();
+                i += 1;
+                let Some(eq) = kv.iter().position(|&b| b == b'=') else { continue };
+                let (Ok(k), Ok(v)) = (CString::new(&kv[..eq]), CString::new(&kv[eq + 1..])) else { continue };
+                let old = libc::getenv(k.as_ptr());
+                let old = (!old.is_null()).then(|| CStr::from_ptr(old).to_owned());
+                if old.as_deref() == Some(v.as_c_str()) {
+                    continue;
+                }
+                libc::setenv(k.as_ptr(), v.as_ptr(), 1);
+                patch.restore.push((k, old));
+            }
+        }
+        patch
+    }
+}
+
+impl Drop for EnvPatch {
+    fn drop(&mut self) {
+        for (k, old) in self.restore.drain(..).rev() {
+            // SAFETY: keys and values are NUL-terminated strings we own.
+            unsafe {
+                match old {
+                    Some(v) => libc::setenv(k.as_ptr(), v.as_ptr(), 1),
+                    None => libc::unsetenv(k.as_ptr()),
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,55 @@ use crate::real;
 use crate::shm::vi::{self as shmvi, is_doorbell, TxOutcome, DOORBELL_LEN};
 use crate::socket::{Socket, Stashed};
 
+/// Could `len` bytes at `p` be user memory? The kernel answers EFAULT for a bad pointer; we must
+/// not fault reading or writing one first. Null, the first page and non-canonical addresses are
+/// the bad pointers programs actually pass; anything implausible goes to the kernel untouched.
+#[inline]
+pub fn plausible<T>(p: *const T, len: usize) -> bool {
+    const USER_END: usize = 0x0000_7fff_ffff_f000;
+    let a = p as usize;
+    a >= 4096 && a.checked_add(len).is_some_and(|end| end <= USER_END)
+}
+
+/// Are an iovec array and every buffer in it plausible?
+///
+/// # Safety
+/// Reads the array only after checking it is plausible.
+unsafe fn iov_plausible(iov: *const iovec, n: usize) -> bool {
+    if n == 0 {
+        return true;
+    }
+    if n > 1024 || !plausible(iov, n * size_of::<iovec>()) {
+        return false;
+    }
+    (0..n).all(|i| {
+        let v = &*iov.add(i);
+        v.iov_len == 0 || plausible(v.iov_base, v.iov_len)
+    })
+}
+
+/// Is a msghdr, with its name and iovecs, plausible?
+unsafe fn msg_plausible(msg: *const msghdr) -> bool {
+    if !plausible(msg, size_of::<msghdr>()) {
+        return false;
+    }
+    let m = &*msg;
+    (m.msg_name.is_null() || plausible(m.msg_name, m.msg_namelen as usize)) && iov_plausible(m.msg_iov, m.msg_iovlen)
+}
+
+/// Is any datapath on in this process? Until one is, data calls on tracked sockets have nothing
+/// to do but reach the kernel, so the hooks treat them as pass-through (set once at start-up).
+static DATAPATH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+#[inline(always)]
+pub fn datapath_on() -> bool {
+    DATAPATH.load(Ordering::Relaxed)
+}
+
+pub fn set_datapath_on(on: bool) {
+    DATAPATH.store(on, Ordering::Relaxed);
+}
+
 fn set_errno(e: c_int) {
     // SAFETY: errno is thread-local.
     unsafe { *libc::__errno_location() = e };
@@ -224,7 +273,7 @@ unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> 
 /// # Safety
 /// `msg` is a valid msghdr as for recvmsg(2).
 pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> isize {
-    if s.rx_binding().is_none() {
+    if s.rx_binding().is_none() || !msg_plausible(msg) {
         let r = real::recvmsg(fd, msg, flags);
         count_kernel_rx(s, r);
         return r;
@@ -301,6 +350,12 @@ fn count_kernel_rx(s: &Socket, r: isize) {
 /// As recvfrom(2).
 pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
+    let name_ok = a.is_null() || al.is_null() || (plausible(al, size_of::<socklen_t>()) && plausible(a, *al as usize));
+    if s.rx_binding().is_none() || !name_ok || (len > 0 && !plausible(buf, len)) {
+        let r = real::recvfrom(fd, buf, len, flags, a, al);
+        count_kernel_rx(&s, r);
+        return r;
+    }
     let mut iov = iovec { iov_base: buf, iov_len: len };
     let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
     msg.msg_iov = &mut iov;
@@ -335,7 +390,7 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
 /// As readv(2).
 pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::readv(fd, iov, n) };
-    if n < 0 || s.rx_binding().is_none() {
+    if n < 0 || s.rx_binding().is_none() || !iov_plausible(iov, n as usize) {
         let r = real::readv(fd, iov, n);
         count_kernel_rx(&s, r);
         return r;
@@ -353,9 +408,9 @@ pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
 /// As recvmmsg(2).
 pub unsafe fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
     let Some(s) = fdtable::get(fd) else { return real::recvmmsg(fd, msgs, vlen, flags, timeout) };
-    if s.rx_binding().is_none() || msgs.is_null() {
+    if s.rx_binding().is_none() || !plausible(msgs, vlen.min(1024) as usize * size_of::<mmsghdr>()) {
         let r = real::recvmmsg(fd, msgs, vlen, flags, timeout);
-        if r > 0 && !msgs.is_null() {
+        if r > 0 {
             for i in 0..r as usize {
                 s.counters.rx((*msgs.add(i)).msg_len as usize);
             }
@@ -420,6 +475,21 @@ pub fn bypass_readable(s: &Socket) -> bool {
     false
 }
 
+/// The size of the next datagram for `s` waiting in its stash or ring (FIONREAD).
+pub fn next_bypass_len(s: &Socket) -> Option<usize> {
+    if !bypass_readable(s) {
+        return None;
+    }
+    if let Some(d) = s.stash.lock().front() {
+        return Some(d.data.len());
+    }
+    let b = s.rx_binding()?;
+    match b.ring.peek()? {
+        Ok((_, d)) if d.cookie == b.cookie => Some(d.payload.len()),
+        _ => None,
+    }
+}
+
 /// Consumes pending doorbells on a tracked socket's kernel socket; true if a real datagram is
 /// waiting there. For poll/select/epoll, after the kernel reported the fd readable.
 pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
@@ -458,6 +528,9 @@ pub unsafe fn send_iov(
     flags: c_int,
     kernel: impl FnOnce() -> isize,
 ) -> isize {
+    if (!dest.is_null() && !plausible(dest, dlen as usize)) || !iov_plausible(iov, iovlen) {
+        return kernel(); // the kernel reports EFAULT
+    }
     let to = sockaddr_v4(dest, dlen);
     engine::before_send(fd, s, to);
     let Some(r) = try_bypass_send(fd, s, iov, iovlen, to, flags) else {
@@ -607,7 +680,7 @@ pub unsafe fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, ker
 pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let s = fdtable::get(fd);
     match s {
-        Some(s) if !msg.is_null() && (*msg).msg_controllen == 0 => {
+        Some(s) if msg_plausible(msg) && (*msg).msg_controllen == 0 => {
             let m = &*msg;
             send_iov(fd, &s, m.msg_iov, m.msg_iovlen, m.msg_name as *const sockaddr, m.msg_namelen, flags, || {
                 real::sendmsg(fd, msg, flags)
@@ -629,7 +702,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
 /// # Safety
 /// As sendmmsg(2).
 pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
-    if msgs.is_null() || fdtable::get(fd).is_none() {
+    if fdtable::get(fd).is_none() || !plausible(msgs, vlen.min(1024) as usize * size_of::<mmsghdr>()) {
         return real::sendmmsg(fd, msgs, vlen, flags);
     }
     let vlen = vlen.min(1024);
@@ -650,7 +723,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
 /// As writev(2).
 pub unsafe fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::writev(fd, iov, n) };
-    if n < 0 {
+    if n < 0 || n > 1024 {
         return real::writev(fd, iov, n);
     }
     send_iov(fd, &s, iov, n as usize, core::ptr::null(), 0, 0, || real::writev(fd, iov, n))

@@ -6,7 +6,7 @@
 
 use libc::{c_int, c_ulong};
 
-use accel_engine::{engine, fdtable, log, real};
+use accel_engine::{engine, fdtable, log, real, udp};
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup(fd: c_int) -> c_int {
@@ -72,8 +72,17 @@ pub unsafe extern "C-unwind" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
     let r = real::ioctl(fd, request, arg);
-    if r == 0 && request == libc::FIONBIO && arg != 0 && fdtable::is_ours(fd) {
-        engine::set_nonblocking(fd, *(arg as *const c_int) != 0);
+    if r == 0 && arg != 0 && fdtable::is_ours(fd) {
+        match request {
+            libc::FIONBIO => engine::set_nonblocking(fd, *(arg as *const c_int) != 0),
+            // The kernel counts only its own queue: a datagram waiting in the ring counts too.
+            libc::FIONREAD if udp::datapath_on() && *(arg as *const c_int) == 0 => {
+                if let Some(n) = fdtable::get(fd).and_then(|s| udp::next_bypass_len(&s)) {
+                    *(arg as *mut c_int) = n.min(c_int::MAX as usize) as c_int;
+                }
+            }
+            _ => {}
+        }
     }
     r
 }

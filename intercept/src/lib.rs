@@ -17,7 +17,7 @@ pub(crate) mod data;
 pub(crate) mod fdops;
 pub(crate) mod lifecycle;
 mod mux;
-mod process;
+pub(crate) mod process;
 mod resolver;
 mod syscall;
 

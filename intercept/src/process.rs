@@ -6,6 +6,8 @@
 //!   before exec (a close, a dup2) would change the parent's fd table. Onload's default does the
 //!   same. (POSIX lets a vfork child do nothing but exec or _exit, so a program cannot tell.)
 //! - The exec family and posix_spawn pass an environment that still loads us (engine::exec).
+//!   `system` and `popen` spawn through glibc internals with the current environment, so for
+//!   their duration the process environment itself gets back what the program removed.
 //!   execl, execlp and execle are variadic: a small C shim (exec_shim.c) collects their
 //!   arguments and calls execv/execvp/execve here; the exported names are naked jumps into it.
 
@@ -96,6 +98,18 @@ pub unsafe extern "C-unwind" fn posix_spawnp(
     let fixed = fix_env(envp as *const *const c_char);
     let env = fixed.as_ref().map_or(envp, |b| b.as_ptr() as *const *mut c_char);
     real::posix_spawnp(pid, file, actions, attr, argv, env)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn system(command: *const c_char) -> c_int {
+    let _patch = accel_engine::exec::EnvPatch::apply();
+    real::system(command)
+}
+
+#[no_mangle]
+pub unsafe extern "C-unwind" fn popen(command: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    let _patch = accel_engine::exec::EnvPatch::apply();
+    real::popen(command, mode)
 }
 
 // The variadic execl family: exported names jump, registers and stack untouched, into C.

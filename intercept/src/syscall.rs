@@ -42,6 +42,8 @@ pub unsafe extern "C-unwind" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c
         libc::SYS_write => data::write(i(a1), p!(a2), a3 as usize) as c_long,
         libc::SYS_readv => data::readv(i(a1), p!(a2), i(a3)) as c_long,
         libc::SYS_writev => data::writev(i(a1), p!(a2), i(a3)) as c_long,
+        libc::SYS_execve => crate::process::execve(p!(a1), p!(a2), p!(a3)) as c_long,
+        libc::SYS_execveat => crate::process::execveat(i(a1), p!(a2), p!(a3), p!(a4), i(a5)) as c_long,
         _ => real::syscall(n, a1, a2, a3, a4, a5, a6),
     }
 }

@@ -44,9 +44,9 @@ pub fn repo_root() -> PathBuf {
 /// The preload library under test: `$ACCEL_LIB`, else `<repo>/target/release/libaccel.so`.
 /// Panics (test failure) when it does not exist.
 pub fn lib_path() -> PathBuf {
-    let p = match std::env::var_os("ACCEL_LIB") {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => repo_root().join("target/release/libaccel.so"),
+    let (p, from_env) = match std::env::var_os("ACCEL_LIB") {
+        Some(v) if !v.is_empty() => (PathBuf::from(v), true),
+        _ => (repo_root().join("target/release/libaccel.so"), false),
     };
     if !p.is_file() {
         panic!(
@@ -56,7 +56,10 @@ pub fn lib_path() -> PathBuf {
         );
     }
     let p = fs::canonicalize(&p).unwrap_or(p);
-    warn_if_stale(&p);
+    static STALE_CHECK: std::sync::Once = std::sync::Once::new();
+    if !from_env {
+        STALE_CHECK.call_once(|| warn_if_stale(&p));
+    }
     p
 }
 
@@ -120,7 +123,9 @@ pub fn which(tool: &str) -> PathBuf {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).map_or(false, |m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    fs::metadata(p).map_or(false, |m| {
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    })
 }
 
 /// The system python3. Preferred over PATH's python3, which may be a pyenv shim (a shell script
@@ -258,9 +263,13 @@ pub fn free_port() -> u16 {
             if used.contains(&port) {
                 continue;
             }
-            let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-            let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-            if tcp.is_ok() && udp.is_ok() && !port_in_proc_net(port) {
+            let bindable = {
+                let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+                let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+                tcp.is_ok() && udp.is_ok()
+            };
+            // Also not in use in any state (e.g. TIME_WAIT of an earlier connection).
+            if bindable && !port_in_proc_net(port) {
                 used.insert(port);
                 return port;
             }
@@ -738,7 +747,10 @@ impl LogFile {
     }
 
     pub fn decisions(&self) -> Vec<&str> {
-        self.text.lines().filter(|l| l.contains("decision")).collect()
+        self.text
+            .lines()
+            .filter(|l| l.contains("decision"))
+            .collect()
     }
 }
 
@@ -762,8 +774,8 @@ impl Logs {
                     .trim_end_matches(".log")
                     .parse()
                     .ok();
-                let text = String::from_utf8_lossy(&fs::read(&path).unwrap_or_default())
-                    .into_owned();
+                let text =
+                    String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned();
                 files.push(LogFile { path, pid, text });
             }
         }
@@ -1043,8 +1055,7 @@ fn parse_value(b: &[u8], i: &mut usize) -> Result<Json, String> {
         }
         Some(_) => {
             let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-            {
+            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
                 *i += 1;
             }
             let t = std::str::from_utf8(&b[start..*i]).unwrap_or("");

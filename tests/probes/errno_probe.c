@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +62,34 @@ static void report(const char *name, long ret, int err, const char *extra) {
         if (r_ >= 0) printf("%s fd -\n", (name));                     \
         else report((name), r_, e_, NULL);                            \
         (out) = (int)r_;                                              \
+    } while (0)
+
+/* A case that may crash a broken interposer (bad user pointers): run it in a child so a crash
+ * is reported as such and the remaining cases still run. */
+#define TFORK(name, expr)                                                  \
+    do {                                                                   \
+        fflush(stdout);                                                    \
+        pid_t p_ = fork();                                                 \
+        if (p_ == 0) {                                                     \
+            T((name), (expr));                                             \
+            fflush(stdout);                                                \
+            _exit(0);                                                      \
+        }                                                                  \
+        int st_ = 0;                                                       \
+        waitpid(p_, &st_, 0);                                              \
+        if (WIFSIGNALED(st_))                                              \
+            printf("%s crashed %s\n", (name), sigabbrev_np(WTERMSIG(st_))); \
+    } while (0)
+
+/* A successful call must leave errno alone (glibc's wrappers do): errno is set to a sentinel
+ * before the call and printed after it. */
+#define TKEEP(name, expr)                                                            \
+    do {                                                                             \
+        errno = 4242;                                                                \
+        long r_ = (long)(expr);                                                      \
+        int e_ = errno;                                                              \
+        printf("%s %s errno=%s\n", (name), r_ >= 0 ? "ok" : "failed",                 \
+               e_ == 4242 ? "kept" : ename(e_));                                     \
     } while (0)
 
 static char namebuf[128];
@@ -204,6 +233,8 @@ static pthread_t start_later(struct later *l) {
 /* ---- the cases -------------------------------------------------------------------------- */
 
 static char buf[65536];
+/* An invalid user pointer (EFAULT); volatile so the compiler cannot reason about it. */
+static void *volatile bad_ptr = (void *)8;
 static struct iovec iov = {buf, 256};
 static struct msghdr mh;
 static struct mmsghdr mm[2];
@@ -615,11 +646,15 @@ static void udp_success_cases(void) {
         T("udp_getsockname", getsockname(c, (struct sockaddr *)&p, &pl));
         printf("udp_getsockname_ok %d\n", p.sin_port == ca.sin_port && pl == sizeof p);
     }
-    /* Disconnect with AF_UNSPEC. */
+    /* Disconnect with AF_UNSPEC (on another socket: disconnecting a socket bound to port 0
+     * also unbinds it). */
     {
+        int e = socket(AF_INET, SOCK_DGRAM, 0);
         struct sockaddr un = {.sa_family = AF_UNSPEC};
-        T("udp_disconnect", connect(c, &un, sizeof un));
-        T("udp_send_after_disconnect", send(c, "x", 1, 0));
+        T("udp_connect_other", connect(e, (struct sockaddr *)&aa, sizeof aa));
+        T("udp_disconnect", connect(e, &un, sizeof un));
+        T("udp_send_after_disconnect", send(e, "x", 1, 0));
+        close(e);
     }
 
     /* Connected to a port nobody listens on: the ICMP error surfaces as ECONNREFUSED. */
@@ -684,50 +719,101 @@ static void udp_success_cases(void) {
         gl = sizeof got;
         T("getsockopt_bad_level", getsockopt(c, 9999, 1, &got, &gl));
         T("setsockopt_short_optlen", setsockopt(c, SOL_SOCKET, SO_RCVBUF, &v, 0));
-        T("setsockopt_bad_ptr", setsockopt(c, SOL_SOCKET, SO_RCVBUF, (void *)1, sizeof v));
+        TFORK("setsockopt_bad_ptr", setsockopt(c, SOL_SOCKET, SO_RCVBUF, bad_ptr, sizeof v));
         gl = sizeof got;
-        T("getsockopt_bad_ptr", getsockopt(c, SOL_SOCKET, SO_RCVBUF, (void *)1, &gl));
+        TFORK("getsockopt_bad_ptr", getsockopt(c, SOL_SOCKET, SO_RCVBUF, bad_ptr, &gl));
         int fl = fcntl(c, F_GETFL);
         printf("fcntl_getfl_udp 0x%x\n", fl);
         T("fcntl_bad_cmd", fcntl(c, 9999));
         T("ioctl_bad_request", ioctl(c, 0x7fff1234, &v));
     }
 
-    /* Errors of unconnected/unsuitable UDP sockets. */
+    /* Errors of unconnected/unsuitable UDP sockets (c is connected to a: use a receiver r). */
     {
+        struct sockaddr_in ra;
+        int r = udp_bound(0, &ra);
         int u = socket(AF_INET, SOCK_DGRAM, 0);
         struct sockaddr_in x;
         socklen_t xl = sizeof x;
         T("udp_send_unconnected", send(u, "x", 1, 0));
         T("udp_write_unconnected", write(u, "x", 1));
         T("udp_getpeername_unconnected", getpeername(u, (struct sockaddr *)&x, &xl));
-        T("udp_shutdown_unconnected", shutdown(u, SHUT_RDWR));
+        {
+            /* Linux fails with ENOTCONN but still marks the socket shut down. */
+            int z = socket(AF_INET, SOCK_DGRAM, 0);
+            T("udp_shutdown_unconnected", shutdown(z, SHUT_RDWR));
+            T("udp_sendto_after_failed_shutdown",
+              sendto(z, "x", 1, 0, (struct sockaddr *)&ra, sizeof ra));
+            close(z);
+        }
         T("udp_listen", listen(u, 1));
         T("udp_accept", accept(u, NULL, NULL));
-        T("udp_sendto_too_big", sendto(u, buf, 65508, 0, (struct sockaddr *)&ca, sizeof ca));
-        T("udp_sendto_max", sendto(u, buf, 65507, 0, (struct sockaddr *)&ca, sizeof ca));
-        T("udp_recv_max", recv(c, buf, sizeof buf, 0));
-        T("udp_sendto_null_buf", sendto(u, NULL, 10, 0, (struct sockaddr *)&ca, sizeof ca));
+        T("udp_sendto_too_big", sendto(u, buf, 65508, 0, (struct sockaddr *)&ra, sizeof ra));
+        T("udp_sendto_max", sendto(u, buf, 65507, 0, (struct sockaddr *)&ra, sizeof ra));
+        T("udp_recv_max", recv(r, buf, sizeof buf, 0));
+        /* Bad user pointers: the kernel says EFAULT (or EINVAL for a NULL address); an
+         * interposer must not dereference them itself. */
+        TFORK("udp_sendto_null_buf", sendto(u, NULL, 10, 0, (struct sockaddr *)&ra, sizeof ra));
         T("udp_sendto_bad_addrlen", sendto(u, "x", 1, 0, (struct sockaddr *)&ca, 3));
-        T("udp_sendto_bad_addr_ptr", sendto(u, "x", 1, 0, (struct sockaddr *)1, sizeof ca));
-        sendto(u, "fault", 5, 0, (struct sockaddr *)&ca, sizeof ca);
-        T("udp_recv_bad_buf", recv(c, (void *)1, 5, 0));
-        drain(c);
-        T("udp_getsockname_bad_ptr", getsockname(u, (struct sockaddr *)1, &xl));
-        struct sockaddr_in inuse = ca;
-        T("udp_bind_in_use", bind(u, (struct sockaddr *)&inuse, sizeof inuse));
+        TFORK("udp_sendto_bad_addr_ptr", sendto(u, "x", 1, 0, bad_ptr, sizeof ca));
+        TFORK("udp_sendto_null_addr_len16", sendto(u, "x", 1, 0, NULL, sizeof ca));
+        {
+            struct msghdr m;
+            struct iovec v = {"x", 1};
+            memset(&m, 0, sizeof m);
+            m.msg_iov = &v;
+            m.msg_iovlen = 1;
+            m.msg_name = bad_ptr;
+            m.msg_namelen = sizeof ra;
+            TFORK("udp_sendmsg_bad_name", sendmsg(u, &m, 0));
+            TFORK("udp_sendmsg_bad_msghdr", sendmsg(u, bad_ptr, 0));
+            struct mmsghdr mmh;
+            memset(&mmh, 0, sizeof mmh);
+            mmh.msg_hdr = m;
+            TFORK("udp_sendmmsg_bad_name", sendmmsg(u, &mmh, 1, 0));
+            TFORK("udp_sendmmsg_bad_vec", sendmmsg(u, bad_ptr, 1, 0));
+            m.msg_name = &ra;
+            m.msg_iov = bad_ptr;
+            TFORK("udp_sendmsg_bad_iov", sendmsg(u, &m, 0));
+        }
+        {
+            int w2 = socket(AF_INET, SOCK_DGRAM, 0);
+            TFORK("udp_bind_bad_ptr", bind(w2, bad_ptr, sizeof ra));
+            TFORK("udp_bind_null", bind(w2, NULL, sizeof ra));
+            TFORK("udp_connect_bad_ptr", connect(w2, bad_ptr, sizeof ra));
+            TFORK("udp_connect_null", connect(w2, NULL, sizeof ra));
+            close(w2);
+        }
+        sendto(u, "fault", 5, 0, (struct sockaddr *)&ra, sizeof ra);
+        TFORK("udp_recv_bad_buf", recv(r, bad_ptr, 5, 0));
+        sendto(u, "fault", 5, 0, (struct sockaddr *)&ra, sizeof ra);
+        TFORK("udp_recvfrom_bad_addr", recvfrom(r, buf, 5, 0, bad_ptr, &xl));
+        sendto(u, "fault", 5, 0, (struct sockaddr *)&ra, sizeof ra);
+        TFORK("udp_recvfrom_bad_addrlen", recvfrom(r, buf, 5, 0, (struct sockaddr *)&x, bad_ptr));
+        TFORK("udp_recvmsg_bad_msghdr", recvmsg(r, bad_ptr, MSG_DONTWAIT));
+        TFORK("udp_recvmmsg_bad_vec", recvmmsg(r, bad_ptr, 1, MSG_DONTWAIT, NULL));
+        drain(r);
+        xl = sizeof x;
+        TFORK("udp_getsockname_bad_ptr", getsockname(u, bad_ptr, &xl));
+        TFORK("udp_getsockname_bad_len", getsockname(u, (struct sockaddr *)&x, bad_ptr));
+        TFORK("udp_getpeername_bad_ptr", getpeername(u, bad_ptr, &xl));
+        int w = socket(AF_INET, SOCK_DGRAM, 0); /* u got a port by sending: bind a fresh one */
+        struct sockaddr_in inuse = ra;
+        T("udp_bind_in_use", bind(w, (struct sockaddr *)&inuse, sizeof inuse));
         struct sockaddr_in far = loopback(0);
         far.sin_addr.s_addr = inet_addr("10.255.255.1");
-        T("udp_bind_not_local", bind(u, (struct sockaddr *)&far, sizeof far));
-        T("udp_bind_bad_len", bind(u, (struct sockaddr *)&far, 3));
+        T("udp_bind_not_local", bind(w, (struct sockaddr *)&far, sizeof far));
+        T("udp_bind_bad_len", bind(w, (struct sockaddr *)&far, 3));
         struct sockaddr_in6 six;
         memset(&six, 0, sizeof six);
         six.sin6_family = AF_INET6;
-        T("udp_bind_wrong_family", bind(u, (struct sockaddr *)&six, sizeof six));
+        T("udp_bind_wrong_family", bind(w, (struct sockaddr *)&six, sizeof six));
         struct sockaddr_in any = loopback(0);
-        T("udp_bind_ok", bind(u, (struct sockaddr *)&any, sizeof any));
-        T("udp_bind_twice", bind(u, (struct sockaddr *)&any, sizeof any));
+        T("udp_bind_ok", bind(w, (struct sockaddr *)&any, sizeof any));
+        T("udp_bind_twice", bind(w, (struct sockaddr *)&any, sizeof any));
+        close(w);
         close(u);
+        close(r);
     }
     close(a);
     close(c);
@@ -736,11 +822,21 @@ static void udp_success_cases(void) {
 static void tcp_cases(void) {
     struct sockaddr_in la;
     int l = tcp_listener(0, &la);
-    int c = socket(AF_INET, SOCK_STREAM, 0), s;
     char rb[256];
-    T("tcp_recv_unconnected", recv(c, rb, sizeof rb, MSG_DONTWAIT));
-    T("tcp_send_unconnected", send(c, "x", 1, MSG_NOSIGNAL));
-    T("tcp_shutdown_unconnected", shutdown(c, SHUT_RDWR));
+    {
+        int z = socket(AF_INET, SOCK_STREAM, 0);
+        T("tcp_recv_unconnected", recv(z, rb, sizeof rb, MSG_DONTWAIT));
+        T("tcp_send_unconnected", send(z, "x", 1, MSG_NOSIGNAL));
+        /* Fails with ENOTCONN but marks the socket shut down. */
+        T("tcp_shutdown_unconnected", shutdown(z, SHUT_RDWR));
+        T("tcp_connect_after_failed_shutdown", connect(z, (struct sockaddr *)&la, sizeof la));
+        T("tcp_send_after_failed_shutdown", send(z, "x", 1, MSG_NOSIGNAL));
+        close(z);
+        int y = -1;
+        TFD("tcp_accept_shutdown_peer", accept(l, NULL, NULL), y);
+        if (y >= 0) close(y);
+    }
+    int c = socket(AF_INET, SOCK_STREAM, 0), s;
     T("tcp_connect_ok", connect(c, (struct sockaddr *)&la, sizeof la));
     T("tcp_connect_again", connect(c, (struct sockaddr *)&la, sizeof la));
     TFD("tcp_accept", accept(l, NULL, NULL), s);
@@ -818,6 +914,46 @@ static void socket_cases(void) {
     T("syscall_getpid_positive", syscall(SYS_getpid) > 0);
 }
 
+static void errno_kept_cases(void) {
+    struct sockaddr_in a = loopback(0), got;
+    socklen_t gl = sizeof got;
+    int s, c, one = 1, ep, n;
+    char rb[64];
+    TKEEP("keep_socket", s = socket(AF_INET, SOCK_DGRAM, 0));
+    TKEEP("keep_setsockopt", setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    TKEEP("keep_bind", bind(s, (struct sockaddr *)&a, sizeof a));
+    TKEEP("keep_getsockname", getsockname(s, (struct sockaddr *)&got, &gl));
+    TKEEP("keep_socket2", c = socket(AF_INET, SOCK_DGRAM, 0));
+    TKEEP("keep_connect", connect(c, (struct sockaddr *)&got, sizeof got));
+    TKEEP("keep_send", send(c, "abc", 3, 0));
+    TKEEP("keep_sendto", sendto(c, "abc", 3, 0, (struct sockaddr *)&got, sizeof got));
+    TKEEP("keep_write", write(c, "abc", 3));
+    TKEEP("keep_ioctl", ioctl(s, FIONREAD, &n));
+    TKEEP("keep_fcntl", fcntl(s, F_GETFL));
+    {
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        TKEEP("keep_poll", poll(&pf, 1, 0));
+    }
+    TKEEP("keep_ep_create", ep = epoll_create1(0));
+    struct epoll_event ev = {.events = EPOLLIN}, evs[2];
+    TKEEP("keep_epoll_ctl", epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev));
+    TKEEP("keep_epoll_wait", epoll_wait(ep, evs, 2, 0));
+    TKEEP("keep_recv", recv(s, rb, sizeof rb, 0));
+    TKEEP("keep_recvfrom", recvfrom(s, rb, sizeof rb, 0, NULL, NULL));
+    TKEEP("keep_read", read(s, rb, sizeof rb));
+    int d;
+    TKEEP("keep_dup", d = dup(s));
+    TKEEP("keep_close_dup", close(d));
+    TKEEP("keep_close_ep", close(ep));
+    TKEEP("keep_close", close(s));
+    TKEEP("keep_close2", close(c));
+    int l;
+    TKEEP("keep_tcp_socket", l = socket(AF_INET, SOCK_STREAM, 0));
+    TKEEP("keep_tcp_bind", bind(l, (struct sockaddr *)&a, sizeof a));
+    TKEEP("keep_tcp_listen", listen(l, 1));
+    TKEEP("keep_tcp_close", close(l));
+}
+
 static void epoll_cases(void) {
     struct sockaddr_in ua;
     int u = udp_bound(SOCK_NONBLOCK, &ua);
@@ -825,7 +961,9 @@ static void epoll_cases(void) {
     TFD("epoll_create1", epoll_create1(EPOLL_CLOEXEC), ep);
     int bad;
     TFD("epoll_create_zero", epoll_create(0), bad);
+    if (bad >= 0) close(bad);
     TFD("epoll_create1_bad_flags", epoll_create1(12345), bad);
+    if (bad >= 0) close(bad);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0x1122334455667788ULL}, evs[4];
     T("epoll_ctl_add", epoll_ctl(ep, EPOLL_CTL_ADD, u, &ev));
     T("epoll_ctl_add_again", epoll_ctl(ep, EPOLL_CTL_ADD, u, &ev));
@@ -840,6 +978,11 @@ static void epoll_cases(void) {
     T("epoll_wait_maxevents_0", epoll_wait(ep, evs, 0, 0));
     T("epoll_wait_empty", epoll_wait(ep, evs, 4, 0));
     sendto(other, "ev", 2, 0, (struct sockaddr *)&ua, sizeof ua);
+    TFORK("epoll_wait_bad_events", epoll_wait(ep, bad_ptr, 4, 2000));
+    TFORK("epoll_ctl_bad_event", epoll_ctl(ep, EPOLL_CTL_MOD, u, bad_ptr));
+    TFORK("poll_bad_fds", poll(bad_ptr, 1, 0));
+    TFORK("select_bad_set", select(u + 1, bad_ptr, NULL, NULL, NULL));
+    TFORK("ioctl_fionread_bad_ptr", ioctl(u, FIONREAD, bad_ptr));
     memset(evs, 0, sizeof evs);
     T("epoll_wait_ready", epoll_wait(ep, evs, 4, 2000));
     printf("epoll_wait_event events=0x%x data_ok=%d\n", evs[0].events,
@@ -892,6 +1035,7 @@ int main(void) {
     tcp_cases();
     socket_cases();
     epoll_cases();
+    errno_kept_cases();
     printf("done\n");
     return 0;
 }
