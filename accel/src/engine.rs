@@ -335,7 +335,7 @@ pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: soc
             {
                 let mut st = s.state.lock();
                 st.local = local;
-                st.remote = remote; // AF_UNSPEC dissolves the association
+                s.set_peer(&mut st, remote); // AF_UNSPEC dissolves the association
             }
             if remote.is_some() {
                 let d = decision::by_rules(&engine().rules, Role::UdpConnect, local, remote);
@@ -596,7 +596,7 @@ fn adopt_inherited_sockets(e: &Engine) {
             {
                 let mut stt = s.state.lock();
                 stt.local = local;
-                stt.remote = remote;
+                s.set_peer(&mut stt, remote);
                 stt.nonblocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
                 stt.decision = Some(d);
                 s.nonblocking.store(stt.nonblocking, Ordering::Relaxed);

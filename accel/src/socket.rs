@@ -98,6 +98,8 @@ pub struct Socket {
     pub stash: Mutex<VecDeque<Stashed>>,
     /// Mirrors `State::nonblocking` for the receive path, which must not take the state lock.
     pub nonblocking: AtomicBool,
+    /// Mirrors `State::remote` for the receive path (see [`Socket::set_peer`]).
+    peer: AtomicU64,
 }
 
 impl Socket {
@@ -111,7 +113,22 @@ impl Socket {
             rx_off: AtomicBool::new(false),
             stash: Mutex::new(VecDeque::new()),
             nonblocking: AtomicBool::new(false),
+            peer: AtomicU64::new(0),
         }
+    }
+
+    /// Records the connected peer (None: not connected) in the state and in its lock-free mirror.
+    pub fn set_peer(&self, st: &mut State, remote: Option<SocketAddrV4>) {
+        st.remote = remote;
+        let packed = remote.map_or(0, |a| 1 << 48 | u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()));
+        self.peer.store(packed, Ordering::Relaxed);
+    }
+
+    /// The connected peer, without taking the state lock.
+    #[inline]
+    pub fn peer(&self) -> Option<SocketAddrV4> {
+        let p = self.peer.load(Ordering::Relaxed);
+        (p != 0).then(|| SocketAddrV4::new(((p >> 16) as u32).into(), p as u16))
     }
 
     /// The shm receive binding, if the socket has one in force.

@@ -207,8 +207,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
 }
 
 fn peer_filter(s: &Socket) -> Option<SocketAddrV4> {
-    // Only connected sockets filter; the state lock is uncontended on the data path.
-    s.state.lock().remote
+    s.peer()
 }
 
 /// A datagram for another socket of this process sharing the ring: into its stash, bounded.

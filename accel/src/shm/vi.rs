@@ -76,13 +76,47 @@ struct Target {
     fd: i32,
     inode: u64,
     ring: Arc<Ring>,
-    checked: Instant,
+    /// When liveness was last confirmed ([`coarse_now`]).
+    checked: Duration,
 }
 
 enum CacheEntry {
     Served(Target),
-    NotServed(Instant),
+    NotServed(Duration),
 }
+
+/// CLOCK_MONOTONIC_COARSE: a few ns through the vDSO (a full-resolution clock costs several
+/// times that on every send); its ~4 ms granularity is ample for 100 ms periods.
+fn coarse_now() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime with a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A cheap hasher for the destination cache (SipHash costs more than the rest of a send; the
+/// keys are not attacker-chosen hash-flooding material here: they are this app's destinations).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7cc1_b727_220a_95);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
+
+type AddrMap<V> = HashMap<SocketAddrV4, V, std::hash::BuildHasherDefault<AddrHasher>>;
 
 /// The result of a send attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -103,7 +137,7 @@ pub struct ShmVi {
     logic: RingAllocation,
     /// Rings this process created: allocation key → (ring, file name).
     rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
-    cache: Mutex<HashMap<SocketAddrV4, CacheEntry>>,
+    cache: Mutex<AddrMap<CacheEntry>>,
     remote_rings: Mutex<HashMap<String, Arc<Ring>>>,
     local_addrs: Mutex<(Vec<Ipv4Addr>, Instant)>,
     ring_seq: AtomicU32,
@@ -154,7 +188,7 @@ impl ShmVi {
             slot_size: slot_size_for(config.mtu),
             logic: config.ring_allocation_rx,
             rings: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(AddrMap::default()),
             remote_rings: Mutex::new(HashMap::new()),
             local_addrs: Mutex::new((Vec::new(), Instant::now() - Duration::from_secs(3600))),
             ring_seq: AtomicU32::new(0),
@@ -313,13 +347,13 @@ impl ShmVi {
             return TxOutcome::NotServed;
         }
         let mut cache = self.cache.lock();
-        let now = Instant::now();
+        let now = coarse_now();
         let fresh = match cache.get(&dest) {
             Some(CacheEntry::Served(t)) => {
                 t.endpoint.still(t.member, t.cookie)
-                    && (now.duration_since(t.checked) < LIVENESS_PERIOD || self.recheck(t))
+                    && (now.saturating_sub(t.checked) < LIVENESS_PERIOD || self.recheck(t))
             }
-            Some(CacheEntry::NotServed(at)) => now.duration_since(*at) < NEGATIVE_TTL,
+            Some(CacheEntry::NotServed(at)) => now.saturating_sub(*at) < NEGATIVE_TTL,
             None => false,
         };
         if !fresh {
@@ -330,7 +364,7 @@ impl ShmVi {
             cache.insert(dest, entry);
         }
         let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return TxOutcome::NotServed };
-        if now.duration_since(t.checked) >= LIVENESS_PERIOD {
+        if now.saturating_sub(t.checked) >= LIVENESS_PERIOD {
             t.checked = now;
         }
         match t.ring.push(t.cookie, src, payload) {
@@ -380,7 +414,7 @@ impl ShmVi {
             fd: m.info.fd,
             inode: m.info.inode,
             ring,
-            checked: Instant::now(),
+            checked: coarse_now(),
         })
     }
 
