@@ -365,7 +365,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 20;
+pub const VARIABLE_COUNT: usize = 21;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -503,6 +503,13 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         help: "keep LD_PRELOAD and the ACCEL_*/VMA_* variables in exec'd programs",
     },
     Variable {
+        name: "ACCEL_RX_POLL_OS_RATIO",
+        alias: Some("VMA_RX_POLL_OS_RATIO"),
+        default: "10",
+        accepted: "an integer 0..=1000000; 0 and 1 = every time",
+        help: "receive: look at the kernel socket once per this many polls of the ring",
+    },
+    Variable {
         name: "ACCEL_SHM",
         alias: None,
         default: "0",
@@ -512,7 +519,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 38] = [
+const KNOWN_VARIABLES: [&str; 40] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -550,6 +557,8 @@ const KNOWN_VARIABLES: [&str; 38] = [
     "ACCEL_SELECT_POLL",
     "VMA_SELECT_POLL",
     "ACCEL_PRESERVE_ENV",
+    "ACCEL_RX_POLL_OS_RATIO",
+    "VMA_RX_POLL_OS_RATIO",
     "ACCEL_SHM",
 ];
 
@@ -581,6 +590,7 @@ enum Key {
     RxPoll,
     SelectPoll,
     PreserveEnv,
+    RxPollOsRatio,
     Shm,
 }
 
@@ -605,6 +615,7 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::RxPoll,
     Key::SelectPoll,
     Key::PreserveEnv,
+    Key::RxPollOsRatio,
     Key::Shm,
 ];
 
@@ -685,6 +696,8 @@ pub struct Config {
     pub select_poll: PollBudget,
     /// ACCEL_PRESERVE_ENV: re-insert LD_PRELOAD and ACCEL_*/VMA_* into exec'd images.
     pub preserve_env: bool,
+    /// ACCEL_RX_POLL_OS_RATIO / VMA_RX_POLL_OS_RATIO: ring polls per look at the kernel socket.
+    pub rx_poll_os_ratio: u32,
     /// ACCEL_SHM: the same-host shared-memory datapath.
     pub shm: bool,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
@@ -716,6 +729,7 @@ impl Default for Config {
             rx_poll: 100_000,
             select_poll: 100_000,
             preserve_env: true,
+            rx_poll_os_ratio: 10,
             shm: false,
             sources: Sources::default(),
         }
@@ -815,6 +829,9 @@ impl Config {
             c.select_poll = n
         });
         reader.read(Key::PreserveEnv, parse_bool, |c, on| c.preserve_env = on);
+        reader.read(Key::RxPollOsRatio, |raw| exact(parse_u32(raw, 0, 1_000_000)), |c, n| {
+            c.rx_poll_os_ratio = n
+        });
         reader.read(Key::Shm, parse_bool, |c, on| c.shm = on);
 
         (reader.config, reader.warnings)
@@ -882,6 +899,7 @@ impl Config {
             Key::RxPoll => self.rx_poll.to_string(),
             Key::SelectPoll => self.select_poll.to_string(),
             Key::PreserveEnv => flag(self.preserve_env),
+            Key::RxPollOsRatio => self.rx_poll_os_ratio.to_string(),
             Key::Shm => flag(self.shm),
         };
         Shown {
@@ -1254,6 +1272,7 @@ mod tests {
         ("ACCEL_SELECT_POLL", "-1", "-1"),
         ("ACCEL_PRESERVE_ENV", "no", "0"),
         ("ACCEL_SHM", "on", "1"),
+        ("VMA_RX_POLL_OS_RATIO", "100", "100"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {

@@ -352,9 +352,13 @@ pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: soc
 /// Before a send on a tracked socket: the first unconnected send applies the udp_sender rules.
 pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
     let Some(dest) = dest else { return };
+    if s.sender_decided.load(Ordering::Relaxed) {
+        return; // every send after the first: no lock
+    }
     {
         let st = s.state.lock();
         if st.sender_decided || st.remote.is_some() {
+            s.sender_decided.store(true, Ordering::Relaxed);
             return;
         }
     }
@@ -363,6 +367,7 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
             let local = {
                 let mut st = s.state.lock();
                 st.sender_decided = true;
+                s.sender_decided.store(true, Ordering::Relaxed);
                 st.local
             };
             let d = decision::by_rules(&engine().rules, Role::UdpSender, local, Some(dest));

@@ -100,6 +100,13 @@ pub struct Socket {
     pub nonblocking: AtomicBool,
     /// Mirrors `State::remote` for the receive path (see [`Socket::set_peer`]).
     peer: AtomicU64,
+    /// Counts receives that found the ring empty, to look at the kernel socket once per
+    /// VMA_RX_POLL_OS_RATIO of them.
+    pub os_tick: core::sync::atomic::AtomicU32,
+    /// Set when a poll/select/epoll saw a real datagram waiting in the kernel socket.
+    pub kernel_hint: AtomicBool,
+    /// Mirrors `State::sender_decided`, so sends after the first take no lock.
+    pub sender_decided: AtomicBool,
 }
 
 impl Socket {
@@ -114,6 +121,9 @@ impl Socket {
             stash: Mutex::new(VecDeque::new()),
             nonblocking: AtomicBool::new(false),
             peer: AtomicU64::new(0),
+            os_tick: core::sync::atomic::AtomicU32::new(0),
+            kernel_hint: AtomicBool::new(false),
+            sender_decided: AtomicBool::new(false),
         }
     }
 

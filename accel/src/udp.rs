@@ -291,14 +291,23 @@ pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) ->
 /// The receive loop shared by every receive call.
 unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: c_int) -> isize {
     let nonblocking = flags & libc::MSG_DONTWAIT != 0 || s.nonblocking.load(Ordering::Relaxed);
-    let budget: PollBudget = engine::engine().config.rx_poll;
+    let config = &engine::engine().config;
+    let budget: PollBudget = config.rx_poll;
+    let ratio = config.rx_poll_os_ratio.max(1);
     let mut spins: i64 = 0;
     loop {
         if let Some(r) = from_bypass(s, t, flags) {
             return r;
         }
-        // The kernel is asked on the first pass and every 256th spin: it costs a system call.
-        if spins % 256 == 0 {
+        // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
+        // (VMA_RX_POLL_OS_RATIO) unless a poll just saw kernel data, then every 256th spin.
+        let look = if spins == 0 {
+            s.kernel_hint.swap(false, Ordering::Relaxed)
+                || s.os_tick.fetch_add(1, Ordering::Relaxed) % ratio == 0
+        } else {
+            spins % 256 == 0
+        };
+        if look {
             if let Some(r) = from_kernel(fd, s, msg, flags) {
                 return r;
             }
@@ -501,6 +510,7 @@ pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
             return errno() != libc::EAGAIN; // an error is "readable": the app's recv reports it
         }
         if !is_doorbell(&probe[..r as usize], b.cookie) {
+            s.kernel_hint.store(true, Ordering::Relaxed);
             return true;
         }
         // SAFETY: consuming the doorbell into our own buffer.

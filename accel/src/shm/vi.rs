@@ -34,6 +34,8 @@ use crate::socket::Socket;
 pub const NEGATIVE_TTL: Duration = Duration::from_millis(100);
 /// How often a sender re-checks that the receiver it writes to is alive.
 pub const LIVENESS_PERIOD: Duration = Duration::from_millis(100);
+/// While a receiver's ring stays full, its liveness is re-checked at most this often.
+pub const FULL_RECHECK: Duration = Duration::from_millis(10);
 
 pub const DOORBELL_MAGIC: &[u8; 8] = b"ACCELDB1";
 pub const DOORBELL_LEN: usize = 16;
@@ -386,7 +388,13 @@ impl ShmVi {
             Ok(false) => TxOutcome::Sent { doorbell: None },
             Err(PushError::TooBig) => TxOutcome::NotServed,
             Err(PushError::Full) => {
-                // A full ring may mean a dead reader: check now rather than at the next period.
+                // A full ring may mean a dead reader: check now rather than at the next period,
+                // but at most every FULL_RECHECK (the check costs system calls; a sender
+                // outrunning a live reader must not slow down further on every drop).
+                if now.saturating_sub(t.checked) < FULL_RECHECK {
+                    return TxOutcome::DroppedFull;
+                }
+                t.checked = now;
                 if !registry::member_alive(t.pid, t.fd, t.inode) {
                     t.endpoint.release(t.member, t.cookie);
                     self.registry.reap();
