@@ -1272,7 +1272,7 @@ mod tests {
         ("ACCEL_SELECT_POLL", "-1", "-1"),
         ("ACCEL_PRESERVE_ENV", "no", "0"),
         ("ACCEL_SHM", "on", "1"),
-        ("VMA_RX_POLL_OS_RATIO", "100", "100"),
+        ("ACCEL_RX_POLL_OS_RATIO", "100", "100"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
