@@ -290,8 +290,9 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
                 "fd={fd} udp {local}: shm ring {} ({} ring allocation), cookie {:x}",
                 b.ring_name, e.config.ring_allocation_rx, b.cookie
             ));
-            if let Err(b) = s.rx.set(b) {
-                vi.unbind(&b); // raced with another thread's publish of the same socket
+            match s.rx.set(b) {
+                Ok(()) => crate::mux::after_rx_binding(fd),
+                Err(b) => vi.unbind(&b), // raced with another thread's publish of the same socket
             }
         }
         Err(err) => {
@@ -511,6 +512,7 @@ fn register_fork_handlers() {
     extern "C" fn child() {
         fdtable::unlock_after_fork();
         crate::shm::ring::after_fork_child();
+        crate::mux::after_fork_child();
         if let Some(vi) = shmvi::existing() {
             vi.forget_cache();
         }

@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fdtable;
 pub mod guard;
 pub mod log;
+pub mod mux;
 pub mod real;
 pub mod rules;
 pub mod shm;

@@ -28,6 +28,7 @@ use crate::engine::{self, sockaddr_v4};
 use crate::fdtable;
 use crate::log;
 use crate::real;
+use crate::shm::ring::{Ring, SleepTicket};
 use crate::shm::vi::{self as shmvi, is_doorbell, TxOutcome, DOORBELL_LEN};
 use crate::socket::{Socket, Stashed};
 
@@ -178,10 +179,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
             }
         };
         if d.cookie != b.cookie {
-            let (cookie, src, data) = (d.cookie, d.src, d.payload.to_vec());
-            if b.ring.consume(pos) {
-                stash_for_other(cookie, src, data);
-            }
+            hand_over(&b.ring, pos, d.cookie, d.src, d.payload);
             continue;
         }
         if peer.is_some_and(|p| p != d.src) {
@@ -210,15 +208,29 @@ fn peer_filter(s: &Socket) -> Option<SocketAddrV4> {
     s.peer()
 }
 
-/// A datagram for another socket of this process sharing the ring: into its stash, bounded.
-fn stash_for_other(cookie: u64, src: SocketAddrV4, data: Vec<u8>) {
-    let Some(other) = shmvi::existing().and_then(|vi| vi.socket_of(cookie)) else {
-        return; // its socket is gone: as the kernel drops datagrams for a closed socket
+/// Takes the datagram at `pos` of a shared ring, which is for another socket of this process,
+/// and puts it in that socket's stash (bounded; a connected socket keeps only its peer's).
+///
+/// The owner's stash is locked *before* the datagram leaves the ring: the owner, about to
+/// sleep, registers its wakeup, sees the ring empty, then checks its stash under this lock — so
+/// it either still sees the datagram in the ring or finds it in the stash, never neither.
+fn hand_over(ring: &Ring, pos: u64, cookie: u64, src: SocketAddrV4, payload: &[u8]) {
+    let Some(owner) = shmvi::existing().and_then(|vi| vi.socket_of(cookie)) else {
+        ring.consume(pos); // its socket is gone: as the kernel drops datagrams for a closed socket
+        return;
     };
-    let mut stash = other.stash.lock();
+    let data = payload.to_vec(); // copied before consume: after it the slot may be reused
+    let mut stash = owner.stash.lock();
+    if !ring.consume(pos) {
+        return; // another consumer took it (and handles it)
+    }
+    if owner.peer().is_some_and(|p| p != src) {
+        owner.counters.drop_not_peer.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let bytes: usize = stash.iter().map(|d| d.data.len()).sum();
     if bytes + data.len() > stash_limit() {
-        other.counters.drop_rcvbuf.fetch_add(1, Ordering::Relaxed);
+        owner.counters.drop_rcvbuf.fetch_add(1, Ordering::Relaxed);
         return;
     }
     stash.push_back(Stashed { src, data });
@@ -319,17 +331,28 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         }
         if budget < 0 || spins < budget {
             spins += 1;
-            core::hint::spin_loop();
+            if spins % 256 == 0 {
+                // On a shared core the sender may be waiting for this one: let it run.
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            } else {
+                core::hint::spin_loop();
+            }
             continue;
         }
         // Sleep in the kernel until a datagram or a doorbell arrives.
         let Some(b) = s.rx_binding() else { continue };
-        if !b.ring.prepare_sleep() {
+        let ticket = b.ring.prepare_sleep_for(b.cookie);
+        if ticket == SleepTicket::DataPresent {
             continue; // data arrived meanwhile
+        }
+        if !s.stash.lock().is_empty() {
+            b.ring.cancel_sleep_for(ticket, b.cookie); // a sibling socket handed one over
+            continue;
         }
         let mut probe = [0u8; 1];
         let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
-        b.ring.cancel_sleep();
+        b.ring.cancel_sleep_for(ticket, b.cookie);
         if r < 0 {
             let e = errno();
             // A timeout (SO_RCVTIMEO) or a signal ends the call as it would the kernel's — after
@@ -473,10 +496,7 @@ pub fn bypass_readable(s: &Socket) -> bool {
                 if d.cookie == b.cookie {
                     return true;
                 }
-                let (cookie, src, data) = (d.cookie, d.src, d.payload.to_vec());
-                if b.ring.consume(pos) {
-                    stash_for_other(cookie, src, data);
-                }
+                hand_over(&b.ring, pos, d.cookie, d.src, d.payload);
             }
         }
     }

@@ -6,13 +6,16 @@
 
 use libc::{c_int, c_ulong};
 
-use accel_engine::{engine, fdtable, log, real, udp};
+use accel_engine::{engine, fdtable, log, mux, real, udp};
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup(fd: c_int) -> c_int {
     let r = real::dup(fd);
     if fdtable::is_ours(fd) {
         engine::after_dup(fd, r);
+    }
+    if r >= 0 && udp::datapath_on() {
+        mux::dup_fd(fd, r); // a dup of an epoll fd shares its shadow
     }
     r
 }
@@ -24,33 +27,50 @@ fn touches_ours(old: c_int, new: c_int) -> bool {
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup2(old: c_int, new: c_int) -> c_int {
-    if !touches_ours(old, new) {
+    if !touches_ours(old, new) && !udp::datapath_on() {
         return real::dup2(old, new);
     }
+    dup2_tracked(old, new, || real::dup2(old, new))
+}
+
+/// dup2/dup3 when the fd table or the multiplexing shadows may be involved.
+#[inline(never)]
+unsafe fn dup2_tracked(old: c_int, new: c_int, call: impl FnOnce() -> c_int) -> c_int {
+    let mux_on = udp::datapath_on() && old != new;
     engine::before_dup2(old, new);
-    let r = real::dup2(old, new);
+    if mux_on {
+        mux::forget_fd(new); // the implicit close of `new`
+    }
+    let r = call();
     engine::after_dup2(old, new, r);
+    if mux_on && r >= 0 {
+        mux::dup_fd(old, new);
+    }
     r
 }
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if !touches_ours(old, new) || old == new {
+    if (!touches_ours(old, new) && !udp::datapath_on()) || old == new {
         return real::dup3(old, new, flags); // dup3(x, x) is EINVAL, before anything changes
     }
-    engine::before_dup2(old, new);
-    let r = real::dup3(old, new, flags);
-    engine::after_dup2(old, new, r);
-    r
+    dup2_tracked(old, new, || real::dup3(old, new, flags))
 }
 
 /// The shared body of fcntl and fcntl64 (the same function on 64-bit glibc).
 #[inline(always)]
 unsafe fn fcntl_common(fd: c_int, cmd: c_int, arg: c_ulong, call: unsafe fn(c_int, c_int, c_ulong) -> c_int) -> c_int {
     if !fdtable::is_ours(fd) {
-        return call(fd, cmd, arg);
+        let r = call(fd, cmd, arg);
+        if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && udp::datapath_on() {
+            mux::dup_fd(fd, r);
+        }
+        return r;
     }
     let r = call(fd, cmd, arg);
+    if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && udp::datapath_on() {
+        mux::dup_fd(fd, r);
+    }
     match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => engine::after_dup(fd, r),
         libc::F_SETFL if r == 0 => engine::set_nonblocking(fd, arg as c_int & libc::O_NONBLOCK != 0),

@@ -5,7 +5,7 @@ use libc::{c_int, c_uint, c_void, sockaddr, socklen_t};
 
 use accel_engine::engine::{self, sockaddr_v4};
 use accel_engine::rules::Role;
-use accel_engine::{fdtable, guard, log, real};
+use accel_engine::{fdtable, guard, log, mux, real, udp};
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
@@ -76,18 +76,27 @@ pub unsafe extern "C-unwind" fn close(fd: c_int) -> c_int {
     if fdtable::is_ours(fd) || fd == log::fd() {
         engine::before_close(fd);
     }
+    if udp::datapath_on() {
+        mux::forget_fd(fd); // epoll fds and their members are not all "ours"
+    }
     real::close(fd)
 }
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     engine::before_close_range(first, last, flags);
+    if udp::datapath_on() && flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+        mux::forget_range(first, last);
+    }
     real::close_range(first, last, flags)
 }
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
     engine::before_close_range(lowfd.max(0) as c_uint, c_uint::MAX, 0);
+    if udp::datapath_on() {
+        mux::forget_range(lowfd.max(0) as u32, u32::MAX);
+    }
     real::closefrom(lowfd)
 }
 
