@@ -365,7 +365,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 21;
+pub const VARIABLE_COUNT: usize = 22;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -510,6 +510,13 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         help: "receive: look at the kernel socket once per this many polls of the ring",
     },
     Variable {
+        name: "ACCEL_SELECT_POLL_OS_RATIO",
+        alias: Some("VMA_SELECT_POLL_OS_RATIO"),
+        default: "10",
+        accepted: "an integer 0..=1000000; 0 and 1 = every time",
+        help: "epoll: with ring events ready, ask the kernel too only once per this many calls",
+    },
+    Variable {
         name: "ACCEL_SHM",
         alias: None,
         default: "0",
@@ -519,7 +526,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 40] = [
+const KNOWN_VARIABLES: [&str; 42] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -559,6 +566,8 @@ const KNOWN_VARIABLES: [&str; 40] = [
     "ACCEL_PRESERVE_ENV",
     "ACCEL_RX_POLL_OS_RATIO",
     "VMA_RX_POLL_OS_RATIO",
+    "ACCEL_SELECT_POLL_OS_RATIO",
+    "VMA_SELECT_POLL_OS_RATIO",
     "ACCEL_SHM",
 ];
 
@@ -591,6 +600,7 @@ enum Key {
     SelectPoll,
     PreserveEnv,
     RxPollOsRatio,
+    SelectPollOsRatio,
     Shm,
 }
 
@@ -616,6 +626,7 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::SelectPoll,
     Key::PreserveEnv,
     Key::RxPollOsRatio,
+    Key::SelectPollOsRatio,
     Key::Shm,
 ];
 
@@ -698,6 +709,8 @@ pub struct Config {
     pub preserve_env: bool,
     /// ACCEL_RX_POLL_OS_RATIO / VMA_RX_POLL_OS_RATIO: ring polls per look at the kernel socket.
     pub rx_poll_os_ratio: u32,
+    /// ACCEL_SELECT_POLL_OS_RATIO / VMA_SELECT_POLL_OS_RATIO.
+    pub select_poll_os_ratio: u32,
     /// ACCEL_SHM: the same-host shared-memory datapath.
     pub shm: bool,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
@@ -730,6 +743,7 @@ impl Default for Config {
             select_poll: 100_000,
             preserve_env: true,
             rx_poll_os_ratio: 10,
+            select_poll_os_ratio: 10,
             shm: false,
             sources: Sources::default(),
         }
@@ -832,6 +846,9 @@ impl Config {
         reader.read(Key::RxPollOsRatio, |raw| exact(parse_u32(raw, 0, 1_000_000)), |c, n| {
             c.rx_poll_os_ratio = n
         });
+        reader.read(Key::SelectPollOsRatio, |raw| exact(parse_u32(raw, 0, 1_000_000)), |c, n| {
+            c.select_poll_os_ratio = n
+        });
         reader.read(Key::Shm, parse_bool, |c, on| c.shm = on);
 
         (reader.config, reader.warnings)
@@ -900,6 +917,7 @@ impl Config {
             Key::SelectPoll => self.select_poll.to_string(),
             Key::PreserveEnv => flag(self.preserve_env),
             Key::RxPollOsRatio => self.rx_poll_os_ratio.to_string(),
+            Key::SelectPollOsRatio => self.select_poll_os_ratio.to_string(),
             Key::Shm => flag(self.shm),
         };
         Shown {
@@ -1273,6 +1291,7 @@ mod tests {
         ("ACCEL_PRESERVE_ENV", "no", "0"),
         ("ACCEL_SHM", "on", "1"),
         ("ACCEL_RX_POLL_OS_RATIO", "100", "100"),
+        ("ACCEL_SELECT_POLL_OS_RATIO", "1", "1"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {

@@ -1413,7 +1413,11 @@ impl Shadow {
         g.seq += 1;
         self.maybe_reset(&mut g);
         let mut n = g.collect(ev, 0, max);
-        if n < max {
+        // With ring events in hand, the kernel (a system call) is asked only once per
+        // VMA_SELECT_POLL_OS_RATIO calls; its events are not lost, only reported a little later.
+        let ratio = crate::engine::engine().config.select_poll_os_ratio.max(1) as u64;
+        let ask_kernel = n == 0 || g.seq % ratio == 0;
+        if n < max && ask_kernel {
             let r = real::epoll_wait(epfd, ev.add(n), (max - n) as c_int, 0);
             if r < 0 {
                 if n == 0 {
