@@ -1416,7 +1416,12 @@ impl Shadow {
         // With ring events in hand, the kernel (a system call) is asked only once per
         // VMA_SELECT_POLL_OS_RATIO calls; its events are not lost, only reported a little later.
         let ratio = crate::engine::engine().config.select_poll_os_ratio.max(1) as u64;
-        let ask_kernel = n == 0 || g.seq % ratio == 0;
+        // Only when every entry of ours wants input alone: any other event of ours (EPOLLOUT,
+        // errors) is the kernel's to report and must not be delayed.
+        let input_only = || {
+            g.entries.iter().all(|e| e.st.events & !(EP_IN | libc::EPOLLET as u32 | libc::EPOLLONESHOT as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLPRI as u32) == 0)
+        };
+        let ask_kernel = n == 0 || ratio == 1 || g.seq % ratio == 0 || !input_only();
         if n < max && ask_kernel {
             let r = real::epoll_wait(epfd, ev.add(n), (max - n) as c_int, 0);
             if r < 0 {
