@@ -266,6 +266,9 @@ pub fn release_rx(s: &Socket) {
             if let Some(vi) = shmvi::existing() {
                 vi.unbind(b);
             }
+            // What the ring already holds for this socket is still its data: keep it in the
+            // stash, which receives serve before the kernel.
+            crate::udp::drain_ring_to_stashes(&b.ring, b.cookie, s);
         }
     }
 }

@@ -152,8 +152,8 @@ pub fn sockaddr_in_of(a: SocketAddrV4) -> sockaddr_in {
 /// Takes (or with MSG_PEEK, looks at) the next datagram for `s` from its stash or ring.
 /// Datagrams on a shared ring that belong to other sockets are moved to their stashes.
 fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
-    let b = s.rx_binding()?;
     let peek = flags & libc::MSG_PEEK != 0;
+    // The stash first — also after the socket went back to the kernel (what it already had).
     {
         let mut stash = s.stash.lock();
         if let Some(d) = stash.front() {
@@ -167,6 +167,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
             return Some(r);
         }
     }
+    let b = s.rx_binding()?;
     let peer = peer_filter(s);
     // Bounded: a ring never holds more than its capacity.
     for _ in 0..=b.ring.capacity() {
@@ -246,7 +247,9 @@ fn stash_limit() -> usize {
 /// # Safety
 /// `msg` is the app's msghdr (valid iovecs and name buffer).
 unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> Option<isize> {
-    let cookie = s.rx_binding().map(|b| b.cookie);
+    // Doorbells are filtered for as long as the socket ever had a binding: one may still be
+    // queued after the socket went back to the kernel.
+    let cookie = s.rx.get().map(|b| b.cookie);
     for _ in 0..64 {
         if let Some(cookie) = cookie {
             // Look first, so a doorbell never lands in the app's buffer.
@@ -284,7 +287,7 @@ unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> 
 /// # Safety
 /// `msg` is a valid msghdr as for recvmsg(2).
 pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> isize {
-    if s.rx_binding().is_none() || !msg_plausible(msg) {
+    if (s.rx_binding().is_none() && s.stash.lock().is_empty()) || !msg_plausible(msg) {
         let r = real::recvmsg(fd, msg, flags);
         count_kernel_rx(s, r);
         return r;
@@ -363,7 +366,9 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             set_errno(e);
             return -1;
         }
-        spins = 0; // woken: look again, starting with the kernel (it may hold a real datagram)
+        // Woken: look again, starting with the kernel (it holds a datagram or a doorbell).
+        s.kernel_hint.store(true, Ordering::Relaxed);
+        spins = 0;
     }
 }
 
@@ -481,10 +486,10 @@ pub fn rx(fd: c_int, call: impl FnOnce() -> isize) -> isize {
 
 /// Is a tracked socket readable through the bypass (stash or ring)? For poll/select/epoll.
 pub fn bypass_readable(s: &Socket) -> bool {
-    let Some(b) = s.rx_binding() else { return false };
     if !s.stash.lock().is_empty() {
         return true;
     }
+    let Some(b) = s.rx_binding() else { return false };
     // Move other sockets' datagrams aside so the answer is about this socket.
     for _ in 0..=b.ring.capacity() {
         match b.ring.peek() {
@@ -501,6 +506,27 @@ pub fn bypass_readable(s: &Socket) -> bool {
         }
     }
     false
+}
+
+/// Empties `ring` of what it holds now: datagrams for `cookie` into `s`'s stash, the others to
+/// their sockets (a socket going back to the kernel keeps what was already in its ring).
+pub fn drain_ring_to_stashes(ring: &Ring, cookie: u64, s: &Socket) {
+    for _ in 0..=ring.capacity() {
+        match ring.peek() {
+            None => return,
+            Some(Err(c)) => {
+                ring.skip(c);
+            }
+            Some(Ok((pos, d))) if d.cookie == cookie => {
+                let (src, data) = (d.src, d.payload.to_vec());
+                let mut stash = s.stash.lock();
+                if ring.consume(pos) {
+                    stash.push_back(Stashed { src, data });
+                }
+            }
+            Some(Ok((pos, d))) => hand_over(ring, pos, d.cookie, d.src, d.payload),
+        }
+    }
 }
 
 /// The size of the next datagram for `s` waiting in its stash or ring (FIONREAD).
@@ -521,7 +547,7 @@ pub fn next_bypass_len(s: &Socket) -> Option<usize> {
 /// Consumes pending doorbells on a tracked socket's kernel socket; true if a real datagram is
 /// waiting there. For poll/select/epoll, after the kernel reported the fd readable.
 pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
-    let Some(b) = s.rx_binding() else { return true };
+    let Some(b) = s.rx.get() else { return true };
     for _ in 0..64 {
         let mut probe = [0u8; DOORBELL_LEN + 1];
         // SAFETY: a peek into our own buffer.

@@ -1065,3 +1065,593 @@ fn parse_value(b: &[u8], i: &mut usize) -> Result<Json, String> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// shm datapath tests (tests/shm_*.rs): a fresh network namespace per test, its kernel UDP
+// counters, accelerated and plain programs inside it, the shm registry's leftovers.
+
+/// A network namespace of its own for one test (`accel-t-<pid>-<n>`), with `lo` up. Programs
+/// started through [`NetNs::command`] enter it before exec (setns in the child), so their pid is
+/// the program's own. Dropping the guard kills (SIGKILL, by pid) whatever still runs in the
+/// namespace and deletes it, also when the test panics.
+pub struct NetNs {
+    pub name: String,
+    file: File,
+}
+
+static NETNS_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `ip ARGS` (bounded); panics with its output when it fails.
+#[track_caller]
+pub fn ip_cmd(args: &[&str]) -> String {
+    let ip = which("ip");
+    let mut cmd = Command::new(&ip);
+    cmd.args(args);
+    let dir = std::env::temp_dir();
+    let name = format!(
+        "ip-{}-{}",
+        std::process::id(),
+        NETNS_SEQ.fetch_add(1, Ordering::Relaxed) + 1_000_000
+    );
+    let mut p = Proc::spawn(cmd, &dir, &name, None);
+    let st = p.wait_timeout(Duration::from_secs(20));
+    let out = p.stdout_text();
+    let err = p.stderr_text();
+    let _ = fs::remove_file(&p.out);
+    let _ = fs::remove_file(&p.err);
+    assert!(st.success(), "ip {}: {st}\n{out}\n{err}", args.join(" "));
+    out
+}
+
+impl NetNs {
+    /// Creates the namespace (as root; failing to is a test failure).
+    #[track_caller]
+    pub fn new() -> NetNs {
+        let n = NETNS_SEQ.fetch_add(1, Ordering::Relaxed);
+        let name = format!("accel-t-{}-{n}", std::process::id());
+        let _ = ip_cmd_quiet(&["netns", "del", &name]);
+        ip_cmd(&["netns", "add", &name]);
+        let path = format!("/var/run/netns/{name}");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = ip_cmd_quiet(&["netns", "del", &name]);
+                panic!("cannot open {path}: {e}");
+            }
+        };
+        let ns = NetNs { name, file };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `argv` inside the namespace to completion; panics when it fails. Returns stdout.
+    #[track_caller]
+    pub fn exec(&self, argv: &[&str]) -> String {
+        let mut cmd = self.command(which(argv[0]));
+        cmd.args(&argv[1..]);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {argv:?} in {}: {e}", self.name));
+        assert!(
+            out.status.success(),
+            "{argv:?} in {}: {}\n{}{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A command that runs `program` inside the namespace (no environment changes).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        self.enter_before_exec(&mut cmd);
+        cmd
+    }
+
+    /// Makes `cmd` enter this namespace in the child, just before exec.
+    pub fn enter_before_exec(&self, cmd: &mut Command) {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        // SAFETY: setns(2) is async-signal-safe; the fd stays open in the parent while the
+        // command is spawned (the guard owns it).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Adds a dummy interface with `cidr` (e.g. "10.200.0.1/24") and brings it up. Kernels
+    /// built without the dummy driver (e.g. minimal VM kernels, no modules) get a bridge without
+    /// ports instead: equally a local interface whose traffic never leaves the host.
+    pub fn add_dummy(&self, dev: &str, cidr: &str) {
+        let added = self
+            .command(which("ip"))
+            .args(["link", "add", dev, "type", "dummy"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_or(false, |s| s.success());
+        if !added {
+            self.exec(&["ip", "link", "add", dev, "type", "bridge"]);
+        }
+        self.exec(&["ip", "addr", "add", cidr, "dev", dev]);
+        self.exec(&["ip", "link", "set", dev, "up"]);
+    }
+
+    /// The namespace's `Udp:` counters from /proc/net/snmp (InDatagrams, NoPorts, ...).
+    pub fn udp_counters(&self) -> Vec<(String, u64)> {
+        let text = self.exec(&["cat", "/proc/net/snmp"]);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("Udp:"))
+            .map(|l| l.split_whitespace().skip(1).collect())
+            .collect();
+        assert!(rows.len() >= 2, "no Udp rows in /proc/net/snmp:\n{text}");
+        rows[0]
+            .iter()
+            .zip(&rows[1])
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
+            .collect()
+    }
+
+    /// `Udp: InDatagrams` of the namespace.
+    pub fn in_datagrams(&self) -> u64 {
+        self.udp_counters()
+            .into_iter()
+            .find(|(k, _)| k == "InDatagrams")
+            .map(|(_, v)| v)
+            .expect("Udp InDatagrams")
+    }
+
+    /// Runs `f` on a thread that entered the namespace (for sockets the test itself opens).
+    pub fn run_in<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns(2) on this thread only (network namespaces are per thread).
+                let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| panic::resume_unwind(e))
+        })
+    }
+
+    /// Sends one datagram with `payload` from each of `sources` fresh sockets (different ports)
+    /// of the test process (no library) inside the namespace.
+    pub fn send_udp(&self, dest: &str, payload: &[u8], sources: usize) {
+        let dest = dest.to_string();
+        self.run_in(move || {
+            for _ in 0..sources {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket in netns");
+                let _ = s.send_to(payload, dest.as_str());
+            }
+        })
+    }
+
+    /// Whether a UDP socket is bound to `port` inside the namespace.
+    pub fn udp_bound(&self, port: u16) -> bool {
+        self.proc_net_has(&["/proc/net/udp"], port, None)
+    }
+
+    /// Whether a TCP socket listens on `port` inside the namespace.
+    pub fn tcp_listening(&self, port: u16) -> bool {
+        self.proc_net_has(&["/proc/net/tcp", "/proc/net/tcp6"], port, Some("0A"))
+    }
+
+    fn proc_net_has(&self, tables: &[&str], port: u16, state: Option<&str>) -> bool {
+        let mut argv = vec!["cat"];
+        argv.extend_from_slice(tables);
+        let text = self.exec(&argv);
+        text.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3
+                && cols[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+                && state.map_or(true, |s| cols[3] == s)
+        })
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        ip_cmd_quiet(&["netns", "pids", &self.name])
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) by pid of a process in the namespace this test created.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        if ip_cmd_quiet(&["netns", "del", &self.name]).is_none() {
+            eprintln!("WARNING: could not delete network namespace {}", self.name);
+        }
+    }
+}
+
+/// `ip ARGS`, bounded; its stdout, or None when it failed (for clean-up paths).
+pub fn ip_cmd_quiet(args: &[&str]) -> Option<String> {
+    let ip = which("ip");
+    let mut child = Command::new(&ip)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                let mut s = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    use std::io::Read;
+                    let _ = o.read_to_string(&mut s);
+                }
+                return st.success().then_some(s);
+            }
+            Ok(None) if start.elapsed() < Duration::from_secs(20) => {
+                thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// One shm test: a preloaded-run context (work and log directories) and a fresh namespace.
+/// Programs run accelerated (LD_PRELOAD, `ACCEL_SHM=1`, debug log per pid) or plain, always
+/// inside the namespace. Fields drop in order: the namespace (killing leftovers) goes last.
+///
+/// The shm tests of one test binary run one at a time (the guard holds a lock): their programs
+/// spin on their rings, and spinning processes outnumbering the CPUs starve each other
+/// (a ping-pong falls from tens of thousands of round trips a second to a few dozen).
+pub struct ShmEnv {
+    pub cx: Ctx,
+    pub ns: NetNs,
+    pids: Mutex<Vec<u32>>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+static SHM_SERIAL: Mutex<()> = Mutex::new(());
+
+impl ShmEnv {
+    pub fn new(tag: &str) -> ShmEnv {
+        let serial = SHM_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let cx = Ctx::new(Mode::Preload, tag);
+        let ns = NetNs::new();
+        eprintln!(
+            "[{tag}] netns {}, work {}, logs {}",
+            ns.name,
+            cx.dir().display(),
+            cx.log_dir().display()
+        );
+        ShmEnv {
+            cx,
+            ns,
+            pids: Mutex::new(Vec::new()),
+            _serial: serial,
+        }
+    }
+
+    /// `program` under the library with the shm datapath on, plus `env`, in the namespace.
+    pub fn accel(&self, program: impl AsRef<OsStr>, env: &[(&str, &str)]) -> Command {
+        let mut cmd = self.cx.command(program);
+        cmd.env("ACCEL_SHM", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.ns.enter_before_exec(&mut cmd);
+        cmd
+    }
+
+    /// `program` without the library, in the namespace.
+    pub fn plain(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.cx.command(program);
+        for k in ["LD_PRELOAD", "ACCEL_LOG_LEVEL", "ACCEL_LOG_FILE"] {
+            cmd.env_remove(k);
+        }
+        self.ns.enter_before_exec(&mut cmd);
+        cmd
+    }
+
+    /// Starts `cmd` in the background (guarded); remembers its pid for the leftover check.
+    pub fn spawn(&self, cmd: Command, name: &str) -> Proc {
+        let p = Proc::spawn(cmd, self.cx.dir(), name, None);
+        self.pids.lock().unwrap().push(p.pid);
+        p
+    }
+
+    /// Runs `cmd` to completion (bounded by CHILD_TIMEOUT).
+    #[track_caller]
+    pub fn run(&self, cmd: Command, name: &str) -> Output {
+        self.spawn(cmd, name).finish()
+    }
+
+    /// Remembers further pids (e.g. forked children) for the leftover check.
+    pub fn add_pid(&self, pid: u32) {
+        self.pids.lock().unwrap().push(pid);
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap().clone()
+    }
+
+    /// The shm probe, tests/probes/shm_udp.py, accelerated (`accel`) or plain, with `args`.
+    pub fn probe(&self, accel: bool, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let py = python3();
+        let mut cmd = if accel {
+            self.accel(&py, env)
+        } else {
+            let mut c = self.plain(&py);
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            c
+        };
+        cmd.arg(repo_root().join("tests/probes/shm_udp.py"));
+        cmd.args(args);
+        cmd
+    }
+
+    /// The library's log lines of process `pid`.
+    pub fn log_of(&self, pid: u32) -> String {
+        fs::read_to_string(self.cx.log_dir().join(format!("accel.{pid}.log"))).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until process `p` logged that it published `endpoint` ("127.0.0.1:5000")
+    /// on an shm ring; returns that log line. Fails when `p` exits first.
+    #[track_caller]
+    pub fn wait_shm_endpoint(&self, p: &mut Proc, endpoint: &str) -> String {
+        let needle = format!(" udp {endpoint}: shm ring ");
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.log_of(p.pid).lines().find(|l| l.contains(&needle)) {
+                return l.to_string();
+            }
+            if let Some(st) = p.try_exited() {
+                panic!(
+                    "{} exited ({st}) before publishing {endpoint} on an shm ring\nstdout:\n{}\nstderr:\n{}\nlog:\n{}",
+                    p.name,
+                    p.stdout_text(),
+                    p.stderr_text(),
+                    self.log_of(p.pid)
+                );
+            }
+            if start.elapsed() > LISTEN_DEADLINE {
+                panic!(
+                    "{} did not publish {endpoint} on an shm ring within {LISTEN_DEADLINE:?}\nstderr:\n{}\nlog:\n{}",
+                    p.name,
+                    p.stderr_text(),
+                    self.log_of(p.pid)
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (bounded) until a UDP socket is bound to `port` in the namespace.
+    #[track_caller]
+    pub fn wait_udp_bound(&self, p: &mut Proc, port: u16) {
+        self.wait_cond(p, &format!("bind UDP port {port}"), || {
+            self.ns.udp_bound(port)
+        })
+    }
+
+    /// Waits (bounded) until a TCP socket listens on `port` in the namespace.
+    #[track_caller]
+    pub fn wait_tcp_listen(&self, p: &mut Proc, port: u16) {
+        self.wait_cond(p, &format!("listen on TCP port {port}"), || {
+            self.ns.tcp_listening(port)
+        })
+    }
+
+    #[track_caller]
+    fn wait_cond(&self, p: &mut Proc, what: &str, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            if ready() {
+                return;
+            }
+            if let Some(st) = p.try_exited() {
+                panic!(
+                    "{} exited ({st}) before it would {what}\nstdout:\n{}\nstderr:\n{}",
+                    p.name,
+                    p.stdout_text(),
+                    p.stderr_text()
+                );
+            }
+            if start.elapsed() > LISTEN_DEADLINE {
+                panic!(
+                    "{} did not {what} within {LISTEN_DEADLINE:?}\nstderr:\n{}",
+                    p.name,
+                    p.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts an accelerated process that binds one UDP socket and exits: its start-up reaps
+    /// what dead processes left in the registry.
+    pub fn reap_now(&self) {
+        let mut cmd = self.accel(python3(), &[]);
+        cmd.args([
+            "-c",
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.bind(('127.0.0.1', 0)); s.close()",
+        ]);
+        self.run(cmd, "reaper").assert_success();
+    }
+
+    /// Asserts the registry holds no file of this test's processes (ring-<pid>-*, .tmp-<pid>-*)
+    /// and no endpoint file for `ports` (udp-<ip>-<port>).
+    #[track_caller]
+    pub fn assert_no_leftovers(&self, ports: &[u16]) {
+        let pids = self.pids();
+        let left = shm_files_of(0, &pids, ports);
+        assert!(
+            left.is_empty(),
+            "the shm registry {} still holds files of this test's processes {pids:?} / ports \
+             {ports:?}: {left:?}",
+            shm_dir(0).display()
+        );
+    }
+
+    /// All lines of all this test's library logs that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.cx
+            .logs()
+            .files
+            .iter()
+            .flat_map(|f| f.text.lines())
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The shm registry directory of `uid`.
+pub fn shm_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/accel-{uid}"))
+}
+
+/// Files of the registry of `uid` that belong to `pids` (rings, temporaries) or `ports`
+/// (endpoint files).
+pub fn shm_files_of(uid: u32, pids: &[u32], ports: &[u16]) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(shm_dir(uid)) else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid_of = |prefix: &str| -> Option<u32> {
+            name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+        };
+        let mine = pid_of("ring-")
+            .or_else(|| pid_of(".tmp-"))
+            .is_some_and(|p| pids.contains(&p))
+            || name
+                .strip_prefix("udp-")
+                .and_then(|r| r.rsplit('-').next()?.parse::<u16>().ok())
+                .is_some_and(|p| ports.contains(&p));
+        if mine {
+            v.push(name);
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Waits (bounded) until `p`'s stdout has a line containing `needle`; fails when `p` exits
+/// first or the deadline passes.
+#[track_caller]
+pub fn wait_stdout_line(p: &mut Proc, needle: &str, deadline: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(l) = p.stdout_text().lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        if let Some(st) = p.try_exited() {
+            if let Some(l) = p.stdout_text().lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            panic!(
+                "{} exited ({st}) before printing `{needle}`\nstdout:\n{}\nstderr:\n{}",
+                p.name,
+                truncate(&p.stdout_text(), 4000),
+                truncate(&p.stderr_text(), 4000)
+            );
+        }
+        if start.elapsed() > deadline {
+            panic!(
+                "{} did not print `{needle}` within {deadline:?}\nstdout:\n{}\nstderr:\n{}",
+                p.name,
+                truncate(&p.stdout_text(), 4000),
+                truncate(&p.stderr_text(), 4000)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The last JSON line (`{...}`) of a probe's stdout.
+#[track_caller]
+pub fn probe_json(stdout: &str) -> Json {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON result line in probe output:\n{stdout}"));
+    Json::parse(line).unwrap_or_else(|e| panic!("bad JSON from probe ({e}): {line}"))
+}
+
+/// Every JSON line (`{...}`) of a probe's stdout (e.g. parent and forked child).
+pub fn probe_jsons(stdout: &str) -> Vec<Json> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| Json::parse(l).ok())
+        .collect()
+}
+
+impl Proc {
+    /// As [`Proc::spawn`], with `stdin` given as any Stdio (a pipe, a socket...).
+    pub fn spawn_stdio(mut cmd: Command, dir: &Path, name: &str, stdin: Stdio) -> Proc {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        cmd.stdout(File::create(&out).expect("create stdout file"));
+        cmd.stderr(File::create(&err).expect("create stderr file"));
+        cmd.stdin(stdin);
+        cmd.process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let pid = child.id();
+        Proc {
+            child: Some(child),
+            name: name.to_string(),
+            pid,
+            out,
+            err,
+            status: None,
+        }
+    }
+}
+
+impl ShmEnv {
+    /// Starts `cmd` with `stdin` (guarded); remembers its pid for the leftover check.
+    pub fn spawn_stdio(&self, cmd: Command, name: &str, stdin: Stdio) -> Proc {
+        let p = Proc::spawn_stdio(cmd, self.cx.dir(), name, stdin);
+        self.pids.lock().unwrap().push(p.pid);
+        p
+    }
+}

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! /dev/shm/accel-<uid>/            mode 0700, owned by the user (checked on every open)
-//!     udp-127.0.0.1-5000           endpoint file (4 KiB, 0600): up to 16 members
-//!     udp-0.0.0.0-6000             a wildcard bind: serves every local address
+//!     udp-<netns>-127.0.0.1-5000   endpoint file (4 KiB, 0600): up to 16 members
+//!     udp-<netns>-0.0.0.0-6000     a wildcard bind: serves every local address
 //!     ring-<pid>-<n>               a receive ring (see ring.rs), 0600
 //! ```
 //!
@@ -60,9 +60,16 @@ pub fn default_dir() -> PathBuf {
     PathBuf::from(format!("/dev/shm/accel-{uid}"))
 }
 
-/// The file name of the endpoint for `local`.
-pub fn endpoint_name(local: SocketAddrV4) -> String {
-    format!("udp-{}-{}", local.ip(), local.port())
+/// The file name of the endpoint for `local` in the network namespace `netns` (the inode of
+/// /proc/self/ns/net): 127.0.0.1:5000 in one namespace is not 127.0.0.1:5000 in another, while
+/// /dev/shm is shared by all of them.
+pub fn endpoint_name(netns: u64, local: SocketAddrV4) -> String {
+    format!("udp-{netns}-{}-{}", local.ip(), local.port())
+}
+
+/// This process's network namespace, as the inode of /proc/self/ns/net (0 if unknown).
+pub fn current_netns() -> u64 {
+    fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0)
 }
 
 /// What a receiver publishes about one of its sockets.
@@ -79,6 +86,8 @@ pub struct MemberInfo {
 #[derive(Debug)]
 pub struct Registry {
     dir: PathBuf,
+    /// The network namespace whose endpoints this process publishes and looks up.
+    netns: u64,
 }
 
 /// A published member, to unpublish at close.
@@ -107,7 +116,7 @@ impl Registry {
                 format!("{} is not a private directory of uid {uid}", dir.display()),
             ));
         }
-        Ok(Registry { dir: dir.to_path_buf() })
+        Ok(Registry { dir: dir.to_path_buf(), netns: current_netns() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,7 +141,7 @@ impl Registry {
         if info.ring.len() >= RING_NAME_LEN || info.ring.contains('\0') {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "ring name too long"));
         }
-        let path = self.path_of(&endpoint_name(local));
+        let path = self.path_of(&endpoint_name(self.netns, local));
         for _ in 0..8 {
             self.ensure_dir()?;
             let ep = match EndpointMap::open(&path) {
@@ -210,12 +219,12 @@ impl Registry {
     /// The endpoint serving `dest`: the exact address first, then a wildcard bind of that port
     /// when `dest_is_local` (a wildcard serves every local address).
     pub fn lookup(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<EndpointMap> {
-        if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(dest))) {
+        if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, dest))) {
             return Some(ep);
         }
         if dest_is_local {
             let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dest.port());
-            if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(any))) {
+            if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, any))) {
                 return Some(ep);
             }
         }
@@ -546,6 +555,22 @@ mod tests {
     }
 
     #[test]
+    fn network_namespaces_do_not_see_each_other() {
+        let d = TempDir::new("netns");
+        let a = Registry { dir: d.0.clone(), netns: 1 };
+        let b = Registry { dir: d.0.clone(), netns: 2 };
+        fs::DirBuilder::new().mode(0o700).create(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5100);
+        let p = a.publish(addr, &info(fd, ino, 3)).unwrap();
+        assert!(a.lookup(addr, true).is_some());
+        assert!(b.lookup(addr, true).is_none(), "127.0.0.1:5100 of another namespace");
+        a.unpublish(&p);
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
     fn wildcard_serves_local_destinations_only() {
         let d = TempDir::new("wild");
         let reg = Registry::open(&d.0).unwrap();
@@ -618,7 +643,7 @@ mod tests {
         let d = TempDir::new("corrupt");
         let reg = Registry::open(&d.0).unwrap();
         let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9000);
-        let path = d.0.join(endpoint_name(a));
+        let path = d.0.join(endpoint_name(current_netns(), a));
         fs::write(&path, b"short").unwrap();
         assert!(reg.lookup(a, true).is_none());
         let mut junk = vec![0xA5u8; FILE_LEN];

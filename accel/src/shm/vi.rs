@@ -373,7 +373,7 @@ impl ShmVi {
             None => false,
         };
         if !fresh {
-            let entry = match self.resolve(src, dest) {
+            let entry = match self.resolve(dest) {
                 Some(t) => CacheEntry::Served(t),
                 None => CacheEntry::NotServed(now),
             };
@@ -416,12 +416,17 @@ impl ShmVi {
         false
     }
 
-    fn resolve(&self, src: SocketAddrV4, dest: SocketAddrV4) -> Option<Target> {
+    fn resolve(&self, dest: SocketAddrV4) -> Option<Target> {
         let endpoint = Arc::new(self.registry.lookup(dest, self.is_local(*dest.ip()))?);
-        // Hash the sender's port so one sender's datagrams all reach the same member (and the
-        // members share the senders), as the kernel's SO_REUSEPORT does.
-        let hash = u32::from(src.port()).wrapping_mul(0x9e37_79b1) ^ u32::from(*src.ip());
-        let m = endpoint.pick(hash)?;
+        // Several members (SO_REUSEPORT, or a socket shared by processes that exec'd): the
+        // kernel's reuseport hash picks the receiver of each datagram, and of each doorbell too,
+        // so the ring chosen here and the socket woken could differ. Leave such groups to the
+        // kernel, which distributes them correctly.
+        let members = endpoint.members();
+        if members.len() != 1 {
+            return None;
+        }
+        let m = members.into_iter().next()?;
         if !registry::member_alive(m.info.pid, m.info.fd, m.info.inode) {
             endpoint.release(m.index, m.info.cookie);
             self.registry.reap();
