@@ -663,7 +663,6 @@ fn shm_signal_interrupts_blocking_recv() {
 }
 
 #[test]
-#[ignore = "not implemented yet (issue 3): a receive spinning in user space does not see a signal handler run; needs handler wrapping as libvma's VMA_HANDLE_SIGINTR"]
 fn shm_signal_interrupts_spinning_recv_latency_profile() {
     signal_interrupts_recv("shm_signal_latency", &[("ACCEL_PROFILE", "latency")]);
 }

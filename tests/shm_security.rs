@@ -120,7 +120,17 @@ fn shm_other_user_cannot_open_registry_and_uses_kernel_path() {
     wait_stdout_line(&mut receiver, "# ready", LISTEN_DEADLINE);
     let root_dir = shm_dir(0);
     let ring_path = root_dir.join(&ring);
-    let ep_path = root_dir.join(format!("udp-127.0.0.1-{port}"));
+    // Endpoint files are named udp-<netns inode>-<ip>-<port>.
+    let suffix = format!("-127.0.0.1-{port}");
+    let ep_path = std::fs::read_dir(&root_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("udp-") && name.ends_with(&suffix)
+        })
+        .unwrap_or_else(|| root_dir.join(format!("udp-?{suffix}")));
     assert!(
         ring_path.exists() && ep_path.exists(),
         "{ring_path:?} / {ep_path:?} missing"

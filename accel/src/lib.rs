@@ -28,6 +28,7 @@ pub mod mux;
 pub mod real;
 pub mod rules;
 pub mod shm;
+pub mod signals;
 pub mod socket;
 pub mod udp;
 

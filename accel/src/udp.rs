@@ -287,7 +287,9 @@ unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> 
 /// # Safety
 /// `msg` is a valid msghdr as for recvmsg(2).
 pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> isize {
-    if (s.rx_binding().is_none() && s.stash.lock().is_empty()) || !msg_plausible(msg) {
+    // A socket that never had a ring is the kernel's alone. One that had (and may have gone
+    // back to the kernel) still has a stash to serve and doorbells to filter.
+    if s.rx.get().is_none() || !msg_plausible(msg) {
         let r = real::recvmsg(fd, msg, flags);
         count_kernel_rx(s, r);
         return r;
@@ -309,6 +311,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
     let config = &engine::engine().config;
     let budget: PollBudget = config.rx_poll;
     let ratio = config.rx_poll_os_ratio.max(1);
+    let interrupts = crate::signals::interrupts();
     let mut spins: i64 = 0;
     loop {
         if let Some(r) = from_bypass(s, t, flags) {
@@ -316,7 +319,8 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         }
         // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
         // (VMA_RX_POLL_OS_RATIO) unless a poll just saw kernel data, then every 256th spin.
-        let look = if spins == 0 {
+        let bound = s.rx_binding().is_some();
+        let look = !bound || if spins == 0 {
             s.kernel_hint.swap(false, Ordering::Relaxed)
                 || s.os_tick.fetch_add(1, Ordering::Relaxed) % ratio == 0
         } else {
@@ -332,7 +336,12 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             set_errno(libc::EAGAIN);
             return -1;
         }
-        if budget < 0 || spins < budget {
+        if bound && (budget < 0 || spins < budget) {
+            if crate::signals::interrupts() != interrupts {
+                // A handler without SA_RESTART ran while we spun: as a kernel-blocked receive.
+                set_errno(libc::EINTR);
+                return -1;
+            }
             spins += 1;
             if spins % 256 == 0 {
                 // On a shared core the sender may be waiting for this one: let it run.
@@ -344,7 +353,14 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             continue;
         }
         // Sleep in the kernel until a datagram or a doorbell arrives.
-        let Some(b) = s.rx_binding() else { continue };
+        let Some(b) = s.rx_binding() else {
+            // No ring any more: only the kernel socket (doorbells still filtered above).
+            let mut probe = [0u8; 1];
+            if real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK) < 0 {
+                return -1;
+            }
+            continue;
+        };
         let ticket = b.ring.prepare_sleep_for(b.cookie);
         if ticket == SleepTicket::DataPresent {
             continue; // data arrived meanwhile

@@ -100,6 +100,21 @@ pub unsafe extern "C-unwind" fn posix_spawnp(
     real::posix_spawnp(pid, file, actions, attr, argv, env)
 }
 
+/// While a datapath is on, handlers go through accel_engine::signals' wrapper, so that a receive
+/// spinning in user space returns EINTR when one without SA_RESTART runs.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    if !accel_engine::udp::datapath_on() {
+        return real::sigaction(sig, act, old);
+    }
+    let wrapped = accel_engine::signals::wrap(sig, act);
+    let r = real::sigaction(sig, wrapped.as_ref().map_or(act, |w| w as *const libc::sigaction), old);
+    if r == 0 {
+        accel_engine::signals::unwrap_old(sig, old);
+    }
+    r
+}
+
 #[no_mangle]
 pub unsafe extern "C-unwind" fn system(command: *const c_char) -> c_int {
     let _patch = accel_engine::exec::EnvPatch::apply();
