@@ -200,14 +200,16 @@ fn shm_iperf2_udp() {
         server.stdout_text()
     );
     // The iperf 2 server asks for SO_TIMESTAMP, which the shm receive path does not provide:
-    // the library hands that socket's receive side back to the kernel (and logs it). Then every
-    // datagram is the kernel's; otherwise only doorbells are.
+    // the library hands that socket's receive side back to the kernel (and logs it). From then
+    // on every datagram is the kernel's (those already in the ring at the switch are kept and
+    // delivered from the socket's stash: at most a ring's worth, in practice a handful);
+    // otherwise only doorbells are.
     if env
         .log_of(server.pid)
         .contains("needs the kernel's receive path; shm receive off")
     {
         assert!(
-            delta as i64 >= total,
+            delta as i64 >= total - 64,
             "shm receive is off on the server, yet InDatagrams moved by only {delta} for {total}"
         );
     } else {
