@@ -93,9 +93,16 @@ pub unsafe extern "C-unwind" fn readv(fd: c_int, iov: *const iovec, n: c_int) ->
 #[no_mangle]
 pub unsafe extern "C-unwind" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     if fdtable::is_ours(fd) && udp::datapath_on() {
-        return udp::send(fd, buf, len, flags, || real::send(fd, buf, len, flags));
+        return send_engine(fd, buf, len, flags);
     }
     real::send(fd, buf, len, flags)
+}
+
+/// Out of line, so that the pass-through path of `send` stays a check and a tail call.
+#[cold]
+#[inline(never)]
+unsafe fn send_engine(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    udp::send(fd, buf, len, flags, || real::send(fd, buf, len, flags))
 }
 
 #[no_mangle]
@@ -125,9 +132,16 @@ pub unsafe extern "C-unwind" fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_
 #[no_mangle]
 pub unsafe extern "C-unwind" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     if fdtable::is_ours(fd) && udp::datapath_on() {
-        return udp::send(fd, buf, len, 0, || real::write(fd, buf, len));
+        return write_engine(fd, buf, len);
     }
     real::write(fd, buf, len)
+}
+
+/// Out of line, so that the pass-through path of `write` stays a check and a tail call.
+#[cold]
+#[inline(never)]
+unsafe fn write_engine(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    udp::send(fd, buf, len, 0, || real::write(fd, buf, len))
 }
 
 #[no_mangle]

@@ -60,9 +60,20 @@ pub unsafe extern "C-unwind" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_
 /// The shared body of fcntl and fcntl64 (the same function on 64-bit glibc).
 #[inline(always)]
 unsafe fn fcntl_common(fd: c_int, cmd: c_int, arg: c_ulong, call: unsafe fn(c_int, c_int, c_ulong) -> c_int) -> c_int {
+    // The pass-through (no dup, not ours) is a tail call.
+    let dup = cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC;
+    if !fdtable::is_ours(fd) && !dup {
+        return call(fd, cmd, arg);
+    }
+    fcntl_tracked(fd, cmd, arg, call)
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn fcntl_tracked(fd: c_int, cmd: c_int, arg: c_ulong, call: unsafe fn(c_int, c_int, c_ulong) -> c_int) -> c_int {
     if !fdtable::is_ours(fd) {
         let r = call(fd, cmd, arg);
-        if r >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) && udp::datapath_on() {
+        if r >= 0 && udp::datapath_on() {
             mux::dup_fd(fd, r);
         }
         return r;
