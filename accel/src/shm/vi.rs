@@ -422,7 +422,10 @@ impl ShmVi {
         // kernel's reuseport hash picks the receiver of each datagram, and of each doorbell too,
         // so the ring chosen here and the socket woken could differ. Leave such groups to the
         // kernel, which distributes them correctly.
-        let members = endpoint.members();
+        let mut members = endpoint.members();
+        if members.len() > 1 && endpoint.reap_dead() > 0 {
+            members = endpoint.members(); // a dead process's member, left by a kill
+        }
         if members.len() != 1 {
             return None;
         }

@@ -1,0 +1,146 @@
+/*
+ * shm_pingpong: the floor for same-host ping-pong latency.
+ *
+ * Two processes (fork), one sequence word each way in a MAP_SHARED anonymous mapping,
+ * each word alone on its own 128-byte block (a cache line plus the one the adjacent-line
+ * prefetcher pairs with it). The parent ("client") writes ping = i and spins until the
+ * child ("server") echoes pong = i. Both spin; no system call on the fast path.
+ * Per round trip: clock_gettime(CLOCK_MONOTONIC) before and after; half-RTT = RTT / 2.
+ *
+ * usage: shm_pingpong [ROUND_TRIPS=1000000] [CLIENT_CPU=1] [SERVER_CPU=0]
+ * output (µs): one line "half-RTT usec: avg=.. p50=.. p99=.. p99.9=.. min=.. max=.. n=.."
+ *
+ * Build: cc -O2 -o shm_pingpong shm_pingpong.c
+ */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLOCK 128
+
+struct shared {
+    _Alignas(BLOCK) volatile uint64_t ping; /* written by the client */
+    _Alignas(BLOCK) volatile uint64_t pong; /* written by the server */
+    _Alignas(BLOCK) volatile uint64_t stop;
+};
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        perror("sched_setaffinity");
+        exit(2);
+    }
+}
+
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of a sorted array. */
+static uint64_t pct(const uint64_t *v, size_t n, double p)
+{
+    size_t k = (size_t)(p / 100.0 * (double)n + 0.999999);
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    return v[k - 1];
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    int client_cpu = argc > 2 ? atoi(argv[2]) : 1;
+    int server_cpu = argc > 3 ? atoi(argv[3]) : 0;
+    long warmup = n / 10 < 10000 ? n / 10 : 10000;
+    if (n < 1) {
+        fprintf(stderr, "usage: %s [ROUND_TRIPS] [CLIENT_CPU] [SERVER_CPU]\n", argv[0]);
+        return 2;
+    }
+
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (sh == MAP_FAILED) {
+        perror("mmap");
+        return 2;
+    }
+    memset((void *)sh, 0, sizeof *sh);
+
+    pid_t child = fork();
+    if (child < 0) {
+        perror("fork");
+        return 2;
+    }
+    if (child == 0) { /* server: echo ping into pong */
+        pin(server_cpu);
+        uint64_t last = 0;
+        for (;;) {
+            uint64_t v;
+            while ((v = __atomic_load_n(&sh->ping, __ATOMIC_ACQUIRE)) == last) {
+                if (__atomic_load_n(&sh->stop, __ATOMIC_RELAXED))
+                    _exit(0);
+                relax();
+            }
+            last = v;
+            __atomic_store_n(&sh->pong, v, __ATOMIC_RELEASE);
+        }
+    }
+
+    pin(client_cpu);
+    uint64_t *half = malloc((size_t)n * sizeof *half);
+    if (!half) {
+        perror("malloc");
+        kill(child, SIGKILL);
+        return 2;
+    }
+    uint64_t seq = 0;
+    for (long i = 0; i < warmup + n; i++) {
+        uint64_t t0 = now_ns();
+        __atomic_store_n(&sh->ping, ++seq, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&sh->pong, __ATOMIC_ACQUIRE) != seq)
+            relax();
+        uint64_t t1 = now_ns();
+        if (i >= warmup)
+            half[i - warmup] = t1 - t0; /* RTT in ns; halved when printed */
+    }
+    __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
+    waitpid(child, NULL, 0);
+
+    double sum = 0;
+    for (long i = 0; i < n; i++)
+        sum += (double)half[i];
+    qsort(half, (size_t)n, sizeof *half, cmp_u64);
+    /* RTT ns -> half-RTT µs: / 2000 */
+    printf("half-RTT usec: avg=%.3f p50=%.3f p99=%.3f p99.9=%.3f min=%.3f max=%.3f n=%ld\n",
+           sum / (double)n / 2000.0, pct(half, n, 50) / 2000.0, pct(half, n, 99) / 2000.0,
+           pct(half, n, 99.9) / 2000.0, half[0] / 2000.0, half[n - 1] / 2000.0, n);
+    free(half);
+    return 0;
+}
