@@ -14,16 +14,6 @@ use std::time::Duration;
 // ---------------------------------------------------------------------------------------------
 // sockperf
 
-/// The value after `key` in sockperf's output, e.g. `Latency is 54.306 usec`.
-fn sockperf_value(out: &str, key: &str) -> Option<f64> {
-    let i = out.find(key)? + key.len();
-    let rest = out[i..].trim_start_matches(|c: char| c == ' ' || c == '=');
-    let num: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    num.parse().ok()
-}
 
 /// Starts an accelerated `sockperf sr` on `ip:port` and waits until its shm endpoint is
 /// published (not merely its kernel bind: senders that look the endpoint up before it exists

@@ -125,12 +125,6 @@ fn shm_socat_udp_transfer() {
     env.assert_no_leftovers(&[port]);
 }
 
-fn iperf_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .filter(|l| l.contains(','))
-        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
-        .collect()
-}
 
 /// iperf 2 UDP at 100 Mbit/s, 2 MiB (-n), 1470-byte datagrams: the one-shot server (-P 1)
 /// reports bytes and datagrams as in the kernel run (nothing lost, a sane report).

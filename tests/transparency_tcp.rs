@@ -57,13 +57,6 @@ fn socat_tcp_file_transfer() {
     t.logs.assert_loaded_into(&which("socat"), 2);
 }
 
-/// Parses iperf 2's `-y C` CSV lines into their fields.
-fn iperf_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .filter(|l| l.contains(','))
-        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
-        .collect()
-}
 
 /// iperf 2 TCP: the client sends exactly 10 MiB (-n), the one-shot server (-P 1) reports it.
 #[test]

@@ -63,12 +63,6 @@ fn socat_udp_transfer() {
         .assert_decision(&["udp bind", "127.0.0.1:", "-> accel"]);
 }
 
-fn iperf_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .filter(|l| l.contains(','))
-        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
-        .collect()
-}
 
 /// iperf 2 UDP at 100 Mbit/s, 2 MiB (-n): the one-shot server (-P 1) reports bytes and datagrams.
 #[test]
@@ -179,16 +173,6 @@ fn iperf3_udp() {
     t.logs.assert_decision(&["udp", "-> accel"]);
 }
 
-/// The value after `key` in sockperf's output, e.g. `Latency is 54.306 usec`.
-fn sockperf_value(out: &str, key: &str) -> Option<f64> {
-    let i = out.find(key)? + key.len();
-    let rest = out[i..].trim_start_matches(|c: char| c == ' ' || c == '=');
-    let num: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    num.parse().ok()
-}
 
 /// Runs a sockperf client mode (`pp` or `tp`) for 1 s against `sockperf sr`; returns the client's
 /// output. The server is stopped gracefully.

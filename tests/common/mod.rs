@@ -1655,3 +1655,25 @@ impl ShmEnv {
         p
     }
 }
+
+/// iperf 2's `-y C` output: one CSV record per line.
+#[allow(dead_code)]
+pub fn iperf_csv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| l.contains(','))
+        .map(|l| l.split(',').map(|f| f.trim().to_string()).collect())
+        .collect()
+}
+
+/// The number after `key` (and any spaces or `=`) in sockperf's output, e.g.
+/// `sockperf_value(out, "percentile 50.000")`.
+#[allow(dead_code)]
+pub fn sockperf_value(out: &str, key: &str) -> Option<f64> {
+    let i = out.find(key)? + key.len();
+    let rest = out[i..].trim_start_matches(|c: char| c == ' ' || c == '=');
+    let num: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse().ok()
+}
