@@ -126,8 +126,8 @@ pub fn contain<T>(fd: c_int, what: &'static str, f: impl FnOnce() -> T) -> Optio
                 ));
             }
             if let Some(s) = fdtable::remove(fd) {
-                let mut st = s.state.lock();
-                st.decision = Some(Decision::kernel(Reason::InternalFallback(what)));
+                s.state.lock().decision = Some(Decision::kernel(Reason::InternalFallback(what)));
+                crate::stats::publish(fd, &s); // stats: the fallback and its reason
             }
             None
         }
@@ -229,6 +229,7 @@ pub fn on_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
 }
 
 fn track(fd: c_int, s: Arc<Socket>) {
+    crate::stats::publish(fd, &s); // stats: fd, decision
     match fdtable::insert(fd, s) {
         Ok(old) => drop(old), // an fd we never saw closed (raw syscall): its old state goes
         Err(_) => {
@@ -269,6 +270,7 @@ pub fn release_rx(s: &Socket) {
             // What the ring already holds for this socket is still its data: keep it in the
             // stash, which receives serve before the kernel.
             crate::udp::drain_ring_to_stashes(&b.ring, b.cookie, s);
+            crate::stats::refresh(s); // stats: receive side back to the kernel
         }
     }
 }
@@ -294,7 +296,10 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
                 b.ring_name, e.config.ring_allocation_rx, b.cookie
             ));
             match s.rx.set(b) {
-                Ok(()) => crate::mux::after_rx_binding(fd),
+                Ok(()) => {
+                    crate::mux::after_rx_binding(fd);
+                    crate::stats::publish(fd, s); // stats: ring, local address
+                }
                 Err(b) => vi.unbind(&b), // raced with another thread's publish of the same socket
             }
         }
@@ -322,6 +327,7 @@ pub fn after_bind(fd: c_int, s: &Arc<Socket>, r: c_int) {
             if accel {
                 after_local_address(fd, s);
             }
+            crate::stats::publish(fd, s); // stats: local address, decision
         })
     });
 }
@@ -349,6 +355,7 @@ pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: soc
                     after_local_address(fd, s);
                 }
             }
+            crate::stats::publish(fd, s); // stats: addresses, decision
         })
     });
 }
@@ -378,6 +385,7 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
             log::debug(format_args!("decision fd={fd} udp send to {dest} {d}"));
             let kernel = !d.accelerate();
             s.state.lock().decision = Some(d);
+            crate::stats::publish(fd, s); // stats: decision
             if kernel {
                 release_rx(s);
                 fdtable::remove(fd);
@@ -539,6 +547,7 @@ fn register_fork_handlers() {
     }
     extern "C" fn at_exit() {
         let _g = EngineGuard::enter();
+        crate::stats::shutdown(); // stats: the block goes with the process
         if let Some(vi) = shmvi::existing() {
             vi.shutdown();
         }

@@ -16,6 +16,7 @@
 //! - [`engine`]: the operations hooks call for our fds, and process start-up.
 //! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
+//! - [`stats`]: the per-process stats block in shared memory (accel stat, accel capture).
 
 pub mod config;
 pub mod decision;
@@ -30,6 +31,7 @@ pub mod rules;
 pub mod shm;
 pub mod signals;
 pub mod socket;
+pub mod stats;
 pub mod udp;
 
 #[cfg(test)]

@@ -42,8 +42,11 @@ pub struct State {
     pub sender_decided: bool,
 }
 
-/// Counters, updated without locks.
+/// Counters, updated without locks. `#[repr(C)]` and all `AtomicU64`: they live in the socket's
+/// slot of the process's stats block (see `stats.rs`, which lists them by name; a new counter is
+/// added at the end, there too).
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct Counters {
     pub kernel_rx_packets: AtomicU64,
     pub kernel_rx_bytes: AtomicU64,
@@ -62,6 +65,14 @@ pub struct Counters {
     pub drop_not_peer: AtomicU64,
     pub doorbells_sent: AtomicU64,
     pub doorbells_received: AtomicU64,
+    /// Receives served from the ring or stash (without sleeping in the kernel first).
+    pub poll_hits: AtomicU64,
+    /// Receives that found nothing and went to sleep in the kernel.
+    pub poll_misses: AtomicU64,
+    /// Corrupt slots skipped on this socket's ring.
+    pub drop_bad_frame: AtomicU64,
+    /// Datagrams too large for a ring slot, sent through the kernel instead.
+    pub tx_oversize: AtomicU64,
 }
 
 /// A datagram taken off a shared ring for this socket by another socket's receive.
@@ -89,7 +100,8 @@ pub struct Socket {
     pub domain: i32,
     pub proto: Proto,
     pub state: Mutex<State>,
-    pub counters: Counters,
+    /// In the socket's slot of the stats block (or on the heap): derefs to [`Counters`].
+    pub counters: crate::stats::SocketStats,
     /// The shm receive side, set once when the socket gets a local address.
     pub rx: OnceLock<RxBinding>,
     /// Set when the socket went back to the kernel after having had an rx binding.
@@ -115,7 +127,7 @@ impl Socket {
             domain,
             proto,
             state: Mutex::new(State::default()),
-            counters: Counters::default(),
+            counters: crate::stats::SocketStats::claim(proto),
             rx: OnceLock::new(),
             rx_off: AtomicBool::new(false),
             stash: Mutex::new(VecDeque::new()),

@@ -161,6 +161,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
             let r = unsafe { t.deliver(d.src, &d.data, flags) };
             if !peek {
                 let d = stash.pop_front()?;
+                crate::stats::capture_rx(d.src, s.rx.get().map_or(d.src, |b| b.local), &d.data); // stats: capture
                 s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
                 s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
             }
@@ -176,6 +177,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
             Ok(v) => v,
             Err(c) => {
                 b.ring.skip(c); // counted by the ring; never delivered
+                s.counters.drop_bad_frame.fetch_add(1, Ordering::Relaxed); // stats: drop cause
                 continue;
             }
         };
@@ -195,6 +197,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
         if peek {
             return Some(r);
         }
+        crate::stats::capture_rx(d.src, b.local, d.payload); // stats: capture (before consume frees the slot)
         if b.ring.consume(pos) {
             s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
             s.counters.shm_rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -315,6 +318,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
     let mut spins: i64 = 0;
     loop {
         if let Some(r) = from_bypass(s, t, flags) {
+            s.counters.poll_hits.fetch_add(1, Ordering::Relaxed); // stats: poll hit
             return r;
         }
         // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
@@ -369,6 +373,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             b.ring.cancel_sleep_for(ticket, b.cookie); // a sibling socket handed one over
             continue;
         }
+        s.counters.poll_misses.fetch_add(1, Ordering::Relaxed); // stats: poll miss (sleeps)
         let mut probe = [0u8; 1];
         let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
         b.ring.cancel_sleep_for(ticket, b.cookie);
@@ -643,6 +648,7 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
     let payload: &[u8] = if iovlen == 1 {
         let v = &*iov;
         if v.iov_len > max {
+            s.counters.tx_oversize.fetch_add(1, Ordering::Relaxed); // stats: too large for a slot
             return None;
         }
         if v.iov_len == 0 { &[] } else { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }
@@ -672,13 +678,15 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
     } else {
         *dest.ip()
     };
-    match vi.send(SocketAddrV4::new(src_ip, local.port()), dest, payload) {
+    let src = SocketAddrV4::new(src_ip, local.port());
+    match vi.send(src, dest, payload) {
         TxOutcome::NotServed => None,
         TxOutcome::DroppedFull => {
             s.counters.drop_ring_full.fetch_add(1, Ordering::Relaxed);
             Some(len as isize)
         }
         TxOutcome::Sent { doorbell } => {
+            crate::stats::capture_tx(src, dest, payload); // stats: capture
             s.counters.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
             s.counters.shm_tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
             if let Some(cookie) = doorbell {
