@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub const PROFILES: &[&str] = &["default", "latency", "ultra-latency", "throughput"];
 
 /// What the user asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// `accel`, `accel -h`, `accel --help`, `accel help`.
     Help,
@@ -20,6 +20,45 @@ pub enum Command {
     /// `accel -V`, `accel --version`.
     Version,
     Run(RunArgs),
+    /// `accel stat -h`, `accel doctor -h`, `accel capture -h`: help for that command.
+    CommandHelp(&'static str),
+    Stat(StatArgs),
+    Doctor(DoctorArgs),
+    Capture(CaptureArgs),
+}
+
+/// `accel stat [-p PID] [-i SECONDS [-n COUNT]] [-v]... [--json] [-z]`
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatArgs {
+    pub pid: Option<u32>,
+    /// Refresh every this many seconds, with per-interval rates.
+    pub interval: Option<f64>,
+    /// With `interval`: stop after this many refreshes.
+    pub count: Option<u64>,
+    pub verbose: u8,
+    pub json: bool,
+    /// Zero the counters instead of printing them.
+    pub zero: bool,
+}
+
+/// `accel doctor [--addr IP:PORT] [--iface IF] [--program NAME] [--json]`
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DoctorArgs {
+    pub addr: Option<std::net::SocketAddrV4>,
+    pub iface: Option<String>,
+    /// The program name rules are matched for (application-id sections).
+    pub program: Option<String>,
+    pub json: bool,
+}
+
+/// `accel capture -p PID [-w FILE] [-c COUNT] [-t SECONDS]`
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaptureArgs {
+    pub pid: u32,
+    /// pcap output (`-` = stdout); None = one text line per datagram on stdout.
+    pub write: Option<PathBuf>,
+    pub count: Option<u64>,
+    pub seconds: Option<f64>,
 }
 
 /// `accel run [options] [--] CMD ARGS...`
@@ -61,6 +100,10 @@ pub enum ArgError {
     MissingCommand,
     /// An option or its value is not valid UTF-8.
     NotUnicode(OsString),
+    /// An option's value is not what it takes: (option, value, what it takes).
+    BadValue(&'static str, String, &'static str),
+    /// A required option is missing: (command, option).
+    MissingOption(&'static str, &'static str),
 }
 
 impl fmt::Display for ArgError {
@@ -86,6 +129,8 @@ impl fmt::Display for ArgError {
                 )
             }
             ArgError::NotUnicode(s) => write!(f, "argument {s:?} is not valid UTF-8"),
+            ArgError::BadValue(o, v, want) => write!(f, "option '{o}': '{v}' is not {want}"),
+            ArgError::MissingOption(c, o) => write!(f, "{c}: option '{o}' is required"),
         }
     }
 }
@@ -106,6 +151,9 @@ where
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("-V" | "--version") => Ok(Command::Version),
         Some("run") => parse_run(args),
+        Some("stat") => parse_stat(args),
+        Some("doctor") => parse_doctor(args),
+        Some("capture") => parse_capture(args),
         Some(s) if s.starts_with('-') => Err(ArgError::UnknownOption(s.to_string())),
         Some(s) => Err(ArgError::UnknownCommand(s.to_string())),
         None => Err(ArgError::UnknownCommand(
@@ -162,6 +210,105 @@ fn parse_run(mut args: impl Iterator<Item = OsString>) -> Result<Command, ArgErr
         return Err(ArgError::MissingCommand);
     }
     Ok(Command::Run(run))
+}
+
+/// Splits `--name=value`; a short option with its value glued on (`-p123`) is split too when
+/// `glued` lists it.
+fn split_opt(arg: OsString, glued: &[&str]) -> Result<(String, Option<String>), ArgError> {
+    let opt = arg.to_str().ok_or_else(|| ArgError::NotUnicode(arg.clone()))?;
+    if let Some((n, v)) = opt.split_once('=').filter(|(n, _)| n.starts_with("--")) {
+        return Ok((n.to_string(), Some(v.to_string())));
+    }
+    for g in glued {
+        if opt.len() > 2 && opt.starts_with(g) && !opt.starts_with("--") {
+            return Ok((g.to_string(), Some(opt[2..].to_string())));
+        }
+    }
+    Ok((opt.to_string(), None))
+}
+
+fn number<T: std::str::FromStr>(v: String, opt: &'static str, want: &'static str) -> Result<T, ArgError> {
+    v.trim().parse().map_err(|_| ArgError::BadValue(opt, v, want))
+}
+
+fn seconds(v: String, opt: &'static str) -> Result<f64, ArgError> {
+    match v.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err(ArgError::BadValue(opt, v, "a number of seconds (0 < s <= 86400)")),
+    }
+}
+
+fn pid(v: String, opt: &'static str) -> Result<u32, ArgError> {
+    match v.trim().parse::<u32>() {
+        Ok(p) if p > 0 && p <= i32::MAX as u32 => Ok(p),
+        _ => Err(ArgError::BadValue(opt, v, "a process id")),
+    }
+}
+
+fn parse_stat(mut args: impl Iterator<Item = OsString>) -> Result<Command, ArgError> {
+    let mut a = StatArgs::default();
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_opt(arg, &["-p", "-i", "-n"])?;
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::CommandHelp("stat")),
+            "-p" | "--pid" => a.pid = Some(pid(value(inline, &mut args, "-p")?, "-p")?),
+            "-i" | "--interval" => a.interval = Some(seconds(value(inline, &mut args, "-i")?, "-i")?),
+            "-n" | "--count" => a.count = Some(number(value(inline, &mut args, "-n")?, "-n", "a count")?),
+            "--json" => a.json = true,
+            "-z" | "--zero" => a.zero = true,
+            "--verbose" => a.verbose = a.verbose.saturating_add(1),
+            v if v.len() > 1 && v.starts_with('-') && !v.starts_with("--") && v[1..].chars().all(|c| c == 'v') => {
+                a.verbose = a.verbose.saturating_add((v.len() - 1) as u8)
+            }
+            other => return Err(ArgError::UnknownOption(other.to_string())),
+        }
+    }
+    if a.count.is_some() && a.interval.is_none() {
+        return Err(ArgError::MissingOption("stat -n", "-i"));
+    }
+    Ok(Command::Stat(a))
+}
+
+fn parse_doctor(mut args: impl Iterator<Item = OsString>) -> Result<Command, ArgError> {
+    let mut a = DoctorArgs::default();
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_opt(arg, &[])?;
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::CommandHelp("doctor")),
+            "--addr" => {
+                let v = value(inline, &mut args, "--addr")?;
+                a.addr = Some(v.trim().parse().map_err(|_| ArgError::BadValue("--addr", v, "an IPv4 IP:PORT"))?);
+            }
+            "--iface" => a.iface = Some(value(inline, &mut args, "--iface")?),
+            "--program" => a.program = Some(value(inline, &mut args, "--program")?),
+            "--json" => a.json = true,
+            other => return Err(ArgError::UnknownOption(other.to_string())),
+        }
+    }
+    Ok(Command::Doctor(a))
+}
+
+fn parse_capture(mut args: impl Iterator<Item = OsString>) -> Result<Command, ArgError> {
+    let mut a = CaptureArgs::default();
+    let mut have_pid = false;
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_opt(arg, &["-p", "-w", "-c", "-t"])?;
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::CommandHelp("capture")),
+            "-p" | "--pid" => {
+                a.pid = pid(value(inline, &mut args, "-p")?, "-p")?;
+                have_pid = true;
+            }
+            "-w" | "--write" => a.write = Some(PathBuf::from(value(inline, &mut args, "-w")?)),
+            "-c" | "--count" => a.count = Some(number(value(inline, &mut args, "-c")?, "-c", "a count")?),
+            "-t" | "--time" => a.seconds = Some(seconds(value(inline, &mut args, "-t")?, "-t")?),
+            other => return Err(ArgError::UnknownOption(other.to_string())),
+        }
+    }
+    if !have_pid {
+        return Err(ArgError::MissingOption("capture", "-p PID"));
+    }
+    Ok(Command::Capture(a))
 }
 
 /// The value of an option: inline (`--opt=value`) or the next argument.
@@ -234,7 +381,7 @@ mod tests {
 
     #[test]
     fn unknown_subcommand_and_flags() {
-        assert_eq!(p(&["stat"]), Err(ArgError::UnknownCommand("stat".into())));
+        assert_eq!(p(&["stats"]), Err(ArgError::UnknownCommand("stats".into())));
         assert_eq!(
             p(&["--verbose"]),
             Err(ArgError::UnknownOption("--verbose".into()))
@@ -249,6 +396,43 @@ mod tests {
         );
         // A lone "-" is not an option: it is taken as the command (and fails to exec).
         assert_eq!(run(&["run", "-", "x"]).command, os(&["-", "x"]));
+    }
+
+    #[test]
+    fn stat_doctor_capture_options() {
+        let st = |a: &[&str]| match p(a) {
+            Ok(Command::Stat(s)) => s,
+            other => panic!("{a:?} parsed as {other:?}"),
+        };
+        assert_eq!(st(&["stat"]), StatArgs::default());
+        let s = st(&["stat", "-p", "42", "-vv", "-v", "--json", "-i", "0.5", "-n", "3"]);
+        assert_eq!((s.pid, s.verbose, s.json, s.interval, s.count), (Some(42), 3, true, Some(0.5), Some(3)));
+        assert!(st(&["stat", "-z", "-p42"]).zero);
+        assert_eq!(st(&["stat", "--pid=7"]).pid, Some(7));
+        assert!(matches!(p(&["stat", "-p", "x"]), Err(ArgError::BadValue("-p", _, _))));
+        assert!(matches!(p(&["stat", "-i", "0"]), Err(ArgError::BadValue("-i", _, _))));
+        assert!(matches!(p(&["stat", "-n", "2"]), Err(ArgError::MissingOption(_, "-i"))));
+        assert_eq!(p(&["stat", "-h"]), Ok(Command::CommandHelp("stat")));
+        assert_eq!(p(&["stat", "-x"]), Err(ArgError::UnknownOption("-x".into())));
+
+        match p(&["doctor", "--addr", "127.0.0.1:5000", "--iface=lo", "--json"]) {
+            Ok(Command::Doctor(d)) => {
+                assert_eq!(d.addr, Some("127.0.0.1:5000".parse().unwrap()));
+                assert_eq!(d.iface.as_deref(), Some("lo"));
+                assert!(d.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(p(&["doctor", "--addr", "::1"]), Err(ArgError::BadValue("--addr", _, _))));
+
+        match p(&["capture", "-p", "9", "-w", "x.pcap", "-c", "10", "-t", "2"]) {
+            Ok(Command::Capture(c)) => {
+                assert_eq!((c.pid, c.count, c.seconds), (9, Some(10), Some(2.0)));
+                assert_eq!(c.write, Some(PathBuf::from("x.pcap")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p(&["capture", "-w", "x"]), Err(ArgError::MissingOption("capture", "-p PID")));
     }
 
     #[test]

@@ -1,13 +1,21 @@
-//! `accel`: runs a program with `libaccel.so` preloaded, and shows the configuration it would get.
+//! `accel`: runs a program with `libaccel.so` preloaded, shows the configuration it would get,
+//! and looks at running accelerated processes.
 //!
 //! ```text
 //! accel run [--profile P] [-e KEY=VAL]... [--lib PATH] [--] CMD ARGS...
 //! accel run --check [--profile P] [-e KEY=VAL]... [CMD ARGS...]
+//! accel stat [-p PID] [-i SECONDS [-n COUNT]] [-v]... [--json] [-z]
+//! accel doctor [--addr IP:PORT] [--iface IF] [--program NAME] [--json]
+//! accel capture -p PID [-w FILE] [-c COUNT] [-t SECONDS]
 //! ```
 
 mod args;
+mod capture;
 mod check;
+mod doctor;
+mod json;
 mod preload;
+mod stat;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -25,6 +33,14 @@ Commands:
                       Run CMD with libaccel.so preloaded (the process keeps accel's pid)
   run --check [options] [CMD]
                       Print the configuration CMD would get; do not run it
+  stat [-p PID] [-i SECONDS] [-v] [--json] [-z]
+                      Accelerated processes and their sockets: offloaded or not and why,
+                      counters, drops, rings (accel stat -h for more)
+  doctor [--addr IP:PORT] [--iface IF]
+                      What on this machine stands between a program and acceleration,
+                      each finding with the command that fixes it; exit 1 on a problem
+  capture -p PID [-w FILE] [-c COUNT] [-t SECONDS]
+                      The datagrams PID moves through shared memory, as pcap
 
 Options:
   -h, --help          Show this help (accel run --help: help for run)
@@ -51,6 +67,67 @@ Options:
 libaccel.so is looked for next to the accel executable, then in ../lib and ../lib/accel.
 ";
 
+const STAT_USAGE: &str = "\
+Usage: accel stat [-p PID] [-v]... [--json]
+       accel stat -i SECONDS [-n COUNT] [-p PID] [-v]... [--json]
+       accel stat -z [-p PID]
+
+Lists this user's accelerated processes (those with a datapath on, e.g. ACCEL_SHM=1) and
+their sockets: fd, addresses, whether the socket is offloaded and why (the decision and its
+reason), packets through shared memory and through the kernel, drops. Blocks left by processes
+that died are reported as stale and removed.
+
+Options:
+  -p, --pid PID       Only this process (exit 1 if it publishes no stats)
+  -v, --verbose       More detail: -v bytes, drops by cause, poll hits/misses, rings and their
+                      fill; -vv also the configuration in force
+  -i, --interval S    Refresh every S seconds, showing per-interval rates (Ctrl-C to stop)
+  -n, --count N       With -i: stop after N refreshes
+      --json          Machine-readable output (with -i: one JSON document per line)
+  -z, --zero          Zero the counters (of PID, or of every process)
+  -h, --help          Show this help
+
+Stats blocks are in /dev/shm/accel-<uid>/stats-<pid> (ACCEL_SHM_DIR moves them).
+";
+
+const DOCTOR_USAGE: &str = "\
+Usage: accel doctor [--addr IP:PORT] [--iface IF] [--program NAME] [--json]
+
+Checks what stands between a program and acceleration on this machine: the configuration in
+the environment (ACCEL_*/VMA_*) and its bad values, the rules file and what it decides for
+--addr, the shared-memory registry, the kernel and AF_XDP support, capabilities, the memlock
+limit, huge pages, the bpf filesystem, and each interface's XDP mode and queues. Each finding has
+a severity (ok, info, warn, error) and, for a problem, the one command that fixes it.
+NIC prerequisites count as problems only for --iface or an --addr that is not on this host.
+
+Options:
+      --addr IP:PORT  What the rules decide for this address, and which datapath could serve it
+      --iface IF      Check only this interface, as the one to accelerate
+      --program NAME  Match the rules file's application-id sections for program NAME
+      --json          Machine-readable output
+  -h, --help          Show this help
+
+Exit status: 0 when nothing is wrong (no warn or error), 1 otherwise.
+";
+
+const CAPTURE_USAGE: &str = "\
+Usage: accel capture -p PID [-w FILE] [-c COUNT] [-t SECONDS]
+
+Captures the datagrams process PID sends and receives through shared memory (which tcpdump on
+an interface cannot see), with synthesized IPv4/UDP headers. Payloads longer than 1984 bytes are
+truncated (the pcap record keeps the original length).
+
+Options:
+  -p, --pid PID       The accelerated process (required)
+  -w, --write FILE    Write a pcap file (LINKTYPE_IPV4; '-' = stdout) for tcpdump -r / tshark -r;
+                      without -w, one line per datagram on stdout
+  -c, --count N       Stop after N datagrams
+  -t, --time S        Stop after S seconds
+  -h, --help          Show this help
+
+Stops on Ctrl-C, at the count or time, or when the process exits.
+";
+
 /// Exit status of a usage error or a missing library.
 const EXIT_USAGE: u8 = 2;
 /// Exit status when the command cannot be executed (as the shell's "command not found").
@@ -63,10 +140,12 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("accel: {e}\n");
             // A mistake inside `accel run ...` gets the usage of run.
-            let usage = if argv.first().is_some_and(|a| a == "run") {
-                RUN_USAGE
-            } else {
-                USAGE
+            let usage = match argv.first().and_then(|a| a.to_str()) {
+                Some("run") => RUN_USAGE,
+                Some("stat") => STAT_USAGE,
+                Some("doctor") => DOCTOR_USAGE,
+                Some("capture") => CAPTURE_USAGE,
+                _ => USAGE,
             };
             eprint!("{usage}");
             return ExitCode::from(EXIT_USAGE);
@@ -85,6 +164,20 @@ fn main() -> ExitCode {
             println!("accel {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::CommandHelp(which) => {
+            print!(
+                "{}",
+                match which {
+                    "stat" => STAT_USAGE,
+                    "doctor" => DOCTOR_USAGE,
+                    _ => CAPTURE_USAGE,
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Stat(a) => stat::run(&a),
+        Command::Doctor(a) => doctor::run(&a),
+        Command::Capture(a) => capture::run(&a),
         Command::Run(run) if run.check => run_check(&run),
         Command::Run(run) => run_exec(run),
     }

@@ -216,6 +216,13 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Has `pid` exited, leaving a zombie (state Z or X in /proc/<pid>/stat)?
+pub fn proc_exited(pid: u32) -> bool {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = text.rfind(')').and_then(|i| text[i + 1..].split_whitespace().next().map(str::to_string));
+    matches!(state.as_deref(), Some("Z" | "X"))
+}
+
 /// Packs `bytes` (truncated to the area, NUL-padded) into words.
 fn pack_text(text: &str, words: usize) -> Vec<u64> {
     let mut buf = vec![0u8; words * 8];
@@ -1001,6 +1008,9 @@ impl View {
         let h = self.header();
         if !registry::pid_alive(h.pid) {
             return Some(format!("process {} is gone", h.pid));
+        }
+        if proc_exited(h.pid) {
+            return Some(format!("process {} has exited (not yet reaped by its parent)", h.pid));
         }
         match proc_start_time(h.pid) {
             Some(t) if h.start_time != 0 && t != h.start_time => {
