@@ -1051,6 +1051,49 @@ impl Drop for LockGuard<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The ring as a VI receive queue (the borrow/release model).
+
+impl crate::vi::RxQueue for Ring {
+    #[inline]
+    fn borrow(&self) -> Option<Result<(crate::vi::BufId, crate::vi::RxDatagram<'_>), crate::vi::BadEntry>> {
+        Some(match self.peek()? {
+            Ok((pos, d)) => Ok((crate::vi::BufId(pos), crate::vi::RxDatagram { owner: d.cookie, src: d.src, payload: d.payload })),
+            Err(c) => Err(crate::vi::BadEntry(c.pos)),
+        })
+    }
+    #[inline]
+    fn release(&self, id: crate::vi::BufId) -> bool {
+        self.consume(id.0)
+    }
+    fn discard(&self, bad: crate::vi::BadEntry) {
+        self.skip(Corrupt { pos: bad.0 });
+    }
+    fn capacity(&self) -> u32 {
+        Ring::capacity(self)
+    }
+    #[inline]
+    fn is_empty(&self) -> bool {
+        Ring::is_empty(self)
+    }
+    fn arm(&self) -> bool {
+        self.prepare_sleep()
+    }
+    fn disarm(&self) {
+        self.cancel_sleep()
+    }
+    fn arm_for(&self, owner: u64) -> SleepTicket {
+        self.prepare_sleep_for(owner)
+    }
+    fn disarm_for(&self, ticket: SleepTicket, owner: u64) {
+        self.cancel_sleep_for(ticket, owner)
+    }
+    fn fill(&self) -> (u64, u64) {
+        let st = self.stats();
+        (st.len, st.max_fill)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The cached pid.
 
 /// Points to the per-process pid cache: a page with MADV_WIPEONFORK when the kernel has it (a

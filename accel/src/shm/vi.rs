@@ -17,6 +17,7 @@
 //! processes that can read the user's private registry).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -28,7 +29,8 @@ use parking_lot::Mutex;
 use super::registry::{self, EndpointMap, MemberInfo, Publication, Registry};
 use super::ring::{PushError, Ring};
 use crate::config::{Config, RingAllocation};
-use crate::socket::Socket;
+use crate::socket::{Proto, Socket};
+use crate::vi::{Filter, FilterState, RxBinding, RxModel, TxOutcome, TxRequest, Vi, ViKind};
 
 /// A negative lookup ("nobody serves this destination") is trusted this long.
 pub const NEGATIVE_TTL: Duration = Duration::from_millis(100);
@@ -53,20 +55,22 @@ pub fn is_doorbell(data: &[u8], cookie: u64) -> bool {
     data.len() == DOORBELL_LEN && data[..8] == DOORBELL_MAGIC[..] && data[8..] == cookie.to_ne_bytes()
 }
 
-/// A socket's receive side: its ring and its entry in the registry.
+/// The shm part of a socket's [`RxBinding`]: its ring and its entry in the registry.
 #[derive(Debug)]
-pub struct RxBinding {
+pub struct ShmFilter {
     pub ring: Arc<Ring>,
     pub ring_name: String,
     /// The ring allocation key (VMA_RING_ALLOCATION_LOGIC_RX): which sockets share the ring.
     pub ring_key: String,
-    pub cookie: u64,
     /// Replaced when an endpoint withdrawn for an exec that failed is published again.
     pub publication: Mutex<Publication>,
-    pub local: SocketAddrV4,
-    /// The process that published it, and the fd it published (for liveness checks).
-    pub pid: u32,
-    pub fd: i32,
+}
+
+/// The shm part of a binding this VI installed.
+pub fn shm_filter(b: &RxBinding) -> &ShmFilter {
+    match &b.state {
+        FilterState::Shm(f) => f,
+    }
 }
 
 /// Where a destination's datagrams go.
@@ -120,14 +124,50 @@ impl std::hash::Hasher for AddrHasher {
 
 type AddrMap<V> = HashMap<SocketAddrV4, V, std::hash::BuildHasherDefault<AddrHasher>>;
 
-/// The result of a send attempt.
+/// The process's packet buffers (VMA_RX_BUFS): each ring slot is one, so a new ring takes its
+/// depth's worth. When fewer than a full VMA_RX_WRE are left a ring gets what is left (rounded
+/// down to a power of two); below [`MIN_RING_SLOTS`] the socket stays on the kernel path.
+#[derive(Debug)]
+struct BufferPool {
+    total: u64,
+    left: AtomicU64,
+}
+
+/// The smallest ring worth creating.
+pub const MIN_RING_SLOTS: u32 = 64;
+
+impl BufferPool {
+    fn reserve(&self, want: u32) -> io::Result<u32> {
+        let mut left = self.left.load(Ordering::Relaxed);
+        loop {
+            let fit = u64::from(want).min(left);
+            let slots = if fit == 0 { 0 } else { 1u64 << (63 - fit.leading_zeros()) } as u32;
+            if slots < MIN_RING_SLOTS.min(want) {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("VMA_RX_BUFS={}: only {left} packet buffers left for a new ring", self.total),
+                ));
+            }
+            match self.left.compare_exchange(left, left - u64::from(slots), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(slots),
+                Err(now) => left = now,
+            }
+        }
+    }
+
+    fn give_back(&self, slots: u32) {
+        self.left.fetch_add(u64::from(slots), Ordering::Relaxed);
+    }
+}
+
+/// The result of [`ShmVi::push`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum TxOutcome {
-    /// In the ring; `doorbell` = Some(cookie) if the receiver sleeps and must be woken.
-    Sent { doorbell: Option<u64> },
+pub enum Pushed {
+    /// In the ring; `wake` = Some(cookie) if that receiver sleeps and must be woken.
+    Sent { wake: Option<u64> },
     /// The ring was full: dropped, as UDP would (the sender never blocks).
-    DroppedFull,
-    /// Nobody on this host serves the destination through shm: use the kernel.
+    Full,
+    /// Nobody on this host serves the destination through shm.
     NotServed,
 }
 
@@ -137,6 +177,7 @@ pub struct ShmVi {
     slots: u32,
     slot_size: u32,
     logic: RingAllocation,
+    buffers: BufferPool,
     /// Rings this process created: allocation key → (ring, file name).
     rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
     cache: Mutex<AddrMap<CacheEntry>>,
@@ -189,6 +230,7 @@ impl ShmVi {
             slots: config.rx_wre.max(8),
             slot_size: slot_size_for(config.mtu),
             logic: config.ring_allocation_rx,
+            buffers: BufferPool { total: u64::from(config.rx_bufs), left: AtomicU64::new(u64::from(config.rx_bufs)) },
             rings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AddrMap::default()),
             remote_rings: Mutex::new(HashMap::new()),
@@ -250,9 +292,27 @@ impl ShmVi {
         }
         let name = ring_file_name(key);
         let path = self.registry.path_of(&name);
-        let ring = Arc::new(Ring::create(&path, self.slots, self.slot_size)?);
+        let slots = self.buffers.reserve(self.slots)?;
+        let ring = match Ring::create(&path, slots, self.slot_size) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                self.buffers.give_back(slots);
+                return Err(e);
+            }
+        };
+        if slots < self.slots {
+            crate::log::info(format_args!(
+                "shm ring {name}: {slots} slots instead of VMA_RX_WRE={} (VMA_RX_BUFS={}: the rest are in use)",
+                self.slots, self.buffers.total
+            ));
+        }
         rings.insert(key.to_string(), (ring.clone(), name.clone()));
         Ok((ring, name))
+    }
+
+    /// Packet buffers not yet given to a ring (for statistics and tests).
+    pub fn buffers_left(&self) -> u64 {
+        self.buffers.left.load(Ordering::Relaxed)
     }
 
     /// Publishes a bound socket: after this, local senders write to its ring.
@@ -265,7 +325,15 @@ impl ShmVi {
         let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone() };
         let publication = self.registry.publish(local, &info)?;
         self.sockets.lock().insert(cookie, Arc::downgrade(sock));
-        Ok(RxBinding { ring, ring_name, ring_key: key, cookie, publication: Mutex::new(publication), local, pid, fd })
+        Ok(RxBinding {
+            kind: ViKind::Shm,
+            queue: ring.clone(),
+            cookie,
+            local,
+            pid,
+            fd,
+            state: FilterState::Shm(ShmFilter { ring, ring_name, ring_key: key, publication: Mutex::new(publication) }),
+        })
     }
 
     /// Withdraws a socket's endpoint (close, or fallback to the kernel). A forked child that
@@ -275,11 +343,13 @@ impl ShmVi {
         if b.pid != std::process::id() {
             return;
         }
-        self.registry.unpublish(&b.publication.lock());
+        let f = shm_filter(b);
+        self.registry.unpublish(&f.publication.lock());
         // A per-socket ring goes with its socket.
-        if b.ring_key.starts_with("sock-") {
-            if let Some((_, name)) = self.rings.lock().remove(&b.ring_key) {
+        if f.ring_key.starts_with("sock-") {
+            if let Some((ring, name)) = self.rings.lock().remove(&f.ring_key) {
                 let _ = std::fs::remove_file(self.registry.path_of(&name));
+                self.buffers.give_back(ring.capacity());
             }
             self.registry.remove_dir_if_empty();
         }
@@ -295,7 +365,7 @@ impl ShmVi {
         for s in socks {
             if let Some(b) = s.rx.get() {
                 if b.pid == me && !s.rx_off.load(Ordering::Relaxed) {
-                    self.registry.unpublish(&b.publication.lock());
+                    self.registry.unpublish(&shm_filter(b).publication.lock());
                     out.push(s);
                 }
             }
@@ -308,9 +378,10 @@ impl ShmVi {
         for s in socks {
             let Some(b) = s.rx.get() else { continue };
             let inode = registry::socket_inode(b.fd).unwrap_or(0);
-            let info = MemberInfo { pid: b.pid, fd: b.fd, inode, cookie: b.cookie, ring: b.ring_name.clone() };
+            let f = shm_filter(b);
+            let info = MemberInfo { pid: b.pid, fd: b.fd, inode, cookie: b.cookie, ring: f.ring_name.clone() };
             match self.registry.publish(b.local, &info) {
-                Ok(p) => *b.publication.lock() = p,
+                Ok(p) => *f.publication.lock() = p,
                 Err(_) => s.rx_off.store(true, Ordering::Relaxed), // kernel path from now on
             }
         }
@@ -327,7 +398,7 @@ impl ShmVi {
         for s in cookies {
             if let Some(b) = s.rx.get() {
                 if b.pid == std::process::id() {
-                    self.registry.unpublish(&b.publication.lock());
+                    self.registry.unpublish(&shm_filter(b).publication.lock());
                 }
             }
         }
@@ -356,11 +427,11 @@ impl ShmVi {
         g.0.contains(&ip)
     }
 
-    /// Sends `payload` to `dest` through shm if a live endpoint serves it. `src` is the source
-    /// address the receiver will see.
-    pub fn send(&self, src: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> TxOutcome {
+    /// Puts `payload` for `dest` in the ring of the live endpoint that serves it. `src` is the
+    /// source address the receiver will see.
+    pub fn push(&self, src: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> Pushed {
         if payload.len() > self.max_payload() {
-            return TxOutcome::NotServed;
+            return Pushed::NotServed;
         }
         let mut cache = self.cache.lock();
         let now = coarse_now();
@@ -379,29 +450,29 @@ impl ShmVi {
             };
             cache.insert(dest, entry);
         }
-        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return TxOutcome::NotServed };
+        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return Pushed::NotServed };
         if now.saturating_sub(t.checked) >= LIVENESS_PERIOD {
             t.checked = now;
         }
         match t.ring.push(t.cookie, src, payload) {
-            Ok(true) => TxOutcome::Sent { doorbell: Some(t.cookie) },
-            Ok(false) => TxOutcome::Sent { doorbell: None },
-            Err(PushError::TooBig) => TxOutcome::NotServed,
+            Ok(true) => Pushed::Sent { wake: Some(t.cookie) },
+            Ok(false) => Pushed::Sent { wake: None },
+            Err(PushError::TooBig) => Pushed::NotServed,
             Err(PushError::Full) => {
                 // A full ring may mean a dead reader: check now rather than at the next period,
                 // but at most every FULL_RECHECK (the check costs system calls; a sender
                 // outrunning a live reader must not slow down further on every drop).
                 if now.saturating_sub(t.checked) < FULL_RECHECK {
-                    return TxOutcome::DroppedFull;
+                    return Pushed::Full;
                 }
                 t.checked = now;
                 if !registry::member_alive(t.pid, t.fd, t.inode) {
                     t.endpoint.release(t.member, t.cookie);
                     self.registry.reap();
                     cache.remove(&dest);
-                    return TxOutcome::NotServed;
+                    return Pushed::NotServed;
                 }
-                TxOutcome::DroppedFull
+                Pushed::Full
             }
         }
     }
@@ -467,6 +538,74 @@ impl ShmVi {
     }
 }
 
+impl fmt::Debug for ShmVi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmVi").field("slots", &self.slots).field("slot_size", &self.slot_size).finish()
+    }
+}
+
+impl Vi for ShmVi {
+    fn kind(&self) -> ViKind {
+        ViKind::Shm
+    }
+
+    fn rx_model(&self) -> RxModel {
+        RxModel::Borrowed
+    }
+
+    fn max_payload(&self) -> usize {
+        ShmVi::max_payload(self)
+    }
+
+    fn reaches(&self, ip: Ipv4Addr) -> bool {
+        self.is_local(ip)
+    }
+
+    fn add_filter(&self, fd: i32, filter: &Filter, owner: &Arc<Socket>) -> io::Result<RxBinding> {
+        if filter.proto != Proto::Udp {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the shm VI carries UDP only"));
+        }
+        // A connected socket's peer filter is applied by the receiver (the ring serves the
+        // local address; the registry has no 5-tuple entries).
+        self.bind(fd, filter.local, owner)
+    }
+
+    fn remove_filter(&self, binding: &RxBinding) {
+        self.unbind(binding)
+    }
+
+    fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
+        match self.push(tx.src, tx.dest, tx.payload) {
+            Pushed::NotServed => TxOutcome::NotServed,
+            Pushed::Full => TxOutcome::DroppedFull,
+            Pushed::Sent { wake: None } => TxOutcome::Sent { woke: false },
+            Pushed::Sent { wake: Some(cookie) } => TxOutcome::Sent { woke: ring_doorbell(tx.fd, tx.dest, cookie) },
+        }
+    }
+}
+
+/// Wakes a sleeping receiver: a doorbell datagram from the sender's own kernel socket (so a
+/// receiver connected to the sender accepts it) to the receiver's address. False if it could
+/// not be sent (the receiver's spin budget or timeout covers that rare case).
+fn ring_doorbell(fd: i32, dest: SocketAddrV4, cookie: u64) -> bool {
+    let d = doorbell(cookie);
+    let sin = crate::udp::sockaddr_in_of(dest);
+    // SAFETY: our own buffer and address.
+    let r = unsafe {
+        crate::real::sendto(fd, d.as_ptr() as *const libc::c_void, d.len(), libc::MSG_DONTWAIT,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    };
+    if r < 0 {
+        static ONCE: crate::log::Once = crate::log::Once::new();
+        if ONCE.first() {
+            crate::log::debug(format_args!("doorbell to {dest} failed: {}", io::Error::last_os_error()));
+        }
+        return false;
+    }
+    true
+}
+
 /// `ring-<pid>-<nonce>-<key>`: the pid lets anyone reap rings of dead processes; the nonce makes
 /// every ring file name new, so a sender's cached mapping of an old ring (the previous image's,
 /// before an exec) can never be mistaken for the current one.
@@ -513,6 +652,21 @@ mod tests {
         assert!(!is_doorbell(&d, 0xdead_bee0));
         assert!(!is_doorbell(&d[..15], 0xdead_beef));
         assert!(!is_doorbell(b"ACCELDB1........", 0xdead_beef));
+    }
+
+    #[test]
+    fn buffer_pool_gives_full_rings_then_what_is_left_then_refuses() {
+        let pool = BufferPool { total: 1024 + 256 + 100, left: AtomicU64::new(1024 + 256 + 100) };
+        assert_eq!(pool.reserve(1024).unwrap(), 1024);
+        assert_eq!(pool.reserve(1024).unwrap(), 256, "what is left, as a power of two");
+        assert_eq!(pool.reserve(1024).unwrap(), 64, "100 left: 64");
+        let err = pool.reserve(1024).unwrap_err();
+        assert!(err.to_string().contains("VMA_RX_BUFS=1380"), "{err}");
+        pool.give_back(256);
+        assert_eq!(pool.reserve(1024).unwrap(), 256);
+        // A ring smaller than the minimum is allowed when that is all it asked for.
+        pool.give_back(32);
+        assert_eq!(pool.reserve(32).unwrap(), 32);
     }
 
     #[test]
