@@ -8,6 +8,9 @@
 //!     udp-<netns>-127.0.0.1-5000   endpoint file (4 KiB, 0600): up to 16 members
 //!     udp-<netns>-0.0.0.0-6000     a wildcard bind: serves every local address
 //!     ring-<pid>-<n>               a receive ring (see ring.rs), 0600
+//!
+//! <hugetlbfs mount>/accel-<uid>/   mode 0700: rings in hugepage memory (VMA_MEM_ALLOC_TYPE=2),
+//!     ring-<pid>-<n>               named `huge/ring-<pid>-<n>` in endpoint files
 //! ```
 //!
 //! An endpoint file is a filter: "datagrams for this address go to ring R, tagged with cookie C".
@@ -123,8 +126,17 @@ impl Registry {
         &self.dir
     }
 
+    /// Where the file `name` (an endpoint, a ring, or `huge/<ring>`) lives.
     pub fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        match name.strip_prefix(HUGE_PREFIX) {
+            // A name from an endpoint file: one plain file name, never a path elsewhere.
+            Some(rest) if !rest.contains('/') && rest != ".." => match huge_dir() {
+                Some(d) => d.join(rest),
+                None => self.dir.join(".no-hugetlbfs").join(rest),
+            },
+            Some(_) => self.dir.join(".bad-name"),
+            None => self.dir.join(name),
+        }
     }
 
     /// Re-creates the directory if a concurrent clean-up removed it.
@@ -257,6 +269,12 @@ impl Registry {
                 }
             }
         }
+        // Hugepage rings of dead processes: the pages are precious and come back only here.
+        for (name, path) in huge_rings() {
+            if ring_owner(&name).is_some_and(|pid| !pid_alive(pid)) && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
         removed
     }
 }
@@ -266,18 +284,78 @@ impl Registry {
     /// an exec (its endpoints were withdrawn at the exec; this image makes its own rings).
     pub fn remove_rings_of_previous_image(&self) {
         let me = std::process::id();
-        let Ok(dir) = fs::read_dir(&self.dir) else { return };
-        for entry in dir.flatten() {
-            if entry.file_name().to_str().and_then(ring_owner) == Some(me) {
-                let _ = fs::remove_file(entry.path());
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_str().and_then(ring_owner) == Some(me) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        for (name, path) in huge_rings() {
+            if ring_owner(&name) == Some(me) {
+                let _ = fs::remove_file(path);
             }
         }
     }
 }
 
-/// The pid in a ring file name `ring-<pid>-...`.
+/// The pid in a ring file name `ring-<pid>-...` (or `huge/ring-<pid>-...`).
 pub fn ring_owner(name: &str) -> Option<u32> {
+    let name = name.strip_prefix(HUGE_PREFIX).unwrap_or(name);
     name.strip_prefix("ring-")?.split('-').next()?.parse().ok()
+}
+
+/// Ring names with this prefix live in [`huge_dir`].
+pub const HUGE_PREFIX: &str = "huge/";
+
+/// Linux's statfs f_type of hugetlbfs.
+pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// `<first hugetlbfs mount>/accel-<uid>`: where this user's hugepage rings live (found once per
+/// process in /proc/self/mounts; every process of the user in this mount namespace finds the
+/// same one). None without a hugetlbfs mount.
+pub fn huge_dir() -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+        let mnt = mounts.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "hugetlbfs").then(|| PathBuf::from(dir.replace("\\040", " ")))
+        })?;
+        // SAFETY: getuid cannot fail.
+        Some(mnt.join(format!("accel-{}", unsafe { libc::getuid() })))
+    })
+    .as_deref()
+}
+
+/// Creates (or checks) [`huge_dir`]: a private directory of this user on hugetlbfs.
+pub fn ensure_huge_dir() -> io::Result<&'static Path> {
+    let dir = huge_dir().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no hugetlbfs mount"))?;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory of uid {uid}", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+/// (name as endpoint files give it, path) of every ring file in [`huge_dir`].
+fn huge_rings() -> Vec<(String, PathBuf)> {
+    let Some(dir) = huge_dir() else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| Some((format!("{HUGE_PREFIX}{}", e.file_name().to_str()?), e.path())))
+        .collect()
 }
 
 fn next_id() -> u64 {
@@ -424,7 +502,9 @@ impl EndpointMap {
         unsafe { core::ptr::copy_nonoverlapping(self.name_bytes(i), name.as_mut_ptr(), RING_NAME_LEN) };
         let len = name.iter().position(|&b| b == 0)?;
         let ring = std::str::from_utf8(&name[..len]).ok()?;
-        if ring.is_empty() || ring.contains('/') || ring.starts_with('.') {
+        // A plain file name, optionally in the hugepage directory: never a path elsewhere.
+        let file = ring.strip_prefix(HUGE_PREFIX).unwrap_or(ring);
+        if file.is_empty() || file.contains('/') || file.starts_with('.') {
             return None;
         }
         // The entry must not have changed while we read it.
@@ -628,6 +708,19 @@ mod tests {
         fs::write(d.0.join(format!("ring-{}-0", std::process::id())), b"x").unwrap();
         assert_eq!(reg.reap(), 1);
         assert!(d.0.join(format!("ring-{}-0", std::process::id())).exists());
+    }
+
+    #[test]
+    fn ring_names_stay_inside_their_directories() {
+        let d = TempDir::new("names");
+        let reg = Registry::open(&d.0).unwrap();
+        assert_eq!(reg.path_of("ring-1-2-if-lo"), d.0.join("ring-1-2-if-lo"));
+        for bad in ["huge/../x", "huge/a/b", "huge/.."] {
+            let p = reg.path_of(bad);
+            assert!(p.starts_with(&d.0) && !p.ends_with("x") && !p.ends_with("b"), "{bad} -> {}", p.display());
+        }
+        assert_eq!(ring_owner("huge/ring-42-0-if-lo"), Some(42));
+        assert_eq!(ring_owner("ring-42-0-if-lo"), Some(42));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 
 use super::registry::{self, EndpointMap, MemberInfo, Publication, Registry};
 use super::ring::{PushError, Ring};
-use crate::config::{Config, RingAllocation};
+use crate::config::{Config, MemAlloc, RingAllocation};
 use crate::socket::{Proto, Socket};
 use crate::vi::{Filter, FilterState, RxBinding, RxModel, TxOutcome, TxRequest, Vi, ViKind};
 
@@ -178,6 +178,8 @@ pub struct ShmVi {
     slot_size: u32,
     logic: RingAllocation,
     buffers: BufferPool,
+    /// New rings go to hugetlbfs (VMA_MEM_ALLOC_TYPE=2 and it is usable).
+    huge: AtomicBool,
     /// Rings this process created: allocation key → (ring, file name).
     rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
     cache: Mutex<AddrMap<CacheEntry>>,
@@ -231,6 +233,7 @@ impl ShmVi {
             slot_size: slot_size_for(config.mtu),
             logic: config.ring_allocation_rx,
             buffers: BufferPool { total: u64::from(config.rx_bufs), left: AtomicU64::new(u64::from(config.rx_bufs)) },
+            huge: AtomicBool::new(config.mem_alloc == MemAlloc::HugePages && hugepages_usable()),
             rings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AddrMap::default()),
             remote_rings: Mutex::new(HashMap::new()),
@@ -290,14 +293,32 @@ impl ShmVi {
         if let Some((r, name)) = rings.get(key) {
             return Ok((r.clone(), name.clone()));
         }
-        let name = ring_file_name(key);
-        let path = self.registry.path_of(&name);
         let slots = self.buffers.reserve(self.slots)?;
-        let ring = match Ring::create(&path, slots, self.slot_size) {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                self.buffers.give_back(slots);
-                return Err(e);
+        let mut made = None;
+        if self.huge.load(Ordering::Relaxed) {
+            let name = format!("{}{}", registry::HUGE_PREFIX, ring_file_name(key));
+            match Ring::create(&self.registry.path_of(&name), slots, self.slot_size) {
+                Ok(r) => made = Some((r, name)),
+                Err(e) => {
+                    // Out of huge pages (ENOMEM) or the like: normal pages from now on.
+                    self.huge.store(false, Ordering::Relaxed);
+                    crate::log::warn(format_args!(
+                        "VMA_MEM_ALLOC_TYPE=2: cannot make a ring in huge pages ({e}); using normal pages"
+                    ));
+                }
+            }
+        }
+        let (ring, name) = match made {
+            Some((r, name)) => (Arc::new(r), name),
+            None => {
+                let name = ring_file_name(key);
+                match Ring::create(&self.registry.path_of(&name), slots, self.slot_size) {
+                    Ok(r) => (Arc::new(r), name),
+                    Err(e) => {
+                        self.buffers.give_back(slots);
+                        return Err(e);
+                    }
+                }
             }
         };
         if slots < self.slots {
@@ -616,6 +637,24 @@ fn ring_file_name(key: &str) -> String {
     unsafe { libc::getrandom(n.as_mut_ptr() as *mut libc::c_void, 4, 0) };
     let n = u32::from_ne_bytes(n) ^ NONCE.fetch_add(1, Ordering::Relaxed) as u32;
     format!("ring-{}-{n:08x}-{key}", std::process::id())
+}
+
+/// VMA_MEM_ALLOC_TYPE=2: can rings live in huge pages here? If not, says why once (the process
+/// goes on with normal pages) and what fixes it.
+fn hugepages_usable() -> bool {
+    let free = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").and_then(|v| v.trim().parse::<u64>().ok()))
+    });
+    let why = match (registry::ensure_huge_dir(), free) {
+        (Err(e), _) => format!("no usable hugetlbfs mount ({e}; e.g. `mount -t hugetlbfs none /dev/hugepages`)"),
+        (Ok(_), Some(0) | None) => "no free huge pages (HugePages_Free is 0; e.g. `sysctl vm.nr_hugepages=64`)".to_string(),
+        (Ok(dir), Some(n)) => {
+            crate::log::debug(format_args!("shm rings in huge pages: {} ({n} free)", dir.display()));
+            return true;
+        }
+    };
+    crate::log::warn(format_args!("VMA_MEM_ALLOC_TYPE=2: {why}; shm rings use normal pages"));
+    false
 }
 
 /// IPv4 addresses of this host's interfaces.
