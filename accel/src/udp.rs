@@ -381,7 +381,7 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
         return r;
     }
     if flags & !libc::MSG_DONTWAIT == 0 {
-        if let Some(r) = recv_ready(&s, buf, len, a, al) {
+        if let Some(r) = recv_ready(&s, buf, len, flags, a, al) {
             return r;
         }
     }
@@ -409,13 +409,16 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
 /// # Safety
 /// `buf`/`len` and `a`/`al` were checked plausible by the caller.
 #[inline]
-unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, a: *mut sockaddr, al: *mut socklen_t) -> Option<isize> {
+unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> Option<isize> {
     let b = s.rx_binding()?;
     if !s.stash.looks_empty() {
         return None;
     }
     let q = &*b.queue;
-    let (id, d) = q.borrow()?.ok()?;
+    let Some(item) = q.borrow() else {
+        return empty_nonblocking(s, flags);
+    };
+    let (id, d) = item.ok()?;
     if d.owner != b.cookie || s.peer().is_some_and(|p| p != d.src) {
         return None;
     }
@@ -434,6 +437,29 @@ unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, a: *mut sockaddr
     s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
     s.counters.shm_rx_bytes.fetch_add(full as u64, Ordering::Relaxed);
     Some(n as isize)
+}
+
+/// A non-blocking receive found the queue empty: EAGAIN at once, unless the kernel socket is due
+/// a look (VMA_RX_POLL_OS_RATIO, or a poll saw data there), which the general path makes. This is
+/// what a busy-polling application calls in a loop, so it stays short.
+#[inline]
+fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
+    if flags & libc::MSG_DONTWAIT == 0 && !s.nonblocking.load(Ordering::Relaxed) {
+        return None;
+    }
+    if s.kernel_hint.load(Ordering::Relaxed) {
+        return None;
+    }
+    let ratio = engine::engine().config.rx_poll_os_ratio.max(1);
+    // The general path counts this call itself when it is the kernel's turn.
+    let tick = s.os_tick.load(Ordering::Relaxed);
+    if tick % ratio == 0 {
+        return None;
+    }
+    s.os_tick.store(tick.wrapping_add(1), Ordering::Relaxed); // a pace, not a count: races are harmless
+    s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+    set_errno(libc::EAGAIN);
+    Some(-1)
 }
 
 /// recvmsg on a tracked socket.

@@ -456,6 +456,16 @@ impl ShmVi {
         }
         let mut cache = self.cache.lock();
         let now = coarse_now();
+        // The common case, with one lookup: a cached target, still published, checked recently.
+        if let Some(CacheEntry::Served(t)) = cache.get(&dest) {
+            if t.endpoint.still(t.member, t.cookie) && now.saturating_sub(t.checked) < LIVENESS_PERIOD {
+                return match t.ring.push(t.cookie, src, payload) {
+                    Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
+                    Err(PushError::TooBig) => Pushed::NotServed,
+                    Err(PushError::Full) => self.on_full(&mut cache, dest, now),
+                };
+            }
+        }
         let fresh = match cache.get(&dest) {
             Some(CacheEntry::Served(t)) => {
                 t.endpoint.still(t.member, t.cookie)
@@ -476,26 +486,28 @@ impl ShmVi {
             t.checked = now;
         }
         match t.ring.push(t.cookie, src, payload) {
-            Ok(true) => Pushed::Sent { wake: Some(t.cookie) },
-            Ok(false) => Pushed::Sent { wake: None },
+            Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
             Err(PushError::TooBig) => Pushed::NotServed,
-            Err(PushError::Full) => {
-                // A full ring may mean a dead reader: check now rather than at the next period,
-                // but at most every FULL_RECHECK (the check costs system calls; a sender
-                // outrunning a live reader must not slow down further on every drop).
-                if now.saturating_sub(t.checked) < FULL_RECHECK {
-                    return Pushed::Full;
-                }
-                t.checked = now;
-                if !registry::member_alive(t.pid, t.fd, t.inode) {
-                    t.endpoint.release(t.member, t.cookie);
-                    self.registry.reap();
-                    cache.remove(&dest);
-                    return Pushed::NotServed;
-                }
-                Pushed::Full
-            }
+            Err(PushError::Full) => self.on_full(&mut cache, dest, now),
         }
+    }
+
+    /// The ring for `dest` was full. That may mean a dead reader: check now rather than at the
+    /// next period, but at most every FULL_RECHECK (the check costs system calls; a sender
+    /// outrunning a live reader must not slow down further on every drop).
+    fn on_full(&self, cache: &mut AddrMap<CacheEntry>, dest: SocketAddrV4, now: Duration) -> Pushed {
+        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return Pushed::Full };
+        if now.saturating_sub(t.checked) < FULL_RECHECK {
+            return Pushed::Full;
+        }
+        t.checked = now;
+        if !registry::member_alive(t.pid, t.fd, t.inode) {
+            t.endpoint.release(t.member, t.cookie);
+            self.registry.reap();
+            cache.remove(&dest);
+            return Pushed::NotServed;
+        }
+        Pushed::Full
     }
 
     /// Liveness re-check of a cached target; false (and the member reclaimed) if it is dead.
