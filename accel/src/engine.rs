@@ -388,10 +388,21 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
 }
 
 /// After a successful `setsockopt` on a tracked socket: options whose effect the shm path does
-/// not reproduce (ancillary data on receive) hand the socket's receive side back to the kernel.
+/// not reproduce (ancillary data on receive) hand the socket's receive side back to the kernel;
+/// SO_REUSEADDR/SO_REUSEPORT on a published socket mark its endpoint as possibly shared with
+/// sockets the registry does not list (senders then check it is alone: see shm/vi.rs).
 pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
     if level == libc::SOL_SOCKET && (name == libc::SO_RCVBUF || name == libc::SO_RCVBUFFORCE) {
         refresh_rcvbuf(fd, s);
+        return;
+    }
+    if level == libc::SOL_SOCKET && (name == libc::SO_REUSEADDR || name == libc::SO_REUSEPORT) {
+        if let (Some(b), Some(vi)) = (s.rx.get(), shmvi::existing()) {
+            if !s.rx_off.load(Ordering::Relaxed) {
+                contain(fd, "setsockopt", || keep_errno(|| vi.port_became_shared(b)));
+            }
+        }
+        return;
     }
     let needs_kernel = match level {
         libc::SOL_IP => matches!(

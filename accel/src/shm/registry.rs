@@ -14,8 +14,12 @@
 //! ```
 //!
 //! An endpoint file is a filter: "datagrams for this address go to ring R, tagged with cookie C".
-//! It has several members when several sockets share the port (SO_REUSEPORT); a sender hashes its
-//! own port to pick one, so each datagram reaches exactly one of them, as with the kernel.
+//! It has several members when several sockets share the port (SO_REUSEPORT); senders leave such
+//! a group to the kernel, whose reuseport hash picks the receiver of each datagram *and* of each
+//! doorbell (see vi.rs). A member whose socket has SO_REUSEADDR or SO_REUSEPORT set is marked
+//! [`FLAG_SHARED_PORT`]: sockets of programs without accel may share its port unseen by the
+//! registry, so a sender first counts the kernel's sockets on that address
+//! ([`kernel_sockets_on`]) and serves the member through its ring only while it is alone.
 //!
 //! Looking an endpoint up is opening a file by name — no shared index to lock or corrupt. Files
 //! are created complete (written under a temporary name, then `link`ed into place) so a reader
@@ -40,13 +44,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"ACCELEP1";
-const VERSION: u32 = 1;
+/// 2: member flags at +120 (the ring name area shrank from 96 to 88 bytes).
+const VERSION: u32 = 2;
 const FILE_LEN: usize = 4096;
 /// Members per endpoint: sockets sharing one port with SO_REUSEPORT.
 pub const MEMBERS: usize = 16;
 const MEMBERS_OFFSET: usize = 64;
 const MEMBER_LEN: usize = 128;
-const RING_NAME_LEN: usize = 96;
+const RING_NAME_LEN: usize = 88;
+/// Member layout: +0 state, +8 fd, +16 socket inode, +24 cookie, +32 ring name, +120 flags.
+const FLAGS_OFFSET: usize = 32 + RING_NAME_LEN;
+
+/// Member flag: the socket has SO_REUSEADDR or SO_REUSEPORT, so other sockets — possibly of
+/// programs without accel, which the registry does not list — may be bound to the same address.
+pub const FLAG_SHARED_PORT: u64 = 1;
 
 // Member state word: pid << 2 | phase.
 const FREE: u64 = 0;
@@ -83,6 +94,8 @@ pub struct MemberInfo {
     pub inode: u64,
     pub cookie: u64,
     pub ring: String,
+    /// [`FLAG_SHARED_PORT`], ...
+    pub flags: u64,
 }
 
 /// One user's registry directory.
@@ -231,13 +244,18 @@ impl Registry {
     /// The endpoint serving `dest`: the exact address first, then a wildcard bind of that port
     /// when `dest_is_local` (a wildcard serves every local address).
     pub fn lookup(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<EndpointMap> {
+        self.lookup_bound(dest, dest_is_local).map(|(ep, _)| ep)
+    }
+
+    /// As [`Registry::lookup`], with the address the endpoint is bound to (`dest` or 0.0.0.0).
+    pub fn lookup_bound(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<(EndpointMap, SocketAddrV4)> {
         if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, dest))) {
-            return Some(ep);
+            return Some((ep, dest));
         }
         if dest_is_local {
             let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dest.port());
             if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, any))) {
-                return Some(ep);
+                return Some((ep, any));
             }
         }
         None
@@ -386,6 +404,36 @@ pub fn member_alive(pid: u32, fd: i32, inode: u64) -> bool {
     }
 }
 
+/// How many of the kernel's IPv4 UDP sockets (in this process's network namespace) are bound to
+/// port `port` on one of `ips` — from /proc/net/udp. None if it cannot be read.
+///
+/// This is how a sender learns whether a registered socket that allows its port to be shared
+/// (SO_REUSEADDR/SO_REUSEPORT) really is alone: sockets of programs without accel never appear in
+/// the registry, and if one shares the address, the kernel (not the sender) must choose which
+/// socket gets each datagram — and each doorbell. (IPv6 dual-stack sockets are not counted: for
+/// an IPv4 datagram the kernel prefers an IPv4 socket bound the same way.)
+pub fn kernel_sockets_on(port: u16, ips: &[Ipv4Addr]) -> Option<usize> {
+    let text = fs::read("/proc/net/udp").ok()?;
+    Some(count_sockets_in(&text, port, ips))
+}
+
+/// The counting part of [`kernel_sockets_on`], on the text of /proc/net/udp: lines
+/// `  sl  local_address rem_address ...` with `local_address` = `%08X:%04X` of the address's
+/// four bytes as a native-endian word and the port in host order.
+fn count_sockets_in(text: &[u8], port: u16, ips: &[Ipv4Addr]) -> usize {
+    let want_port = format!("{port:04X}");
+    let want: Vec<String> = ips.iter().map(|ip| format!("{:08X}", u32::from_ne_bytes(ip.octets()))).collect();
+    let text = String::from_utf8_lossy(text);
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let Some(local) = line.split_whitespace().nth(1) else { return false };
+            let Some((a, p)) = local.split_once(':') else { return false };
+            p == want_port && want.iter().any(|w| w == a)
+        })
+        .count()
+}
+
 /// One endpoint file, mapped.
 #[derive(Debug)]
 pub struct EndpointMap {
@@ -459,6 +507,7 @@ impl EndpointMap {
             self.field(i, 8).store(u64::from(info.fd as u32), Ordering::Relaxed);
             self.field(i, 16).store(info.inode, Ordering::Relaxed);
             self.field(i, 24).store(info.cookie, Ordering::Relaxed);
+            self.field(i, FLAGS_OFFSET).store(info.flags, Ordering::Relaxed);
             let name = info.ring.as_bytes();
             // SAFETY: name.len() < RING_NAME_LEN (checked by publish); the area is ours while
             // the state says CLAIMING; the trailing NUL is written too.
@@ -497,6 +546,7 @@ impl EndpointMap {
         let fd = self.field(i, 8).load(Ordering::Relaxed) as u32 as i32;
         let inode = self.field(i, 16).load(Ordering::Relaxed);
         let cookie = self.field(i, 24).load(Ordering::Relaxed);
+        let flags = self.field(i, FLAGS_OFFSET).load(Ordering::Relaxed);
         let mut name = [0u8; RING_NAME_LEN];
         // SAFETY: copies the fixed-size name area out of the mapping.
         unsafe { core::ptr::copy_nonoverlapping(self.name_bytes(i), name.as_mut_ptr(), RING_NAME_LEN) };
@@ -511,7 +561,22 @@ impl EndpointMap {
         if self.state(i).load(Ordering::Acquire) != s {
             return None;
         }
-        Some(Member { index: i, info: MemberInfo { pid: (s >> 2) as u32, fd, inode, cookie, ring: ring.to_string() } })
+        Some(Member { index: i, info: MemberInfo { pid: (s >> 2) as u32, fd, inode, cookie, ring: ring.to_string(), flags } })
+    }
+
+    /// Adds `flags` to member `i` if it still holds `cookie` (an option set after publishing).
+    pub fn add_flags(&self, i: usize, cookie: u64, flags: u64) -> bool {
+        if !self.still(i, cookie) {
+            return false;
+        }
+        self.field(i, FLAGS_OFFSET).fetch_or(flags, Ordering::AcqRel);
+        true
+    }
+
+    /// The flags of member `i`, if it still holds `cookie`.
+    pub fn flags(&self, i: usize, cookie: u64) -> Option<u64> {
+        let f = self.field(i, FLAGS_OFFSET).load(Ordering::Acquire);
+        self.still(i, cookie).then_some(f)
     }
 
     /// Active members, in slot order.
@@ -611,7 +676,7 @@ mod tests {
     }
 
     fn info(fd: i32, inode: u64, cookie: u64) -> MemberInfo {
-        MemberInfo { pid: std::process::id(), fd, inode, cookie, ring: format!("ring-{}-0", std::process::id()) }
+        MemberInfo { pid: std::process::id(), fd, inode, cookie, ring: format!("ring-{}-0", std::process::id()), flags: 0 }
     }
 
     #[test]
@@ -682,6 +747,67 @@ mod tests {
         unsafe {
             libc::close(fd1);
             libc::close(fd2);
+        }
+    }
+
+    #[test]
+    fn member_flags_are_published_and_added() {
+        let d = TempDir::new("flags");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7100);
+        let p = reg.publish(a, &MemberInfo { flags: FLAG_SHARED_PORT, ..info(fd, ino, 5) }).unwrap();
+        let (ep, bound) = reg.lookup_bound(a, true).unwrap();
+        assert_eq!(bound, a);
+        assert_eq!(ep.pick(0).unwrap().info.flags, FLAG_SHARED_PORT);
+        assert_eq!(ep.flags(p.index, 5), Some(FLAG_SHARED_PORT));
+        reg.unpublish(&p);
+        assert_eq!(ep.flags(p.index, 5), None);
+        let p = reg.publish(a, &info(fd, ino, 6)).unwrap();
+        let ep = reg.lookup(a, true).unwrap();
+        assert_eq!(ep.flags(p.index, 6), Some(0));
+        assert!(ep.add_flags(p.index, 6, FLAG_SHARED_PORT));
+        assert!(!ep.add_flags(p.index, 7, FLAG_SHARED_PORT), "another cookie");
+        assert_eq!(ep.member(p.index).unwrap().info.flags, FLAG_SHARED_PORT);
+        reg.unpublish(&p);
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn proc_net_udp_lines_are_counted_by_address_and_port() {
+        let lo = u32::from_ne_bytes([127, 0, 0, 1]);
+        let text = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 1: {lo:08X}:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n\
+             \x20 2: {lo:08X}:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0 0\n\
+             \x20 3: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0 0\n\
+             \x20 4: {lo:08X}:1F91 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5 2 0 0\n\
+             garbage\n"
+        );
+        let t = text.as_bytes();
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::LOCALHOST]), 2);
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::UNSPECIFIED]), 1);
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST]), 3);
+        assert_eq!(count_sockets_in(t, 8081, &[Ipv4Addr::LOCALHOST]), 1);
+        assert_eq!(count_sockets_in(t, 8082, &[Ipv4Addr::LOCALHOST]), 0);
+    }
+
+    #[test]
+    fn kernel_sockets_on_sees_a_real_bind() {
+        // SAFETY: plain socket calls on a socket we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let mut sin: libc::sockaddr_in = core::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            assert_eq!(libc::bind(fd, &sin as *const _ as *const libc::sockaddr, core::mem::size_of_val(&sin) as u32), 0);
+            let mut len = core::mem::size_of_val(&sin) as u32;
+            libc::getsockname(fd, &mut sin as *mut _ as *mut libc::sockaddr, &mut len);
+            let port = u16::from_be(sin.sin_port);
+            assert_eq!(kernel_sockets_on(port, &[Ipv4Addr::LOCALHOST]), Some(1));
+            libc::close(fd);
+            assert_eq!(kernel_sockets_on(port, &[Ipv4Addr::LOCALHOST]), Some(0));
         }
     }
 

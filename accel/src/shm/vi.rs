@@ -15,6 +15,15 @@
 //! own kernel socket to the receiver's address. It wakes a blocking recv, and equally the app's own
 //! poll/epoll on that fd. Receivers recognise and discard doorbells (the cookie is known only to
 //! processes that can read the user's private registry).
+//!
+//! Shared ports: a doorbell is addressed to the receiver's *address*, and the kernel alone decides
+//! which socket bound to that address gets it. So a destination is served through a ring only
+//! while exactly one socket holds its address: an endpoint with several members (SO_REUSEPORT
+//! group) is left to the kernel, and so is a single member whose socket allows sharing
+//! (SO_REUSEADDR/SO_REUSEPORT, [`registry::FLAG_SHARED_PORT`]) while the kernel lists other
+//! sockets on its address — sockets of programs without accel, which the registry cannot list.
+//! Served otherwise, the kernel's reuseport hash would hand doorbells (shown to a plain app as
+//! data) to another socket than the one whose ring got the datagrams, which would sleep on them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -84,6 +93,11 @@ struct Target {
     ring: Arc<Ring>,
     /// When liveness was last confirmed ([`coarse_now`]).
     checked: Duration,
+    /// The addresses whose kernel sockets must be this member alone while it allows its port to
+    /// be shared: the endpoint's bound address and the destination (a wildcard endpoint loses a
+    /// destination to a socket bound to that exact address).
+    bound: SocketAddrV4,
+    dest: SocketAddrV4,
 }
 
 enum CacheEntry {
@@ -343,7 +357,7 @@ impl ShmVi {
         let cookie = self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) | 1;
         let inode = registry::socket_inode(fd).unwrap_or(0);
         let pid = std::process::id();
-        let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone() };
+        let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone(), flags: member_flags(fd) };
         let publication = self.registry.publish(local, &info)?;
         self.sockets.lock().insert(cookie, Arc::downgrade(sock));
         Ok(RxBinding {
@@ -400,11 +414,30 @@ impl ShmVi {
             let Some(b) = s.rx.get() else { continue };
             let inode = registry::socket_inode(b.fd).unwrap_or(0);
             let f = shm_filter(b);
-            let info = MemberInfo { pid: b.pid, fd: b.fd, inode, cookie: b.cookie, ring: f.ring_name.clone() };
+            let info = MemberInfo {
+                pid: b.pid,
+                fd: b.fd,
+                inode,
+                cookie: b.cookie,
+                ring: f.ring_name.clone(),
+                flags: member_flags(b.fd),
+            };
             match self.registry.publish(b.local, &info) {
                 Ok(p) => *f.publication.lock() = p,
                 Err(_) => s.rx_off.store(true, Ordering::Relaxed), // kernel path from now on
             }
+        }
+    }
+
+    /// The app set SO_REUSEADDR/SO_REUSEPORT on a published socket after its bind: other sockets
+    /// may join its address from now on, so senders must check it is alone before using its ring.
+    pub fn port_became_shared(&self, b: &RxBinding) {
+        if b.pid != std::process::id() || member_flags(b.fd) & registry::FLAG_SHARED_PORT == 0 {
+            return;
+        }
+        let p = shm_filter(b).publication.lock();
+        if let Ok(ep) = EndpointMap::open(&p.path) {
+            ep.add_flags(p.index, p.cookie, registry::FLAG_SHARED_PORT);
         }
     }
 
@@ -511,21 +544,26 @@ impl ShmVi {
     }
 
     /// Liveness re-check of a cached target; false (and the member reclaimed) if it is dead.
+    /// Also false while a member that allows its port to be shared is not alone on it.
     fn recheck(&self, t: &Target) -> bool {
-        if registry::member_alive(t.pid, t.fd, t.inode) {
-            return true;
+        if !registry::member_alive(t.pid, t.fd, t.inode) {
+            t.endpoint.release(t.member, t.cookie);
+            self.registry.reap();
+            return false;
         }
-        t.endpoint.release(t.member, t.cookie);
-        self.registry.reap();
-        false
+        match t.endpoint.flags(t.member, t.cookie) {
+            Some(f) => f & registry::FLAG_SHARED_PORT == 0 || alone_in_kernel(t.bound, t.dest),
+            None => false,
+        }
     }
 
     fn resolve(&self, dest: SocketAddrV4) -> Option<Target> {
-        let endpoint = Arc::new(self.registry.lookup(dest, self.is_local(*dest.ip()))?);
+        let (endpoint, bound) = self.registry.lookup_bound(dest, self.is_local(*dest.ip()))?;
+        let endpoint = Arc::new(endpoint);
         // Several members (SO_REUSEPORT, or a socket shared by processes that exec'd): the
         // kernel's reuseport hash picks the receiver of each datagram, and of each doorbell too,
         // so the ring chosen here and the socket woken could differ. Leave such groups to the
-        // kernel, which distributes them correctly.
+        // kernel, which distributes them correctly. (See the module documentation.)
         let mut members = endpoint.members();
         if members.len() > 1 && endpoint.reap_dead() > 0 {
             members = endpoint.members(); // a dead process's member, left by a kill
@@ -539,6 +577,10 @@ impl ShmVi {
             self.registry.reap();
             return None;
         }
+        // One member that allows sharing: are programs without accel bound there too?
+        if m.info.flags & registry::FLAG_SHARED_PORT != 0 && !alone_in_kernel(bound, dest) {
+            return None;
+        }
         let ring = self.open_remote_ring(&m.info.ring)?;
         Some(Target {
             endpoint,
@@ -549,6 +591,8 @@ impl ShmVi {
             inode: m.info.inode,
             ring,
             checked: coarse_now(),
+            bound,
+            dest,
         })
     }
 
@@ -637,6 +681,33 @@ fn ring_doorbell(fd: i32, dest: SocketAddrV4, cookie: u64) -> bool {
         return false;
     }
     true
+}
+
+/// The registry flags of a socket about to be published: [`registry::FLAG_SHARED_PORT`] if it has
+/// SO_REUSEADDR or SO_REUSEPORT (another socket may then bind its address, or already has).
+fn member_flags(fd: i32) -> u64 {
+    let on = |name| {
+        let mut v: libc::c_int = 0;
+        let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len describe an int we own.
+        let r = unsafe {
+            crate::real::getsockopt(fd, libc::SOL_SOCKET, name, &mut v as *mut libc::c_int as *mut libc::c_void, &mut len)
+        };
+        r == 0 && v != 0
+    };
+    if on(libc::SO_REUSEPORT) || on(libc::SO_REUSEADDR) {
+        registry::FLAG_SHARED_PORT
+    } else {
+        0
+    }
+}
+
+/// Is the one registered socket on `bound` the only kernel socket that could receive datagrams
+/// for `dest`? (Unreadable /proc: assume not — the kernel path is always correct.)
+fn alone_in_kernel(bound: SocketAddrV4, dest: SocketAddrV4) -> bool {
+    let ips = [*bound.ip(), *dest.ip()];
+    let ips = if ips[0] == ips[1] { &ips[..1] } else { &ips[..] };
+    registry::kernel_sockets_on(bound.port(), ips) == Some(1)
 }
 
 /// `ring-<pid>-<nonce>-<key>`: the pid lets anyone reap rings of dead processes; the nonce makes
