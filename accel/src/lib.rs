@@ -14,6 +14,7 @@
 //! - [`fdtable`]: fd → accelerated socket, lock-free on the lookup path.
 //! - [`socket`]: the per-socket state of a socket we track.
 //! - [`engine`]: the operations hooks call for our fds, and process start-up.
+//! - [`vi`]: the datapath interface (kernel, shm, …), after ef_vi's virtual interface.
 //! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
 //! - [`stats`]: the per-process stats block in shared memory (accel stat, accel capture).
@@ -33,6 +34,7 @@ pub mod signals;
 pub mod socket;
 pub mod stats;
 pub mod udp;
+pub mod vi;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -57,6 +57,7 @@ use std::ptr::NonNull;
 
 use crate::shm::registry;
 use crate::socket::{Counters, Proto, Socket};
+use crate::vi::{FilterState, RxBinding};
 
 pub const MAGIC: &[u8; 8] = b"ACCELST1";
 pub const VERSION: u32 = 1;
@@ -773,7 +774,7 @@ pub fn publish(fd: libc::c_int, s: &Socket) {
     for (k, w) in pack_text(&reason, REASON_WORDS.1).iter().enumerate() {
         slot.meta(REASON_WORDS.0 + k).store(*w, Ordering::Relaxed);
     }
-    let (ring, vi) = rx.map_or((String::new(), String::new()), |r| (r.ring_name.clone(), format!("shm/{}", r.ring_key)));
+    let (ring, vi) = rx.map_or((String::new(), String::new()), describe_binding);
     for (k, w) in pack_text(&ring, RING_WORDS.1).iter().enumerate() {
         slot.meta(RING_WORDS.0 + k).store(*w, Ordering::Relaxed);
     }
@@ -783,8 +784,22 @@ pub fn publish(fd: libc::c_int, s: &Socket) {
     slot.unlock(locked);
     if let Some(r) = rx {
         if r.pid == b.pid {
-            b.note_ring(&r.ring_name, &r.ring_key, r.ring.capacity(), r.ring.slot_size());
+            #[allow(unreachable_patterns)] // other VIs' filter states: no ring file to list
+            match &r.state {
+                FilterState::Shm(f) => b.note_ring(&f.ring_name, &f.ring_key, f.ring.capacity(), f.ring.slot_size()),
+                _ => {}
+            }
         }
+    }
+}
+
+/// What a slot shows for a receive binding: (queue name, "vi/detail"). Generic over VIs: the
+/// VI's kind name always, plus what identifies its queue when the VI has one to name.
+fn describe_binding(r: &RxBinding) -> (String, String) {
+    #[allow(unreachable_patterns)] // a VI added later without a case here shows its kind only
+    match &r.state {
+        FilterState::Shm(f) => (f.ring_name.clone(), format!("{}/{}", r.kind.name(), f.ring_key)),
+        _ => (String::new(), r.kind.name().to_string()),
     }
 }
 
