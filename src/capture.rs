@@ -100,10 +100,7 @@ pub fn pcap_record(r: &CaptureRecord, ip_id: u16) -> Vec<u8> {
 
 fn line(r: &CaptureRecord) -> String {
     let secs = r.ts_ns / 1_000_000_000;
-    let t = secs as libc::time_t;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: localtime_r with a time and a tm we own.
-    unsafe { libc::localtime_r(&t, &mut tm) };
+    let tm = crate::stat::local_tm(secs);
     let dir = if r.dir == stats::DIR_TX { "tx" } else { "rx" };
     let a = |x: SocketAddrV4| x.to_string();
     format!(

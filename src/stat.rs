@@ -137,7 +137,7 @@ fn addr(a: Option<std::net::SocketAddrV4>) -> String {
 pub fn offload(e: &SocketEntry, datapaths: u64) -> (&'static str, String) {
     match e.verdict {
         stats::VERDICT_KERNEL => ("no", e.reason.clone()),
-        stats::VERDICT_ACCEL if datapaths & stats::DATAPATH_SHM == 0 => ("no", "no datapath on (ACCEL_SHM=0)".into()),
+        stats::VERDICT_ACCEL if datapaths == 0 => ("no", "no datapath on (ACCEL_SHM=0)".into()),
         stats::VERDICT_ACCEL if e.flags & stats::F_RX_OFF != 0 => {
             ("tx only", format!("{}; receive side back to the kernel (socket option)", e.reason))
         }
@@ -162,14 +162,21 @@ fn state_name(s: u8) -> &'static str {
     }
 }
 
+/// Broken-down local time of a unix time in seconds.
+pub fn local_tm(secs: u64) -> libc::tm {
+    let t = secs as libc::time_t;
+    // SAFETY: libc::tm is plain integers (and a pointer localtime_r sets): all-zero is valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r with a time and a tm we own.
+    unsafe { libc::localtime_r(&t, &mut tm) };
+    tm
+}
+
 fn fmt_time_ms(ms: u64) -> String {
     if ms == 0 {
         return "never".into();
     }
-    let t = (ms / 1000) as libc::time_t;
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: localtime_r with a time and a tm we own.
-    unsafe { libc::localtime_r(&t, &mut tm) };
+    let tm = local_tm(ms / 1000);
     format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
@@ -185,8 +192,20 @@ fn uptime(created_ms: u64) -> String {
     }
 }
 
-/// Per-socket packet rates over an interval: (rx/s, tx/s).
-type Rates = HashMap<(u32, usize, u64), (f64, f64, f64, f64)>;
+/// One socket over an interval: packets and bytes per second, and every counter's increase.
+#[derive(Clone, Debug, Default)]
+pub struct Rate {
+    pub rx_pps: f64,
+    pub tx_pps: f64,
+    pub rx_bps: f64,
+    pub tx_bps: f64,
+    /// Increase of each counter, in [`stats::COUNTER_NAMES`] order (0 where a counter went down:
+    /// zeroed meanwhile).
+    pub deltas: Vec<u64>,
+}
+
+/// Per-socket rates over an interval.
+pub type Rates = HashMap<(u32, usize, u64), Rate>;
 
 fn key(p: &ProcInfo, s: &SocketEntry) -> (u32, usize, u64) {
     (p.header.pid, s.slot, s.generation)
@@ -206,23 +225,28 @@ fn rates(prev: &Snapshot, cur: &Snapshot) -> Rates {
     let mut before = HashMap::new();
     for p in &prev.procs {
         for s in &p.sockets {
-            before.insert(key(p, s), totals(s));
+            before.insert(key(p, s), s);
         }
     }
     let mut out = Rates::new();
     for p in &cur.procs {
         for s in &p.sockets {
             let (a, b, c, d) = totals(s);
-            let (a0, b0, c0, d0) = before.get(&key(p, s)).copied().unwrap_or((a, b, c, d));
+            // A socket first seen in this interval: everything it counted happened in it.
+            let (a0, b0, c0, d0) = before.get(&key(p, s)).map_or((0, 0, 0, 0), |s0| totals(s0));
+            let deltas = match before.get(&key(p, s)) {
+                Some(s0) => s.counters.iter().zip(&s0.counters).map(|(x, x0)| x.saturating_sub(*x0)).collect(),
+                None => s.counters.clone(),
+            };
             let r = |x: u64, x0: u64| x.saturating_sub(x0) as f64 / dt;
-            out.insert(key(p, s), (r(a, a0), r(b, b0), r(c, c0), r(d, d0)));
+            out.insert(key(p, s), Rate { rx_pps: r(a, a0), tx_pps: r(b, b0), rx_bps: r(c, c0), tx_bps: r(d, d0), deltas });
         }
     }
     out
 }
 
 fn drops(s: &SocketEntry) -> u64 {
-    ["drop_ring_full", "drop_rcvbuf", "drop_not_peer", "drop_bad_frame"].iter().map(|n| s.counter(n)).sum()
+    ["drop_ring_full", "drop_rcvbuf", "drop_not_peer", "drop_bad_frame", "drop_too_large"].iter().map(|n| s.counter(n)).sum()
 }
 
 fn table(rows: &[Vec<String>]) -> String {
@@ -297,11 +321,11 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
                 off.into(),
             ];
             match rates.and_then(|m| m.get(&key(p, s))) {
-                Some(&(rx, tx, rxb, txb)) => {
-                    r.push(format!("{rx:.0}"));
-                    r.push(format!("{tx:.0}"));
-                    r.push(format!("{:.2}", rxb / 1e6));
-                    r.push(format!("{:.2}", txb / 1e6));
+                Some(x) => {
+                    r.push(format!("{:.0}", x.rx_pps));
+                    r.push(format!("{:.0}", x.tx_pps));
+                    r.push(format!("{:.2}", x.rx_bps / 1e6));
+                    r.push(format!("{:.2}", x.tx_bps / 1e6));
                 }
                 None if rates.is_some() => r.extend(["0", "0", "0.00", "0.00"].map(String::from)),
                 None => {
@@ -320,9 +344,14 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
     }
     for p in &snap.procs {
         let h = &p.header;
-        let _ = writeln!(out, "\npid {} {}: up {} (since {}), netns {}, datapaths: {}", h.pid, h.program, uptime(h.created_ms), fmt_time_ms(h.created_ms), h.netns, if h.datapaths & stats::DATAPATH_SHM != 0 { "shm" } else { "none" });
+        let _ = writeln!(out, "\npid {} {}: up {} (since {}), netns {}, datapaths: {}", h.pid, h.program, uptime(h.created_ms), fmt_time_ms(h.created_ms), h.netns, datapaths_text(h.datapaths));
         let _ = writeln!(out, "  cmdline: {}", h.cmdline);
         let _ = writeln!(out, "  stats block: {}{}", p.file.display(), if h.zeroed_ms != 0 { format!(" (counters zeroed {})", fmt_time_ms(h.zeroed_ms)) } else { String::new() });
+        let _ = writeln!(out, "  {}", buffers_text(p));
+        if h.proc_drops.iter().any(|&d| d > 0) {
+            let list: Vec<String> = stats::DropCause::ALL.iter().zip(h.proc_drops).map(|(c, d)| format!("{} {d}", c.name())).collect();
+            let _ = writeln!(out, "  drops not charged to a socket: {}", list.join(", "));
+        }
         if h.overflow > 0 {
             let _ = writeln!(out, "  {} sockets found the table full: their counters are not shown", h.overflow);
         }
@@ -336,12 +365,12 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
             }
             let _ = writeln!(out, "    rx: shm {} pkts {} B, kernel {} pkts {} B; poll hits {} misses {}; eagain {}", c("shm_rx_packets"), c("shm_rx_bytes"), c("kernel_rx_packets"), c("kernel_rx_bytes"), c("poll_hits"), c("poll_misses"), c("eagain"));
             let _ = writeln!(out, "    tx: shm {} pkts {} B, kernel {} pkts {} B; oversize to kernel {}", c("shm_tx_packets"), c("shm_tx_bytes"), c("kernel_tx_packets"), c("kernel_tx_bytes"), c("tx_oversize"));
-            let _ = writeln!(out, "    drops: ring full {}, rcvbuf {}, not from peer {}, bad frame {}; doorbells sent {} received {}", c("drop_ring_full"), c("drop_rcvbuf"), c("drop_not_peer"), c("drop_bad_frame"), c("doorbells_sent"), c("doorbells_received"));
+            let _ = writeln!(out, "    drops: ring full {}, rcvbuf {}, not from peer {}, bad frame {}, too large {}; doorbells sent {} received {}", c("drop_ring_full"), c("drop_rcvbuf"), c("drop_not_peer"), c("drop_bad_frame"), c("drop_too_large"), c("doorbells_sent"), c("doorbells_received"));
         }
         for (r, st) in &p.rings {
             match st {
                 Some(st) => {
-                    let _ = writeln!(out, "  ring {} ({}): depth {}, slot {} B, fill {} (max {}), published {}, consumed {}, drops full {}, too big {}, bad frames {}, waiters {}", r.name, r.key, st.capacity, st.slot_size, st.len, st.max_fill, st.published, st.consumed, st.drops_full, st.drops_too_big, st.corrupt, if st.waiters { "yes" } else { "no" });
+                    let _ = writeln!(out, "  ring {} ({}): owner pid {}, depth {}, slot {} B, fill {} (max {}), published {}, consumed {}, drops full {}, too big {}, bad frames {}, waiters {}", r.name, r.key, st.creator_pid, st.capacity, st.slot_size, st.len, st.max_fill, st.published, st.consumed, st.drops_full, st.drops_too_big, st.corrupt, if st.waiters { "yes" } else { "no" });
                 }
                 None => {
                     let _ = writeln!(out, "  ring {} ({}): depth {}, unreadable", r.name, r.key, r.capacity);
@@ -357,6 +386,34 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
         }
     }
     out
+}
+
+fn datapaths_text(bits: u64) -> String {
+    let v = stats::datapath_names(bits);
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+/// The packet buffers of a process (VMA_RX_BUFS; each ring slot is one): (given to its rings,
+/// holding a datagram now, the configured total).
+fn buffers(p: &ProcInfo) -> (u64, u64, Option<u64>) {
+    let given = p.rings.iter().map(|(r, _)| u64::from(r.capacity)).sum();
+    let held = p.rings.iter().filter_map(|(_, st)| st.as_ref().map(|s| s.len)).sum();
+    let total = p.header.config.lines().find_map(|l| l.strip_prefix("ACCEL_RX_BUFS=")?.split('\t').next()?.parse().ok());
+    (given, held, total)
+}
+
+fn buffers_text(p: &ProcInfo) -> String {
+    let (given, held, total) = buffers(p);
+    format!(
+        "packet buffers: {given} of {} (ACCEL_RX_BUFS) given to {} ring(s), {held} holding datagrams now",
+        total.map_or("?".into(), |t| t.to_string()),
+        p.rings.len()
+    )
+}
+
+fn buffers_json(p: &ProcInfo) -> J {
+    let (given, held, total) = buffers(p);
+    J::obj([("in_rings", J::U(given)), ("holding", J::U(held)), ("total", total.map_or(J::Null, J::U))])
 }
 
 fn ring_json(st: &RingStats) -> J {
@@ -409,8 +466,10 @@ pub fn to_json(snap: &Snapshot, rates: Option<&Rates>, interval: Option<f64>) ->
                         ("counters", counters),
                     ];
                     if let Some(m) = rates {
-                        let (rx, tx, rxb, txb) = m.get(&key(p, s)).copied().unwrap_or_default();
-                        fields.push(("rates", J::obj([("rx_pps", J::F(rx)), ("tx_pps", J::F(tx)), ("rx_bps", J::F(rxb)), ("tx_bps", J::F(txb))])));
+                        let x = m.get(&key(p, s)).cloned().unwrap_or_default();
+                        let deltas = J::O(stats::COUNTER_NAMES.iter().zip(x.deltas.iter().chain(std::iter::repeat(&0))).map(|(n, v)| (n.to_string(), J::U(*v))).collect());
+                        fields.push(("rates", J::obj([("rx_pps", J::F(x.rx_pps)), ("tx_pps", J::F(x.tx_pps)), ("rx_bps", J::F(x.rx_bps)), ("tx_bps", J::F(x.tx_bps))])));
+                        fields.push(("deltas", deltas));
                     }
                     J::obj(fields)
                 })
@@ -419,7 +478,8 @@ pub fn to_json(snap: &Snapshot, rates: Option<&Rates>, interval: Option<f64>) ->
                 .rings
                 .iter()
                 .map(|(r, st)| {
-                    let mut f = vec![("name", J::s(r.name.clone())), ("key", J::s(r.key.clone())), ("owner", J::U(h.pid.into()))];
+                    let owner = st.as_ref().map_or(h.pid, |st| st.creator_pid);
+                    let mut f = vec![("name", J::s(r.name.clone())), ("key", J::s(r.key.clone())), ("owner", J::U(owner.into())), ("depth", J::U(r.capacity.into()))];
                     if let Some(st) = st {
                         f.push(("stats", ring_json(st)));
                     }
@@ -444,7 +504,9 @@ pub fn to_json(snap: &Snapshot, rates: Option<&Rates>, interval: Option<f64>) ->
                 ("start_time", J::U(h.start_time)),
                 ("created_ms", J::U(h.created_ms)),
                 ("netns", J::U(h.netns)),
-                ("datapaths", J::A(if h.datapaths & stats::DATAPATH_SHM != 0 { vec![J::s("shm")] } else { vec![] })),
+                ("datapaths", J::A(stats::datapath_names(h.datapaths).into_iter().map(J::s).collect())),
+                ("drops", J::O(stats::DropCause::ALL.iter().zip(h.proc_drops).map(|(c, d)| (c.name().to_string(), J::U(d))).collect())),
+                ("buffers", buffers_json(p)),
                 ("overflow", J::U(h.overflow)),
                 ("zeroed_ms", J::U(h.zeroed_ms)),
                 ("file", J::s(p.file.display().to_string())),

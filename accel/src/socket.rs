@@ -73,6 +73,8 @@ pub struct Counters {
     pub drop_bad_frame: AtomicU64,
     /// Datagrams too large for a ring slot, sent through the kernel instead.
     pub tx_oversize: AtomicU64,
+    /// Received frames larger than the VI's buffers, dropped (see `stats::DropCause`).
+    pub drop_too_large: AtomicU64,
 }
 
 /// The kernel's default SO_RCVBUF (net.core.rmem_default, doubled by the kernel as it reports it).

@@ -97,12 +97,25 @@ const H_NETNS: usize = 72;
 const H_DATAPATHS: usize = 80;
 const H_OVERFLOW: usize = 88;
 const H_ZEROED_MS: usize = 96;
+/// Per-process drops by [`DropCause`] (5 words).
+const H_PROC_DROPS: usize = 104;
 const H_PROGRAM: (usize, usize) = (256, 64);
 const H_CMDLINE: (usize, usize) = (512, 4096);
 const H_CONFIG: (usize, usize) = (4608, HEADER_LEN - 4608);
 
 /// Bit of the header's `datapaths` word: the shm datapath is on in this process.
 pub const DATAPATH_SHM: u64 = 1;
+pub const DATAPATH_XDP: u64 = 2;
+pub const DATAPATH_EFVI: u64 = 4;
+
+/// The names of the datapaths in a header's datapath bits.
+pub fn datapath_names(bits: u64) -> Vec<&'static str> {
+    [(DATAPATH_SHM, "shm"), (DATAPATH_XDP, "xdp"), (DATAPATH_EFVI, "efvi")]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
 
 // Socket slot: seq, META_WORDS words of description, then the counters.
 const META_WORDS: usize = 31;
@@ -143,7 +156,7 @@ pub const DIR_RX: u8 = 2;
 const BUSY: u64 = 1 << 63;
 
 /// The names of [`Counters`]' fields, in memory order (what `accel stat --json` prints).
-pub const COUNTER_NAMES: [&str; 18] = [
+pub const COUNTER_NAMES: [&str; 19] = [
     "kernel_rx_packets",
     "kernel_rx_bytes",
     "kernel_tx_packets",
@@ -162,11 +175,12 @@ pub const COUNTER_NAMES: [&str; 18] = [
     "poll_misses",
     "drop_bad_frame",
     "tx_oversize",
+    "drop_too_large",
 ];
 
 impl Counters {
     /// Every counter with its name, in [`COUNTER_NAMES`] order.
-    pub fn each(&self) -> [(&'static str, &AtomicU64); 18] {
+    pub fn each(&self) -> [(&'static str, &AtomicU64); 19] {
         let c = self;
         let f = [
             &c.kernel_rx_packets,
@@ -187,8 +201,92 @@ impl Counters {
             &c.poll_misses,
             &c.drop_bad_frame,
             &c.tx_oversize,
+            &c.drop_too_large,
         ];
         core::array::from_fn(|i| (COUNTER_NAMES[i], f[i]))
+    }
+
+    /// A datagram received through the socket's bypass VI (any of them: shm, xdp, efvi; the
+    /// slot's `vi` field says which). Two relaxed atomic adds in shared memory.
+    #[inline(always)]
+    pub fn offloaded_rx(&self, bytes: usize) {
+        self.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.shm_rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A datagram sent through a bypass VI.
+    #[inline(always)]
+    pub fn offloaded_tx(&self, bytes: usize) {
+        self.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
+        self.shm_tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A datagram of this socket dropped, by cause. For a drop that cannot be attributed to a
+    /// socket (a bad frame before demultiplexing, a frame for no socket) use [`process_drop`].
+    #[inline(always)]
+    pub fn dropped(&self, cause: DropCause) {
+        let c = match cause {
+            DropCause::RingFull => &self.drop_ring_full,
+            DropCause::BadFrame => &self.drop_bad_frame,
+            DropCause::TooLarge => &self.drop_too_large,
+            DropCause::Rcvbuf => &self.drop_rcvbuf,
+            DropCause::NotPeer => &self.drop_not_peer,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a datagram was dropped: the drop counters `accel stat` shows. The API for VIs (shm,
+/// xdp, efvi): `socket.counters.dropped(DropCause::BadFrame)` when the socket is known,
+/// [`process_drop`] otherwise. Both are relaxed atomic adds in the stats block: no lock, no
+/// system call, no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropCause {
+    /// The receive ring/queue was full.
+    RingFull,
+    /// A frame or ring slot that failed validation.
+    BadFrame,
+    /// Larger than the VI's buffers (received frames; a send too large for a VI goes through
+    /// the kernel instead and counts as `tx_oversize`).
+    TooLarge,
+    /// The socket's stash was at its SO_RCVBUF bound.
+    Rcvbuf,
+    /// From a source other than the connected peer.
+    NotPeer,
+}
+
+impl DropCause {
+    pub const ALL: [DropCause; 5] = [DropCause::RingFull, DropCause::BadFrame, DropCause::TooLarge, DropCause::Rcvbuf, DropCause::NotPeer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropCause::RingFull => "ring_full",
+            DropCause::BadFrame => "bad_frame",
+            DropCause::TooLarge => "too_large",
+            DropCause::Rcvbuf => "rcvbuf",
+            DropCause::NotPeer => "not_peer",
+        }
+    }
+}
+
+/// A drop seen by a VI that belongs to no known socket of this process (a corrupt frame before
+/// demultiplexing, a frame for a port nobody has bound): counted per process, in the header.
+#[inline]
+pub fn process_drop(cause: DropCause) {
+    let p = BLOCK.load(Ordering::Relaxed);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: blocks are leaked: a published pointer stays valid for the process's life.
+    let b = unsafe { &*p };
+    b.map.word(H_PROC_DROPS + 8 * cause as usize).fetch_add(1, Ordering::Relaxed);
+}
+
+/// Marks a datapath as on in this process's header (the xdp and efvi VIs call it when they
+/// start; the shm datapath is noted at creation). A control-path call.
+pub fn note_datapath(bit: u64) {
+    if let Some(b) = block() {
+        b.map.word(H_DATAPATHS).fetch_or(bit, Ordering::Relaxed);
     }
 }
 
@@ -891,6 +989,8 @@ pub struct HeaderInfo {
     pub overflow: u64,
     /// When counters were last zeroed (`accel stat -z`), unix ms; 0 = never.
     pub zeroed_ms: u64,
+    /// Drops not attributed to a socket, in [`DropCause::ALL`] order.
+    pub proc_drops: [u64; 5],
     pub program: String,
     pub cmdline: String,
     /// `NAME=value<TAB>source` lines.
@@ -1011,6 +1111,7 @@ impl View {
             datapaths: m.u64_at(H_DATAPATHS),
             overflow: m.word(H_OVERFLOW).load(Ordering::Relaxed),
             zeroed_ms: m.word(H_ZEROED_MS).load(Ordering::Relaxed),
+            proc_drops: core::array::from_fn(|i| m.word(H_PROC_DROPS + 8 * i).load(Ordering::Relaxed)),
             program: m.text_at(H_PROGRAM),
             cmdline: m.text_at(H_CMDLINE),
             config: m.text_at(H_CONFIG),
@@ -1111,6 +1212,9 @@ impl View {
                 }
                 n += 1;
             }
+        }
+        for i in 0..DropCause::ALL.len() {
+            self.map.word(H_PROC_DROPS + 8 * i).store(0, Ordering::Relaxed);
         }
         self.map.word(H_ZEROED_MS).store(now_unix_ns() / 1_000_000, Ordering::Relaxed);
         Ok(n)

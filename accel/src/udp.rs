@@ -241,7 +241,10 @@ pub fn drain_to_stashes(q: &dyn RxQueue, own: Option<(u64, &Socket)>) {
     for _ in 0..=q.capacity() {
         match q.borrow() {
             None => return,
-            Some(Err(bad)) => q.discard(bad),
+            Some(Err(bad)) => {
+                q.discard(bad);
+                crate::stats::process_drop(crate::stats::DropCause::BadFrame); // stats: no socket to charge
+            }
             Some(Ok((id, d))) => match own {
                 Some((cookie, s)) if d.owner == cookie => {
                     let (src, data) = (d.src, d.payload.to_vec());
