@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -23,24 +22,6 @@ fn collect(server: &mut Proc, len: usize) -> Vec<u8> {
     std::thread::sleep(Duration::from_millis(200));
     server.stop();
     server.stdout_bytes()
-}
-
-/// A SOCK_SEQPACKET socket pair: every read() of the reading end returns exactly one message,
-/// so a program reading its stdin from it sends one datagram per message we write.
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0i32; 2];
-    // SAFETY: socketpair fills two fds we then own.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds are fresh and ours.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 /// nc -u: 400 messages of 1000 bytes (one datagram each: nc's stdin is a seqpacket socket)

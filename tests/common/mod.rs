@@ -1558,6 +1558,7 @@ pub fn shm_files_of(uid: u32, pids: &[u32], ports: &[u16]) -> Vec<String> {
         };
         let mine = pid_of("ring-")
             .or_else(|| pid_of(".tmp-"))
+            .or_else(|| pid_of("stats-"))
             .is_some_and(|p| pids.contains(&p))
             || name
                 .strip_prefix("udp-")
@@ -1677,3 +1678,190 @@ pub fn sockperf_value(out: &str, key: &str) -> Option<f64> {
         .collect();
     num.parse().ok()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Operations tools (accel stat / doctor / capture): tests/ops_*.rs
+
+/// The `accel` tool built by cargo for this package.
+pub fn accel_tool() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_accel"))
+}
+
+/// A JSON document, parsed by python's `json` module (the test checks it parses) and flattened
+/// to `path → scalar`: `processes.0.sockets.1.counters.shm_rx_packets` → "1001". Strings are
+/// unquoted, `null` is "null", booleans are "true"/"false".
+pub struct JsonDoc {
+    pub text: String,
+    pub flat: std::collections::BTreeMap<String, String>,
+}
+
+const FLATTEN_PY: &str = r#"
+import json, sys
+def walk(p, v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            walk(p + [str(k)], x)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            walk(p + [str(i)], x)
+    elif v is None:
+        print(".".join(p) + "\tnull")
+    elif isinstance(v, bool):
+        print(".".join(p) + "\t" + ("true" if v else "false"))
+    else:
+        print(".".join(p) + "\t" + str(v).replace("\n", "\\n"))
+walk([], json.loads(open(sys.argv[1]).read()))
+"#;
+
+impl JsonDoc {
+    /// Parses `text` (one JSON document) in `dir` (a scratch file goes there).
+    #[track_caller]
+    pub fn parse(text: &str, dir: &Path) -> JsonDoc {
+        static JSON_SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = JSON_SEQ.fetch_add(1, Ordering::Relaxed);
+        let file = dir.join(format!("doc-{n}.json"));
+        fs::write(&file, text).expect("write json scratch file");
+        let mut cmd = Command::new(python3());
+        cmd.env_remove("LD_PRELOAD").arg("-c").arg(FLATTEN_PY).arg(&file);
+        let out = run(cmd, dir, &format!("json-{n}"), None);
+        assert!(out.status.success(), "not valid JSON ({}):\n{}\n{text}", out.status, out.stderr);
+        let flat = out
+            .stdout_text()
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        JsonDoc { text: text.to_string(), flat }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.flat.get(key).map(String::as_str)
+    }
+
+    /// The number at `key`; panics (with the document) when missing or not a number.
+    #[track_caller]
+    pub fn u(&self, key: &str) -> u64 {
+        self.get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no number at {key} in\n{}", self.text))
+    }
+
+    /// The text at `key`; panics when missing.
+    #[track_caller]
+    pub fn s(&self, key: &str) -> &str {
+        self.get(key).unwrap_or_else(|| panic!("nothing at {key} in\n{}", self.text))
+    }
+
+    /// How many elements the array at `prefix` has.
+    pub fn len(&self, prefix: &str) -> usize {
+        let p = format!("{prefix}.");
+        (0..)
+            .take_while(|i| self.flat.keys().any(|k| k.starts_with(&format!("{p}{i}.")) || *k == format!("{p}{i}")))
+            .count()
+    }
+
+    /// The key prefix of the element of array `prefix` whose `field` is `value`
+    /// (`processes` + `pid` = "1234" → "processes.0").
+    pub fn find(&self, prefix: &str, field: &str, value: &str) -> Option<String> {
+        (0..self.len(prefix))
+            .map(|i| format!("{prefix}.{i}"))
+            .find(|p| self.get(&format!("{p}.{field}")) == Some(value))
+    }
+}
+
+/// An shm test whose accelerated programs use a registry directory of their own
+/// (`ACCEL_SHM_DIR`), so `accel stat` there sees exactly this test's processes.
+pub struct OpsEnv {
+    pub shm: ShmEnv,
+    pub registry: PathBuf,
+}
+
+impl OpsEnv {
+    pub fn new(tag: &str) -> OpsEnv {
+        let shm = ShmEnv::new(tag);
+        // Made by the library (0700) on first use; removed with the work directory.
+        let registry = shm.cx.dir().join("registry");
+        OpsEnv { shm, registry }
+    }
+
+    /// `program` under the library with the shm datapath on and this test's registry.
+    pub fn accel(&self, program: impl AsRef<OsStr>, env: &[(&str, &str)]) -> Command {
+        let reg = self.registry.to_string_lossy().into_owned();
+        let mut all: Vec<(&str, &str)> = vec![("ACCEL_SHM_DIR", &reg)];
+        all.extend_from_slice(env);
+        self.shm.accel(program, &all)
+    }
+
+    /// The `accel` tool (not preloaded, outside the namespace) looking at this test's registry.
+    pub fn tool(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(accel_tool());
+        for (k, _) in std::env::vars_os() {
+            let ks = k.to_string_lossy();
+            if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("ACCEL_SHM_DIR", &self.registry).args(args);
+        cmd
+    }
+
+    /// Runs the tool to completion (bounded).
+    pub fn run_tool(&self, args: &[&str], name: &str) -> Output {
+        run(self.tool(args), self.shm.cx.dir(), name, None)
+    }
+
+    /// `accel stat --json ARGS`, which must succeed and parse.
+    #[track_caller]
+    pub fn stat_json(&self, args: &[&str]) -> JsonDoc {
+        let mut all = vec!["stat", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run_tool(&all, "stat-json");
+        out.assert_success();
+        JsonDoc::parse(&out.stdout_text(), self.shm.cx.dir())
+    }
+
+    /// This test's stats block of `pid`.
+    pub fn stats_file(&self, pid: u32) -> PathBuf {
+        self.registry.join(format!("stats-{pid}"))
+    }
+
+    /// Waits (bounded) until `cond` holds for `accel stat --json -p PID`; returns that document.
+    /// Fails with the last document when it never does.
+    #[track_caller]
+    pub fn wait_stat(&self, pid: u32, what: &str, cond: impl Fn(&JsonDoc) -> bool) -> JsonDoc {
+        let start = Instant::now();
+        loop {
+            let out = self.run_tool(&["stat", "--json", "-p", &pid.to_string()], "stat-wait");
+            let doc = JsonDoc::parse(&out.stdout_text(), self.shm.cx.dir());
+            if out.status.success() && cond(&doc) {
+                return doc;
+            }
+            if start.elapsed() > LISTEN_DEADLINE {
+                panic!("accel stat -p {pid}: {what} did not happen within {LISTEN_DEADLINE:?}; last:\n{}", doc.text);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A SOCK_SEQPACKET socket pair: every read() of the reading end returns exactly one message,
+/// so a program reading its stdin from it sends one datagram per message we write.
+pub fn seqpacket_pair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair fills two fds we then own.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds are fresh and ours.
+    unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
