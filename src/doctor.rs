@@ -191,6 +191,18 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
         };
         out.push(f(Error, "config", text, fix));
     }
+    let set: Vec<String> = config
+        .describe()
+        .into_iter()
+        .filter(|x| !matches!(x.source, accel_engine::config::Source::Default))
+        .map(|x| format!("{}={} ({})", x.name, x.value, x.source))
+        .collect();
+    out.push(f(
+        Info,
+        "config",
+        if set.is_empty() { "in force: all defaults".to_string() } else { format!("in force besides defaults: {}", set.join(", ")) },
+        None,
+    ));
     if !config.enable {
         out.push(f(Warn, "config", "ACCEL_ENABLE=0: the library passes everything to the kernel", Some("unset ACCEL_ENABLE VMA_OFFLOADED_SOCKETS".into())));
     }
@@ -258,6 +270,9 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
 
     // --- shm registry and stats blocks
     let dir = registry::default_dir();
+    if let Some(addr) = a.addr {
+        out.extend(live_sockets(&dir, addr));
+    }
     match fs::symlink_metadata(&dir) {
         Err(_) => out.push(f(Info, "shm", format!("{} does not exist yet (made by the first accelerated process)", dir.display()), None)),
         Result::Ok(m) => {
@@ -399,6 +414,40 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
         if a.iface.as_deref() == Some(i.as_str()) && oper == "down" {
             out.push(f(Warn, "iface", format!("{i} is down"), Some(format!("sudo ip link set dev {i} up"))));
         }
+    }
+    out
+}
+
+/// The sockets of running accelerated processes (their stats blocks) bound to `addr`'s port on
+/// its address or the wildcard, or connected to it: is it accelerated right now, and why not.
+fn live_sockets(dir: &Path, addr: std::net::SocketAddrV4) -> Vec<Finding> {
+    let snap = crate::stat::collect(dir, None, false);
+    let mut out = Vec::new();
+    for p in &snap.procs {
+        for s in &p.sockets {
+            let bound = s.local.is_some_and(|l| l.port() == addr.port() && (l.ip() == addr.ip() || l.ip().is_unspecified()));
+            let connected = s.remote == Some(addr);
+            if !bound && !connected {
+                continue;
+            }
+            let (off, reason) = crate::stat::offload(s, p.header.datapaths);
+            let what = if bound { "bound to" } else { "connected to" };
+            let local = s.local.map_or("-".to_string(), |l| l.to_string());
+            let text = format!(
+                "pid {} ({}) fd {} {what} {addr} (local {local}): offloaded {off} ({reason}); rx {} offloaded / {} kernel, drops {}",
+                p.header.pid,
+                p.header.program,
+                s.fd.map_or("-".into(), |f| f.to_string()),
+                s.counter("shm_rx_packets"),
+                s.counter("kernel_rx_packets"),
+                crate::stat::drops(s),
+            );
+            let sev = if off == "yes" { Severity::Ok } else { Severity::Info };
+            out.push(f(sev, "live", text, Some(format!("accel stat -v -p {}", p.header.pid)).filter(|_| sev != Severity::Ok)));
+        }
+    }
+    if out.is_empty() {
+        out.push(f(Severity::Info, "live", format!("no running accelerated process has a socket bound or connected to {addr}"), None));
     }
     out
 }

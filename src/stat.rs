@@ -245,7 +245,7 @@ fn rates(prev: &Snapshot, cur: &Snapshot) -> Rates {
     out
 }
 
-fn drops(s: &SocketEntry) -> u64 {
+pub fn drops(s: &SocketEntry) -> u64 {
     ["drop_ring_full", "drop_rcvbuf", "drop_not_peer", "drop_bad_frame", "drop_too_large"].iter().map(|n| s.counter(n)).sum()
 }
 
