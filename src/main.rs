@@ -74,7 +74,7 @@ Usage: accel stat [-p PID] [-v]... [--json]
 
 Lists this user's accelerated processes (those with a datapath on, e.g. ACCEL_SHM=1) and
 their sockets: fd, addresses, whether the socket is offloaded and why (the decision and its
-reason), packets through shared memory and through the kernel, drops. Blocks left by processes
+reason), packets offloaded (through the socket's VI) and through the kernel, drops. Blocks left by processes
 that died are reported as stale and removed.
 
 Options:
@@ -101,7 +101,8 @@ a severity (ok, info, warn, error) and, for a problem, the one command that fixe
 NIC prerequisites count as problems only for --iface or an --addr that is not on this host.
 
 Options:
-      --addr IP:PORT  What the rules decide for this address, and which datapath could serve it
+      --addr IP:PORT  What the rules decide for this address, which datapath could serve it,
+                      and what running accelerated programs' sockets on it do now
       --iface IF      Check only this interface, as the one to accelerate
       --program NAME  Match the rules file's application-id sections for program NAME
       --json          Machine-readable output

@@ -297,7 +297,7 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
             .map(String::from)
             .to_vec()
     } else {
-        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "RX shm/kernel", "TX shm/kernel", "DROPS", "REASON"]
+        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "RX accel/kernel", "TX accel/kernel", "DROPS", "REASON"]
             .map(String::from)
             .to_vec()
     }];
@@ -363,8 +363,8 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
                 let fill = p.ring_stats.get(&s.ring).map_or("?".into(), |r| format!("fill {}/{} (max {})", r.len, r.capacity, r.max_fill));
                 let _ = writeln!(out, "    vi {} ring {} {fill}", if s.vi.is_empty() { "-" } else { &s.vi }, s.ring);
             }
-            let _ = writeln!(out, "    rx: shm {} pkts {} B, kernel {} pkts {} B; poll hits {} misses {}; eagain {}", c("shm_rx_packets"), c("shm_rx_bytes"), c("kernel_rx_packets"), c("kernel_rx_bytes"), c("poll_hits"), c("poll_misses"), c("eagain"));
-            let _ = writeln!(out, "    tx: shm {} pkts {} B, kernel {} pkts {} B; oversize to kernel {}", c("shm_tx_packets"), c("shm_tx_bytes"), c("kernel_tx_packets"), c("kernel_tx_bytes"), c("tx_oversize"));
+            let _ = writeln!(out, "    rx: offloaded {} pkts {} B, kernel {} pkts {} B; poll hits {} misses {}; eagain {}", c("shm_rx_packets"), c("shm_rx_bytes"), c("kernel_rx_packets"), c("kernel_rx_bytes"), c("poll_hits"), c("poll_misses"), c("eagain"));
+            let _ = writeln!(out, "    tx: offloaded {} pkts {} B, kernel {} pkts {} B; too large for the VI, sent by the kernel {}", c("shm_tx_packets"), c("shm_tx_bytes"), c("kernel_tx_packets"), c("kernel_tx_bytes"), c("tx_oversize"));
             let _ = writeln!(out, "    drops: ring full {}, rcvbuf {}, not from peer {}, bad frame {}, too large {}; doorbells sent {} received {}", c("drop_ring_full"), c("drop_rcvbuf"), c("drop_not_peer"), c("drop_bad_frame"), c("drop_too_large"), c("doorbells_sent"), c("doorbells_received"));
         }
         for (r, st) in &p.rings {
