@@ -286,3 +286,115 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `cmd` run as user nobody (65534), without capabilities: `setpriv` drops to it just before
+/// the program runs.
+fn as_nobody(cmd: std::process::Command) -> std::process::Command {
+    let mut wrapped = std::process::Command::new(which("setpriv"));
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]);
+    wrapped.arg(cmd.get_program());
+    wrapped.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrapped.current_dir(d);
+    }
+    wrapped
+}
+
+/// An unprivileged user (nobody) runs an accelerated `nc -u -l` and `nc -u` in the default
+/// per-user registry, and `accel stat` as the same user shows the socket offloaded with exactly
+/// the datagrams sent; the block is 0600 in a 0700 directory of that user; another user's
+/// `accel stat` does not list it; killed, it is reported stale to its user and removed.
+#[test]
+fn stat_works_unprivileged_per_user() {
+    let cx = Ctx::new(Mode::Preload, "ops_stat_nobody");
+    let _serial = OpsEnv::new("ops_stat_nobody_serial"); // one shm test at a time, as the others
+    let nc = which("nc");
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let registry = std::path::PathBuf::from("/dev/shm/accel-65534");
+    // Programs of this user write logs nowhere we could read: the library then logs to stderr.
+    let plain_env = |cmd: &mut std::process::Command| {
+        cmd.env("ACCEL_SHM", "1").env_remove("ACCEL_LOG_FILE").env("ACCEL_LOG_LEVEL", "warn");
+        cmd.current_dir("/");
+    };
+    let mut cmd = cx.command(&nc);
+    plain_env(&mut cmd);
+    cmd.args(["-d", "-u", "-l", "127.0.0.1", &port.to_string()]);
+    let mut server = cx.spawn(as_nobody(cmd), "server", None);
+    let tool = |args: &[&str], name: &str| -> Output {
+        let mut cmd = std::process::Command::new(accel_tool());
+        cmd.env_remove("ACCEL_SHM_DIR").env_remove("LD_PRELOAD").args(args).current_dir("/");
+        cx.run(as_nobody(cmd), name, None)
+    };
+    // nc -l has its socket once its block lists it (bounded wait).
+    let pid = server.pid.to_string();
+    let start = Instant::now();
+    loop {
+        let out = tool(&["stat", "-p", &pid], "stat-wait");
+        if out.status.success() && out.stdout_text().contains(&endpoint) {
+            break;
+        }
+        assert!(server.try_exited().is_none(), "nc -l exited:\n{}", server.stderr_text());
+        assert!(start.elapsed() < LISTEN_DEADLINE, "nc -l of nobody never listed:\n{}", out.stdout_text());
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    let (ours, theirs) = seqpacket_pair();
+    let mut cmd = cx.command(&nc);
+    plain_env(&mut cmd);
+    cmd.args(["-u", "-w", "1", "127.0.0.1", &port.to_string()]);
+    let mut client = Proc::spawn_stdio(as_nobody(cmd), cx.dir(), "client", Stdio::from(theirs));
+    let mut feed = std::fs::File::from(ours);
+    let n = 20;
+    let mut got = 0;
+    for i in 0..n {
+        let msg = vec![b'a' + (i % 26) as u8; 10 + i];
+        feed.write_all(&msg).unwrap();
+        got += msg.len();
+        assert!(wait_file_len(&server.out, got as u64, Duration::from_secs(15)), "{}", server.stderr_text());
+    }
+    let out = tool(&["stat", "--json", "-p", &pid], "stat-json");
+    out.assert_success();
+    let doc = JsonDoc::parse(&out.stdout_text(), cx.dir());
+    assert_eq!(doc.u("processes.0.uid"), 65534);
+    let ss = socket_of(&doc, "processes.0", "local", &endpoint);
+    assert_eq!(doc.s(&format!("{ss}.offload")), "yes", "{}", doc.text);
+    assert_eq!(doc.u(&format!("{ss}.counters.shm_rx_packets")), n as u64);
+    assert_eq!(doc.u(&format!("{ss}.counters.shm_rx_bytes")), got as u64);
+
+    use std::os::unix::fs::MetadataExt;
+    let file = registry.join(format!("stats-{pid}"));
+    let m = std::fs::metadata(&file).expect("the block is in nobody's registry");
+    assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o600), "{}", file.display());
+    let d = std::fs::metadata(&registry).unwrap();
+    assert_eq!((d.uid(), d.mode() & 0o777), (65534, 0o700));
+
+    // Another user (root, this test) sees its own registry only.
+    let mut cmd = std::process::Command::new(accel_tool());
+    cmd.env_remove("ACCEL_SHM_DIR").args(["stat", "-p", &pid]);
+    let other = cx.run(cmd, "stat-root", None);
+    assert_eq!(other.status.code(), Some(1), "{}", other.stdout_text());
+
+    // The client exits normally (stdin closed, -w 1) and takes its block with it.
+    drop(feed);
+    let st = client.wait_timeout(CHILD_TIMEOUT);
+    assert!(st.success(), "nc client: {st}\n{}", client.stderr_text());
+    assert!(!registry.join(format!("stats-{}", client.pid)).exists());
+    server.kill();
+    let out = tool(&["stat"], "stat-stale");
+    out.assert_success();
+    let t = out.stdout_text();
+    assert!(t.lines().any(|l| l.starts_with("stale: ") && l.contains(&format!("stats-{pid}")) && l.ends_with(": removed")), "{t}");
+    assert!(!file.exists());
+    // With what the dead server left in the registry, and the directory it emptied.
+    let left: Vec<String> = std::fs::read_dir(&registry)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nobody's registry still holds {left:?}");
+}
