@@ -1403,7 +1403,16 @@ mod tests {
         assert_eq!((e.state, e.verdict, e.fd), (OPEN, VERDICT_ACCEL, Some(fd)));
         assert_eq!(e.counter("shm_rx_packets"), 3);
         assert_eq!(e.reason, "no rule matched; default");
+        // Drops of no socket: in the header.
+        let before = v.header().proc_drops;
+        process_drop(DropCause::BadFrame);
+        process_drop(DropCause::TooLarge);
+        process_drop(DropCause::TooLarge);
+        let after = v.header().proc_drops;
+        // (Other unit tests may meet bad frames meanwhile; only this one counts "too large".)
+        assert!(after[1] > before[1] && after[2] - before[2] == 2, "{before:?} -> {after:?}");
         assert_eq!(v.zero().unwrap() >= 1, true);
+        assert_eq!(v.header().proc_drops[2], 0, "zeroed");
         assert_eq!(v.socket(i).unwrap().counter("shm_rx_packets"), 0);
         drop(s);
         assert_eq!(v.socket(i), None, "released");
@@ -1440,6 +1449,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn drop_causes_count_where_accel_stat_reads_them() {
+        let c = Counters::default();
+        for (i, cause) in DropCause::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                c.dropped(*cause);
+            }
+        }
+        let get = |n: &str| c.each().iter().find(|(name, _)| *name == n).unwrap().1.load(Ordering::Relaxed);
+        assert_eq!(
+            ["drop_ring_full", "drop_bad_frame", "drop_too_large", "drop_rcvbuf", "drop_not_peer"].map(get),
+            [1, 2, 3, 4, 5]
+        );
+        c.offloaded_rx(100);
+        c.offloaded_tx(7);
+        assert_eq!((get("shm_rx_packets"), get("shm_rx_bytes"), get("shm_tx_packets"), get("shm_tx_bytes")), (1, 100, 1, 7));
+        assert_eq!(datapath_names(DATAPATH_SHM | DATAPATH_XDP), ["shm", "xdp"]);
     }
 
     #[test]
