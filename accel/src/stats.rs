@@ -432,15 +432,23 @@ impl Slot<'_> {
     }
 
     /// Takes the write side (seq odd). Only the owning process writes; threads of it may race.
-    fn lock(&self) -> u64 {
-        loop {
+    /// Bounded: None when the slot stayed locked (a writer interrupted by a signal handler that
+    /// publishes too, or a damaged word): the caller skips its write rather than hang the
+    /// program — a description is worth less than the program.
+    fn lock(&self) -> Option<u64> {
+        for i in 0..(1u32 << 20) {
             let s = self.seq().load(Ordering::Relaxed);
             if s & 1 == 0 && self.seq().compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 fence(Ordering::Release);
-                return s + 1;
+                return Some(s + 1);
             }
-            core::hint::spin_loop();
+            if i % 1024 == 1023 {
+                std::thread::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
         }
+        None
     }
 
     fn try_lock(&self) -> Option<u64> {
@@ -633,7 +641,7 @@ impl Block {
     /// socket went to the kernel (its fd is still open in the app).
     fn release(&self, i: usize) {
         let slot = self.map.slot(i);
-        let locked = slot.lock();
+        let Some(locked) = slot.lock() else { return };
         let w0 = slot.meta(0).load(Ordering::Relaxed);
         let verdict = (w0 >> 8) as u8;
         let fd = (w0 >> 32) as u32;
@@ -651,7 +659,7 @@ impl Block {
             let slot = self.map.slot(i);
             let w0 = slot.meta(0).load(Ordering::Relaxed);
             if w0 as u8 == DETACHED && (w0 >> 32) as u32 == fd as u32 {
-                let locked = slot.lock();
+                let Some(locked) = slot.lock() else { continue };
                 let w0 = slot.meta(0).load(Ordering::Relaxed);
                 if w0 as u8 == DETACHED && (w0 >> 32) as u32 == fd as u32 {
                     slot.meta(0).store(w0 & !0xff | u64::from(FREE), Ordering::Relaxed);
@@ -682,7 +690,7 @@ impl Block {
         }
         let Some(i) = free else { return };
         let slot = self.map.ring_slot(i);
-        let locked = slot.lock();
+        let Some(locked) = slot.lock() else { return };
         slot.meta(0).store(u64::from(OPEN) | u64::from(capacity) << 32, Ordering::Relaxed);
         slot.meta(1).store(u64::from(slot_size), Ordering::Relaxed);
         for (k, w) in name_words.iter().enumerate() {
@@ -858,7 +866,7 @@ pub fn publish(fd: libc::c_int, s: &Socket) {
     if new_fd {
         b.forget_detached_fd(fd as i32, i);
     }
-    let locked = slot.lock();
+    let Some(locked) = slot.lock() else { return };
     let w0 = slot.meta(0).load(Ordering::Relaxed);
     let state = w0 as u8;
     let proto = (w0 >> 16) as u8;
