@@ -398,3 +398,27 @@ fn stat_works_unprivileged_per_user() {
         .unwrap_or_default();
     assert!(left.is_empty(), "nobody's registry still holds {left:?}");
 }
+
+/// A registry directory the library must refuse (here a plain file): the program runs as
+/// without the library (its datagram arrives through the kernel), and says once that it
+/// publishes no statistics.
+#[test]
+fn stat_bad_directory_one_warning_program_unharmed() {
+    let env = OpsEnv::new("ops_stat_baddir");
+    let bad = env.shm.cx.write_file("not-a-directory", b"");
+    let bad = bad.to_string_lossy().into_owned();
+    let mut cmd = env.accel(python3(), &[("ACCEL_SHM_DIR", &bad)]);
+    cmd.args([
+        "-c",
+        "import socket\n\
+         a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('127.0.0.1', 0))\n\
+         b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.sendto(b'hello', a.getsockname())\n\
+         print(a.recv(100).decode())",
+    ]);
+    let out = env.shm.run(cmd, "probe");
+    out.assert_success();
+    assert_eq!(out.stdout_text().trim(), "hello");
+    let warnings = env.shm.log_lines("cannot publish the stats block");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("accel stat will not show this process"), "{warnings:?}");
+}
