@@ -133,6 +133,19 @@ fn addr(a: Option<std::net::SocketAddrV4>) -> String {
     a.map_or_else(|| "-".to_string(), |a| a.to_string())
 }
 
+/// The VI column: the kind of VI the socket receives through ("shm", later "xdp", "efvi"), or
+/// "kernel" when the kernel serves it; "-" for an accelerated socket without a receive binding
+/// (a sender: each destination picks its VI).
+pub fn vi_kind(e: &SocketEntry) -> String {
+    if e.verdict == stats::VERDICT_KERNEL || e.flags & stats::F_RX_OFF != 0 {
+        return "kernel".into();
+    }
+    match e.vi.split('/').next() {
+        Some(k) if !k.is_empty() => k.to_string(),
+        _ => "-".into(),
+    }
+}
+
 /// The Offloaded column and the reason shown next to it.
 pub fn offload(e: &SocketEntry, datapaths: u64) -> (&'static str, String) {
     match e.verdict {
@@ -293,18 +306,18 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
         return out;
     }
     let mut rows = vec![if rates.is_some() {
-        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "RX/s", "TX/s", "RX-MB/s", "TX-MB/s", "DROPS", "REASON"]
+        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "VI", "RX/s", "TX/s", "RX-MB/s", "TX-MB/s", "DROPS", "REASON"]
             .map(String::from)
             .to_vec()
     } else {
-        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "RX accel/kernel", "TX accel/kernel", "DROPS", "REASON"]
+        ["PID", "PROGRAM", "FD", "PROTO", "LOCAL", "REMOTE", "OFFLOADED", "VI", "RX accel/kernel", "TX accel/kernel", "DROPS", "REASON"]
             .map(String::from)
             .to_vec()
     }];
     for p in &snap.procs {
         let h = &p.header;
         if p.sockets.is_empty() {
-            let mut r = vec![h.pid.to_string(), h.program.clone(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()];
+            let mut r = vec![h.pid.to_string(), h.program.clone(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()];
             r.extend(std::iter::repeat("-".to_string()).take(if rates.is_some() { 5 } else { 3 }));
             r.push("(no sockets)".into());
             rows.push(r);
@@ -319,6 +332,7 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
                 addr(s.local),
                 addr(s.remote),
                 off.into(),
+                vi_kind(s),
             ];
             match rates.and_then(|m| m.get(&key(p, s))) {
                 Some(x) => {

@@ -125,7 +125,8 @@ fn stat_nc_counts_zero_and_stale() {
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[1], "nc", "{line}");
     assert_eq!(cols[6], "yes", "{line}");
-    assert_eq!(cols[7], format!("{n}/0"), "{line}");
+    assert_eq!(cols[7], "shm", "{line}");
+    assert_eq!(cols[8], format!("{n}/0"), "{line}");
     let v = env.run_tool(&["stat", "-vv", "-p", &server.pid.to_string()], "stat-vv");
     v.assert_success();
     let vt = v.stdout_text();
