@@ -423,3 +423,37 @@ fn stat_bad_directory_one_warning_program_unharmed() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("accel stat will not show this process"), "{warnings:?}");
 }
+
+/// A socket the rules file leaves to the kernel is listed too: not offloaded, VI kernel, and the
+/// rule that decided it as the reason.
+#[test]
+fn stat_shows_why_a_socket_is_not_offloaded() {
+    let env = OpsEnv::new("ops_stat_kernel");
+    let nc = which("nc");
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let rules = env.shm.cx.write_file("rules.conf", format!("use os udp_receiver 127.0.0.1:{port}\n").as_bytes());
+    let rules = rules.to_string_lossy().into_owned();
+    let mut cmd = env.accel(&nc, &[("ACCEL_CONFIG_FILE", &rules)]);
+    cmd.args(["-d", "-u", "-l", "127.0.0.1", &port.to_string()]);
+    let mut server = env.shm.spawn(cmd, "server");
+    env.shm.wait_udp_bound(&mut server, port);
+    let pid = server.pid;
+    let doc = env.wait_stat(pid, "the socket's decision", |d| {
+        d.find("processes.0.sockets", "local", &endpoint)
+            .is_some_and(|s| d.get(&format!("{s}.verdict")) == Some("kernel"))
+    });
+    let ss = socket_of(&doc, "processes.0", "local", &endpoint);
+    assert_eq!(doc.s(&format!("{ss}.offload")), "no");
+    assert_eq!(doc.s(&format!("{ss}.offloaded")), "false");
+    let reason = doc.s(&format!("{ss}.reason"));
+    assert!(reason.contains("rules line 1") && reason.contains("use os udp_receiver"), "{reason}");
+    let text = env.run_tool(&["stat", "-p", &pid.to_string()], "stat-text");
+    text.assert_success();
+    let t = text.stdout_text();
+    let line = t.lines().find(|l| l.contains(&endpoint)).unwrap_or_else(|| panic!("{t}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((cols[6], cols[7]), ("no", "kernel"), "{line}");
+    assert!(line.contains("rules line 1"), "{line}");
+    server.stop();
+}
