@@ -457,3 +457,65 @@ fn stat_shows_why_a_socket_is_not_offloaded() {
     assert!(line.contains("rules line 1"), "{line}");
     server.stop();
 }
+
+/// Is it dropping? A receiver that never reads (ring depth 64, ACCEL_RX_WRE=64) and a sender of
+/// 300 datagrams: the sender's socket shows 64 offloaded and 236 dropped because the ring was
+/// full (DROPS column, `drop_ring_full`); the receiver's ring shows fill 64 of 64 (max 64) and
+/// the same 236 drops.
+#[test]
+fn stat_shows_ring_full_drops() {
+    let env = OpsEnv::new("ops_stat_drops");
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut cmd = env.accel(python3(), &[("ACCEL_RX_WRE", "64")]);
+    cmd.args([
+        "-c",
+        &format!(
+            "import socket, time\n\
+             a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('127.0.0.1', {port}))\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)"
+        ),
+    ]);
+    let mut receiver = env.shm.spawn(cmd, "receiver");
+    env.shm.wait_shm_endpoint(&mut receiver, &endpoint);
+    let mut cmd = env.accel(python3(), &[]);
+    cmd.args([
+        "-c",
+        &format!(
+            "import socket, time\n\
+             b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for i in range(300): b.sendto(b'x' * 100, ('127.0.0.1', {port}))\n\
+             print('sent', flush=True)\n\
+             time.sleep(60)"
+        ),
+    ]);
+    let mut sender = env.shm.spawn(cmd, "sender");
+    wait_until("the sender's 300 datagrams", || sender.stdout_text().contains("sent"));
+    assert!(sender.try_exited().is_none(), "{}", sender.stderr_text());
+
+    let doc = env.stat_json(&[]);
+    let sp = process(&doc, sender.pid);
+    let ss = format!("{sp}.sockets.0");
+    assert_eq!(doc.u(&format!("{ss}.counters.shm_tx_packets")), 64, "{}", doc.text);
+    assert_eq!(doc.u(&format!("{ss}.counters.drop_ring_full")), 236);
+    assert_eq!(doc.u(&format!("{ss}.counters.kernel_tx_packets")), 0);
+    let rp = process(&doc, receiver.pid);
+    let rs = socket_of(&doc, &rp, "local", &endpoint);
+    assert_eq!(
+        (doc.u(&format!("{rs}.ring_depth")), doc.u(&format!("{rs}.ring_fill")), doc.u(&format!("{rs}.ring_max_fill"))),
+        (64, 64, 64)
+    );
+    assert_eq!(doc.u(&format!("{rs}.counters.shm_rx_packets")), 0, "it never read");
+    let ring = doc.s(&format!("{rs}.ring")).to_string();
+    let r = doc.find(&format!("{rp}.rings"), "name", &ring).unwrap_or_else(|| panic!("{}", doc.text));
+    assert_eq!(doc.u(&format!("{r}.stats.drops_full")), 236);
+    assert_eq!(doc.u(&format!("{r}.owner")), receiver.pid as u64);
+
+    let text = env.run_tool(&["stat", "-p", &sender.pid.to_string()], "stat-text");
+    let t = text.stdout_text();
+    let cols: Vec<&str> = t.lines().nth(1).unwrap_or_else(|| panic!("{t}")).split_whitespace().collect();
+    assert_eq!((cols[9], cols[10]), ("64/0", "236"), "{t}");
+    sender.stop();
+    receiver.stop();
+}
