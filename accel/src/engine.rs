@@ -481,6 +481,18 @@ pub fn before_close(fd: c_int) {
     }
 }
 
+/// After `shutdown(fd, how)` returned `r`: the kernel applied it on success and, for UDP, also
+/// when it failed with ENOTCONN.
+pub fn after_shutdown(fd: c_int, how: c_int, r: c_int) {
+    if let Some(s) = fdtable::get(fd) {
+        // SAFETY: errno is thread-local.
+        let e = unsafe { *libc::__errno_location() };
+        if r == 0 || (s.proto == Proto::Udp && e == libc::ENOTCONN) {
+            s.record_shutdown(how);
+        }
+    }
+}
+
 /// Before `close_range(first, last, flags)` / `closefrom(first)`.
 pub fn before_close_range(first: u32, last: u32, flags: c_int) {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 {

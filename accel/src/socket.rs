@@ -64,6 +64,11 @@ pub struct Counters {
     pub doorbells_received: AtomicU64,
 }
 
+/// [`Socket::shut`]: reading was shut down.
+pub const SHUT_RD_BIT: u8 = 1;
+/// [`Socket::shut`]: writing was shut down.
+pub const SHUT_WR_BIT: u8 = 2;
+
 /// The kernel's default SO_RCVBUF (net.core.rmem_default, doubled by the kernel as it reports it).
 pub const DEFAULT_RCVBUF: u32 = 212_992;
 
@@ -100,6 +105,14 @@ pub struct StashGuard<'a> {
     count: &'a core::sync::atomic::AtomicUsize,
 }
 
+impl Drop for StashGuard<'_> {
+    fn drop(&mut self) {
+        // Settles an `expect_one` whose datagram did not come (taken by another consumer, or
+        // dropped); the lock is still held here.
+        self.count.store(self.queue.items.len(), Ordering::Release);
+    }
+}
+
 impl Stash {
     /// Empty at the instant of the check (a hint: a hand-over in progress holds the lock).
     #[inline]
@@ -126,6 +139,14 @@ impl StashGuard<'_> {
         self.queue.charged -= d.data.len() + DATAGRAM_OVERHEAD;
         self.count.store(self.queue.items.len(), Ordering::Release);
         Some(d)
+    }
+
+    /// Announces a datagram on its way in (taken off a shared queue by another socket's receive,
+    /// not yet pushed): [`Stash::looks_empty`] is false from now until this guard is dropped. A
+    /// receive that finds the queue empty after this datagram left it then looks here again and
+    /// waits for the lock instead of answering EAGAIN while the datagram is in transit.
+    pub fn expect_one(&mut self) {
+        self.count.store(self.queue.items.len() + 1, Ordering::Release);
     }
 
     /// Appends a datagram unless the stash already holds more than `limit` bytes (SO_RCVBUF;
@@ -183,6 +204,11 @@ pub struct Socket {
     accelerate: AtomicBool,
     /// Mirrors `State::local` for the data path (see [`Socket::set_local`]).
     local: AtomicU64,
+    /// shutdown(2) directions in force ([`SHUT_RD_BIT`], [`SHUT_WR_BIT`]); see [`Socket::shut`].
+    shut: core::sync::atomic::AtomicU8,
+    /// A pending socket error (ECONNREFUSED from an ICMP, say) that a doorbell probe's MSG_PEEK
+    /// took off the kernel socket (reading the error clears it there): the next receive's.
+    pub kernel_error: core::sync::atomic::AtomicI32,
     /// The kernel socket's SO_RCVBUF as getsockopt reports it: the bound of the stash, as the
     /// kernel's receive queue is bounded by it.
     pub rcvbuf: core::sync::atomic::AtomicU32,
@@ -214,7 +240,28 @@ impl Socket {
             accelerate: AtomicBool::new(false),
             local: AtomicU64::new(0),
             rcvbuf: core::sync::atomic::AtomicU32::new(DEFAULT_RCVBUF),
+            shut: core::sync::atomic::AtomicU8::new(0),
+            kernel_error: core::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    /// Records a shutdown(2) the kernel applied (`how` = SHUT_RD/SHUT_WR/SHUT_RDWR). Linux marks
+    /// a UDP socket shut down even when the call fails with ENOTCONN.
+    pub fn record_shutdown(&self, how: i32) {
+        let bits = match how {
+            libc::SHUT_RD => SHUT_RD_BIT,
+            libc::SHUT_WR => SHUT_WR_BIT,
+            libc::SHUT_RDWR => SHUT_RD_BIT | SHUT_WR_BIT,
+            _ => 0,
+        };
+        self.shut.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The shutdown directions in force: after SHUT_WR sends are the kernel's (EPIPE), after
+    /// SHUT_RD an empty receive is the kernel's (0 at once when blocking).
+    #[inline]
+    pub fn shut(&self) -> u8 {
+        self.shut.load(Ordering::Relaxed)
     }
 
     /// Records a decision in the state and in its lock-free mirror.
@@ -265,10 +312,16 @@ impl Socket {
 
 impl Drop for Socket {
     /// The last fd is gone: withdraw the shm endpoint (if this process published it).
+    /// Runs inside whatever call dropped the last reference (close, dup2, ...), which may well
+    /// succeed: the file system calls of the withdrawal must not leave their errno behind.
     fn drop(&mut self) {
         if let Some(b) = self.rx.get() {
             if !self.rx_off.load(Ordering::Relaxed) {
+                // SAFETY: errno is thread-local.
+                let saved = unsafe { *libc::__errno_location() };
                 b.vi().remove_filter(b);
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved };
             }
         }
     }

@@ -68,7 +68,11 @@ pub unsafe extern "C-unwind" fn connect(fd: c_int, addr: *const sockaddr, len: s
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    real::shutdown(fd, how)
+    let r = real::shutdown(fd, how);
+    if fdtable::is_ours(fd) {
+        engine::after_shutdown(fd, how, r);
+    }
+    r
 }
 
 #[no_mangle]
