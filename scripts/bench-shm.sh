@@ -575,14 +575,19 @@ SEC=$WORK/section.md
   d1=$(add 1 accel) d100=$(add 100 accel) p1=$(add 1 accel-ring-per-socket) p100=$(add 100 accel-ring-per-socket)
   rb=$(val mem-py-1 accel 1 ring_bytes)
   per_sock=$(awk -v a="$d1" -v b="$d100" 'BEGIN {print (a == "NA" || b == "NA") ? "NA" : sprintf("%.1f", (b - a) / 99)}')
-  per_ring=$(awk -v a="$p1" -v b="$p100" -v s="$per_sock" 'BEGIN {print (a == "NA" || b == "NA" || s == "NA") ? "NA" : sprintf("%.1f", (b - a) / 99 - s)}')
+  # Ring per socket: the rings actually made (ACCEL_RX_BUFS bounds them), not N.
+  r1=$(val mem-py-1 accel-ring-per-socket 1 rings) r100=$(val mem-py-100 accel-ring-per-socket 1 rings)
+  e100=$(val mem-py-100 accel-ring-per-socket 1 endpoints)
+  per_ring=$(awk -v a="$p1" -v b="$p100" -v s="$per_sock" -v r1="$r1" -v r2="$r100" 'BEGIN {print (a == "NA" || b == "NA" || s == "NA" || r1 == "NA" || r2 == "NA" || r2 <= r1) ? "NA" : sprintf("%.1f", (b - a - 99 * s) / (r2 - r1))}')
   base=$(awk -v a="$d1" -v r="$per_ring" -v s="$per_sock" 'BEGIN {print (a == "NA" || r == "NA") ? "NA" : sprintf("%.0f", a - r - s)}')
   echo "Added VmRSS (accel − kernel, same N): default allocation N=1 **$d1 kB**, N=100 **$d100 kB**; ring per socket N=1"
   echo "**$p1 kB**, N=100 **$p100 kB**. Fitting *added = base + per_ring × rings + per_socket × sockets* (rings = 1 with"
-  echo "the default allocation, all sockets being on \`lo\`; rings = N with ring per socket):"
+  echo "the default allocation, all sockets being on \`lo\`; with ring per socket, the rings actually made: $r1 for N=1,"
+  echo "$r100 for N=100 — the default ACCEL_RX_BUFS=4096 buffers fill $r100 rings of 1024 slots, and sockets beyond them"
+  echo "stay on the kernel path, one warning, $e100 endpoints published; raise ACCEL_RX_BUFS for more):"
   echo
   echo "- per socket ≈ **$per_sock kB** (default allocation, (N=100 − N=1) / 99; the endpoint file, 4 KiB in tmpfs, is not mapped by its owner and so not in its RSS),"
-  echo "- per ring ≈ **$per_ring kB** (ring per socket, (N=100 − N=1) / 99 − per socket),"
+  echo "- per ring ≈ **$per_ring kB** resident in the owner before any datagram (ring per socket: (added N=100 − added N=1 − 99 × per socket) / (rings N=100 − rings N=1)); a ring's pages are all resident in tmpfs (RssShmem counts what this process touched),"
   echo "- base ≈ **$base kB** (N=1 default − one ring − one socket: the library's own pages and heap)."
   echo
   echo "Ring size = ACCEL_RX_WRE slots × slot size + 4 KiB header = 1024 × 2048 + 4096 = 2,101,248 B = 2052 KiB by"
