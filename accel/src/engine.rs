@@ -493,6 +493,22 @@ pub fn after_shutdown(fd: c_int, how: c_int, r: c_int) {
     }
 }
 
+/// After a successful `getsockopt(fd, SOL_SOCKET, SO_ERROR)`: a socket error that a doorbell
+/// probe took off the kernel socket is reported (and cleared) here too, as the kernel would.
+///
+/// # Safety
+/// `val`/`len` are what the application passed, and the kernel just wrote through them.
+pub unsafe fn after_get_so_error(fd: c_int, val: *mut libc::c_void, len: *mut libc::socklen_t) {
+    let Some(s) = fdtable::get(fd) else { return };
+    let kept = s.kernel_error.swap(0, core::sync::atomic::Ordering::Relaxed);
+    if kept != 0 && !val.is_null() && !len.is_null() && *len as usize >= size_of::<c_int>() {
+        let v = val as *mut c_int;
+        if v.read_unaligned() == 0 {
+            v.write_unaligned(kept);
+        }
+    }
+}
+
 /// Before `close_range(first, last, flags)` / `closefrom(first)`.
 pub fn before_close_range(first: u32, last: u32, flags: c_int) {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 {
