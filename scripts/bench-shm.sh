@@ -11,7 +11,8 @@
 #  2. The floor: scripts/bench/shm_pingpong.c, two processes ping-ponging one sequence word each
 #     way through a MAP_SHARED mapping (busy spin, no system calls).
 #  3. sockperf throughput, UDP 64 B and 1472 B, --pps max: client msg/s sent, server's received
-#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received.
+#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received. Then, 64 B busy,
+#     the highest paced rate (--mps) without loss, searched downward from the unpaced rate.
 #  4. Memory: VmRSS of an idle sockperf server with and without the library, and of a python3
 #     program holding N = 1, 10, 100 bound UDP sockets (default ring allocation and
 #     ACCEL_RING_ALLOCATION_LOGIC_RX=10, ring per socket); /dev/shm/accel-$UID contents.
@@ -23,6 +24,7 @@
 # docs/benchmarks.md (other sections belong to other bench scripts).
 #
 # Environment: REPS (3), DURATION (3, seconds per sockperf run), FLOOR_N (1000000 round trips),
+#              LOSSLESS_FRACTIONS ("1.0 0.8 0.6 0.45 0.3 0.2 0.1", of the unpaced rate),
 #              TP_MODES ("busy blocking"), NO_BUILD=1 to skip cargo build, KEEP=1 to keep the
 #              work directory (raw outputs), SERVER_CPU (0), CLIENT_CPU (1).
 set -euo pipefail
@@ -206,17 +208,18 @@ floor() {
 # ---- 3. throughput -------------------------------------------------------------------------
 # tp SIZE PROFILE(busy|blocking) MODE REP
 tp() {
-  local size=$1 prof=$2 mode=$3 rep=$4 nb=()
+  local size=$1 prof=$2 mode=$3 rep=$4 nb=() pace=(--pps max) key="tp-$size-$prof"
   [ "$prof" = busy ] && nb=(--nonblocked)
+  if [ -n "${5:-}" ]; then pace=(--mps "$5"); key="tpl-$size-$prof-$5"; fi
   env_for "$mode" "$prof"
   next_port
   local srv=$WORK/tp-$size-$prof-$mode-$rep.server out=$WORK/tp-$size-$prof-$mode-$rep.client rc=0
   start_server "$srv" "$SERVER_CPU" "${ENVV[@]}" -- sr -i 127.0.0.1 -p "$PORT" "${nb[@]}"
   wait_port "$PORT" || true
   timeout -k 5 $((DURATION + 30)) taskset -c "$CLIENT_CPU" "${ENVV[@]}" \
-    sockperf tp -i 127.0.0.1 -p "$PORT" -m "$size" -t "$DURATION" --pps max "${nb[@]}" \
+    sockperf tp -i 127.0.0.1 -p "$PORT" -m "$size" -t "$DURATION" "${pace[@]}" "${nb[@]}" \
     > "$out" 2>&1 || rc=$?
-  put "tp-$size-$prof" "$mode" "$rep" srvcpu "$(cpu_share "$SRV_PID")"
+  put "$key" "$mode" "$rep" srvcpu "$(cpu_share "$SRV_PID")"
   sleep 0.5   # let the server drain what is queued before it is told to stop
   stop_server "$SRV_PID" "$srv"
   local sent secs rate recvd
@@ -225,14 +228,14 @@ tp() {
   rate=$(strip "$out" | awk '/Summary: Message Rate is/ {print $(NF-1)}' | tail -n1)
   recvd=$(strip "$srv" | awk '/messages received and handled/ {print $3}' | tail -n1)
   if [ "$rc" != 0 ] || [ -z "$sent" ] || [ -z "$rate" ]; then
-    fail "throughput $size B $prof $mode rep $rep: client exit status $rc: \`$(env_text "$mode" "$prof")sockperf tp -i 127.0.0.1 -p $PORT -m $size -t $DURATION --pps max ${nb[*]}\`" "$out"
+    fail "throughput $size B $prof $mode rep $rep: client exit status $rc: \`$(env_text "$mode" "$prof")sockperf tp -i 127.0.0.1 -p $PORT -m $size -t $DURATION ${pace[*]} ${nb[*]}\`" "$out"
     sent=NA secs=NA rate=NA
   fi
   if [ -z "$recvd" ]; then
     fail "throughput $size B $prof $mode rep $rep: no received count from the server" "$srv"
     recvd=NA
   fi
-  local t="tp-$size-$prof" loss=NA lossp=NA rxrate=NA
+  local t=$key loss=NA lossp=NA rxrate=NA
   if [ "$sent" != NA ] && [ "$recvd" != NA ]; then
     loss=$((sent - recvd))
     lossp=$(awk -v l="$loss" -v s="$sent" 'BEGIN {printf "%.3f", s ? 100 * l / s : 0}')
@@ -241,7 +244,31 @@ tp() {
   put "$t" "$mode" "$rep" rate "$rate"; put "$t" "$mode" "$rep" sent "$sent"
   put "$t" "$mode" "$rep" recvd "$recvd"; put "$t" "$mode" "$rep" loss "$loss"
   put "$t" "$mode" "$rep" lossp "$lossp"; put "$t" "$mode" "$rep" rxrate "$rxrate"
-  log "tp $size $prof $mode rep $rep: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+  log "tp $size $prof $mode rep $rep ${pace[*]}: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+}
+
+# The highest paced rate without loss: 64 B busy, paced at falling fractions of the rate the same
+# mode reached unpaced in this repetition, until a run loses nothing.
+# tp_lossless MODE REP
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+tp_lossless() {
+  local mode=$1 rep=$2 max f mps
+  max=$(awk -F'\t' -v m="$mode" -v r="$rep" '$1=="tp-64-busy" && $2==m && $3==r && $4=="rate" {print $5}' "$RES" | tail -n1)
+  if [ -z "$max" ] || [ "$max" = NA ]; then put tpl "$mode" "$rep" rate NA; return 0; fi
+  for f in $LOSSLESS_FRACTIONS; do
+    mps=$(awk -v m="$max" -v f="$f" 'BEGIN {printf "%d", m * f}')
+    tp 64 busy "$mode" "$rep" "$mps"
+    local loss rate
+    loss=$(awk -F'\t' -v k="tpl-64-busy-$mps" -v m="$mode" -v r="$rep" '$1==k && $2==m && $3==r && $4=="loss" {print $5}' "$RES" | tail -n1)
+    rate=$(awk -F'\t' -v k="tpl-64-busy-$mps" -v m="$mode" -v r="$rep" '$1==k && $2==m && $3==r && $4=="rxrate" {print $5}' "$RES" | tail -n1)
+    if [ "$loss" = 0 ]; then
+      put tpl "$mode" "$rep" rate "$rate"; put tpl "$mode" "$rep" paced "$mps"
+      log "tp lossless $mode rep $rep: $rate msg/s received without loss (paced at $mps = $f x $max)"
+      return 0
+    fi
+  done
+  put tpl "$mode" "$rep" rate NA
+  log "tp lossless $mode rep $rep: every paced rate lost datagrams"
 }
 
 # ---- the run: alternating kernel/accel, order flipped every repetition ----------------------
@@ -259,6 +286,7 @@ for rep in $(seq "$REPS"); do
       for m in "${ORDER[@]}"; do tp "$size" "$prof" "$m" "$rep"; done
     done
   done
+  for m in "${ORDER[@]}"; do tp_lossless "$m" "$rep"; done
 done
 
 # ---- 4. memory -----------------------------------------------------------------------------
@@ -439,6 +467,8 @@ SEC=$WORK/section.md
   kbl=$(med pp-blocking kernel p50) abl=$(med pp-blocking accel p50)
   krate=$(med tp-64-busy kernel rate) arate=$(med tp-64-busy accel rate)
   aloss=$(awk -F'\t' '$1=="tp-64-busy" && $2=="accel" && $4=="loss" {if ($5=="NA") bad=1; s+=$5} END {print bad ? "NA" : s}' "$RES")
+  klr=$(med tpl kernel rate) alr=$(med tpl accel rate)
+  t4=$(awk -v k="$klr" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
   t1a=$(awk -v k="$kb" 'BEGIN {if (k == "NA") print "NA"; else printf "%.3f", 0.2 * k}')
   t1b=$(awk -v f="$fl" 'BEGIN {if (f == "NA") print "NA"; else printf "%.3f", 1.5 * f}')
   t3=$(awk -v k="$krate" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
@@ -452,6 +482,7 @@ SEC=$WORK/section.md
   echo "| blocking p50: accel ≤ kernel | accel $abl µs vs kernel $kbl µs (ratio $(ratio "$abl" "$kbl")) | $(met "$(le "$abl" "$kbl")") |"
   echo "| throughput 64 B (busy): accel ≥ 15 × kernel msg/s | accel $(fmt_int "$arate") vs 15 × $(fmt_int "$krate") = $(fmt_int "$t3") msg/s (ratio $(ratio "$arate" "$krate")) | $(met "$(le "$t3" "$arate")") |"
   echo "| throughput 64 B (busy): zero loss at that rate | accel lost $(fmt_int "$aloss") datagrams in total over $REPS runs | $(met "$zero") |"
+  echo "| throughput 64 B (busy), both at their highest rate without loss: accel ≥ 15 × kernel | accel $(fmt_int "$alr") vs 15 × $(fmt_int "$klr") = $(fmt_int "$t4") msg/s received without loss (ratio $(ratio "$alr" "$klr")) | $(met "$(le "$t4" "$alr")") |"
   echo
   disturbed=$(awk -F'\t' '$4 == "srvcpu" && $1 ~ /busy/ && $5 != "NA" && $5 + 0 < 90 {printf "%s%s %s rep %s (%s%%)", sep, $1, $2, $3, $5; sep = ", "}' "$RES")
   if [ -n "$disturbed" ]; then
@@ -550,6 +581,19 @@ SEC=$WORK/section.md
       echo
     done
   done
+  echo "**64 B, busy, highest rate without loss**: per repetition and mode, sockperf tp paced (\`--mps R\` instead of"
+  echo "\`--pps max\`) at R = f × the rate the same mode reached unpaced in that repetition, for f = $LOSSLESS_FRACTIONS"
+  echo "in turn, until a run loses nothing; reported: that run's received/s (NA: every paced rate lost datagrams)."
+  echo
+  echo "| rep | kernel received/s without loss (paced at) | accel received/s without loss (paced at) |"
+  echo "|---|---:|---:|"
+  for rep in $(seq "$REPS"); do
+    echo "| $rep | $(fmt_int "$(val tpl kernel "$rep" rate)") ($(fmt_int "$(val tpl kernel "$rep" paced)")) | $(fmt_int "$(val tpl accel "$rep" rate)") ($(fmt_int "$(val tpl accel "$rep" paced)")) |"
+  done
+  echo "| **median** | **$(fmt_int "$(med tpl kernel rate)")** | **$(fmt_int "$(med tpl accel rate)")** |"
+  echo
+  echo "accel/kernel (medians): **$(ratio "$(med tpl accel rate)" "$(med tpl kernel rate)")**."
+  echo
   echo "### Memory"
   echo
   echo "Measured once (not repeated: page counts do not vary run to run), after the run above. VmRSS, RssShmem (the"
