@@ -193,9 +193,9 @@ pub struct Socket {
     pub nonblocking: AtomicBool,
     /// Mirrors `State::remote` for the receive path (see [`Socket::set_peer`]).
     peer: AtomicU64,
-    /// Counts receives that found the ring empty, to look at the kernel socket once per
-    /// VMA_RX_POLL_OS_RATIO of them.
-    pub os_tick: core::sync::atomic::AtomicU32,
+    /// Receives that found the ring empty still to go before the next look at the kernel socket
+    /// (once per VMA_RX_POLL_OS_RATIO of them; see [`Socket::kernel_look_due`]).
+    os_countdown: core::sync::atomic::AtomicU32,
     /// Set when a poll/select/epoll saw a real datagram waiting in the kernel socket.
     pub kernel_hint: AtomicBool,
     /// Mirrors `State::sender_decided`, so sends after the first take no lock.
@@ -234,7 +234,7 @@ impl Socket {
             stash: Stash::default(),
             nonblocking: AtomicBool::new(false),
             peer: AtomicU64::new(0),
-            os_tick: core::sync::atomic::AtomicU32::new(0),
+            os_countdown: core::sync::atomic::AtomicU32::new(0),
             kernel_hint: AtomicBool::new(false),
             sender_decided: AtomicBool::new(false),
             accelerate: AtomicBool::new(false),
@@ -262,6 +262,27 @@ impl Socket {
     #[inline]
     pub fn shut(&self) -> u8 {
         self.shut.load(Ordering::Relaxed)
+    }
+
+    /// A receive found the ring empty: is it this one's turn to look at the kernel socket (once
+    /// per `ratio`)? A countdown, not a modulo: no division and no locked instruction on the
+    /// busy-poll path; concurrent receives may race on it, which only shifts the pace.
+    #[inline]
+    pub fn kernel_look_due(&self, ratio: u32) -> bool {
+        let c = self.os_countdown.load(Ordering::Relaxed);
+        if c == 0 {
+            self.os_countdown.store(ratio.max(1) - 1, Ordering::Relaxed);
+            true
+        } else {
+            self.os_countdown.store(c - 1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Is the next empty receive due to look at the kernel socket? (Does not count.)
+    #[inline]
+    pub fn kernel_look_next(&self) -> bool {
+        self.os_countdown.load(Ordering::Relaxed) == 0
     }
 
     /// Records a decision in the state and in its lock-free mirror.

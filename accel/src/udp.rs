@@ -346,7 +346,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         let shut_rd = s.shut() & SHUT_RD_BIT != 0;
         let look = !bound || shut_rd || if spins == 0 {
             s.kernel_hint.swap(false, Ordering::Relaxed)
-                || s.os_tick.fetch_add(1, Ordering::Relaxed) % ratio == 0
+                || s.kernel_look_due(ratio)
         } else {
             spins % 256 == 0
         };
@@ -511,13 +511,11 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
     if s.kernel_hint.load(Ordering::Relaxed) {
         return None;
     }
-    let ratio = engine::engine().config.rx_poll_os_ratio.max(1);
     // The general path counts this call itself when it is the kernel's turn.
-    let tick = s.os_tick.load(Ordering::Relaxed);
-    if tick % ratio == 0 {
+    if s.kernel_look_next() {
         return None;
     }
-    s.os_tick.store(tick.wrapping_add(1), Ordering::Relaxed); // a pace, not a count: races are harmless
+    s.kernel_look_due(engine::engine().config.rx_poll_os_ratio);
     s.counters.eagain.fetch_add(1, Ordering::Relaxed);
     set_errno(libc::EAGAIN);
     Some(-1)
