@@ -12,7 +12,8 @@
 #  2. The floor: scripts/bench/shm_pingpong.c, two processes ping-ponging one sequence word each
 #     way through a MAP_SHARED mapping (busy spin, no system calls).
 #  3. sockperf throughput, UDP 64 B and 1472 B, --pps max: client msg/s sent, server's received
-#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received.
+#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received. Then, 64 B busy,
+#     the highest paced rate (--mps) without loss, searched downward from the unpaced rate.
 #  4. Memory: VmRSS of an idle sockperf server with and without the library, and of a python3
 #     program holding N = 1, 10, 100 bound UDP sockets (default ring allocation and
 #     ACCEL_RING_ALLOCATION_LOGIC_RX=10, ring per socket); /dev/shm/accel-$UID contents.
@@ -24,13 +25,14 @@
 # docs/benchmarks.md (other sections belong to other bench scripts).
 #
 # Environment: REPS (3), DURATION (3, seconds per sockperf run), FLOOR_N (1000000 round trips),
+#              LOSSLESS_FRACTIONS ("1.0 0.8 0.6 0.45 0.3 0.2 0.1", of the unpaced rate),
 #              TP_MODES ("busy blocking"), NO_BUILD=1 to skip cargo build, KEEP=1 to keep the
 #              work directory (raw outputs), SERVER_CPU (0), CLIENT_CPU (1).
 set -euo pipefail
 # The exact command, as it could be typed again: the settings given in the environment, then
 # the script (recorded in docs/benchmarks.md).
 INVOCATION=""
-for v in REPS DURATION FLOOR_N TP_MODES NO_BUILD KEEP SERVER_CPU CLIENT_CPU; do
+for v in REPS DURATION FLOOR_N LOSSLESS_FRACTIONS TP_MODES NO_BUILD KEEP SERVER_CPU CLIENT_CPU; do
   [ -n "${!v+x}" ] && INVOCATION+="$v=$(printf '%q' "${!v}") "
 done
 INVOCATION+="bash scripts/bench-shm.sh"
@@ -216,17 +218,18 @@ floor() {
 # ---- 3. throughput -------------------------------------------------------------------------
 # tp SIZE PROFILE(busy|blocking) MODE REP
 tp() {
-  local size=$1 prof=$2 mode=$3 rep=$4 nb=()
+  local size=$1 prof=$2 mode=$3 rep=$4 nb=() pace=(--pps max) key="tp-$size-$prof"
   [ "$prof" = busy ] && nb=(--nonblocked)
+  if [ -n "${5:-}" ]; then pace=(--mps "$5"); key="tpl-$size-$prof-$5"; fi
   env_for "$mode" "$prof"
   next_port
   local srv=$WORK/tp-$size-$prof-$mode-$rep.server out=$WORK/tp-$size-$prof-$mode-$rep.client rc=0
   start_server "$srv" "$SERVER_CPU" "${ENVV[@]}" -- sr -i 127.0.0.1 -p "$PORT" "${nb[@]}"
   wait_port "$PORT" || true
   timeout -k 5 $((DURATION + 30)) taskset -c "$CLIENT_CPU" "${ENVV[@]}" \
-    sockperf tp -i 127.0.0.1 -p "$PORT" -m "$size" -t "$DURATION" --pps max "${nb[@]}" \
+    sockperf tp -i 127.0.0.1 -p "$PORT" -m "$size" -t "$DURATION" "${pace[@]}" "${nb[@]}" \
     > "$out" 2>&1 || rc=$?
-  put "tp-$size-$prof" "$mode" "$rep" srvcpu "$(cpu_share "$SRV_PID")"
+  put "$key" "$mode" "$rep" srvcpu "$(cpu_share "$SRV_PID")"
   sleep 0.5   # let the server drain what is queued before it is told to stop
   stop_server "$SRV_PID" "$srv"
   local sent secs rate recvd
@@ -235,14 +238,14 @@ tp() {
   rate=$(strip "$out" | awk '/Summary: Message Rate is/ {print $(NF-1)}' | tail -n1)
   recvd=$(strip "$srv" | awk '/messages received and handled/ {print $3}' | tail -n1)
   if [ "$rc" != 0 ] || [ -z "$sent" ] || [ -z "$rate" ]; then
-    fail "throughput $size B $prof $mode rep $rep: client exit status $rc: \`$(env_text "$mode" "$prof")sockperf tp -i 127.0.0.1 -p $PORT -m $size -t $DURATION --pps max ${nb[*]}\`" "$out"
+    fail "throughput $size B $prof $mode rep $rep: client exit status $rc: \`$(env_text "$mode" "$prof")sockperf tp -i 127.0.0.1 -p $PORT -m $size -t $DURATION ${pace[*]} ${nb[*]}\`" "$out"
     sent=NA secs=NA rate=NA
   fi
   if [ -z "$recvd" ]; then
     fail "throughput $size B $prof $mode rep $rep: no received count from the server" "$srv"
     recvd=NA
   fi
-  local t="tp-$size-$prof" loss=NA lossp=NA rxrate=NA
+  local t=$key loss=NA lossp=NA rxrate=NA
   if [ "$sent" != NA ] && [ "$recvd" != NA ]; then
     loss=$((sent - recvd))
     lossp=$(awk -v l="$loss" -v s="$sent" 'BEGIN {printf "%.3f", s ? 100 * l / s : 0}')
@@ -251,7 +254,31 @@ tp() {
   put "$t" "$mode" "$rep" rate "$rate"; put "$t" "$mode" "$rep" sent "$sent"
   put "$t" "$mode" "$rep" recvd "$recvd"; put "$t" "$mode" "$rep" loss "$loss"
   put "$t" "$mode" "$rep" lossp "$lossp"; put "$t" "$mode" "$rep" rxrate "$rxrate"
-  log "tp $size $prof $mode rep $rep: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+  log "tp $size $prof $mode rep $rep ${pace[*]}: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+}
+
+# The highest paced rate without loss: 64 B busy, paced at falling fractions of the rate the same
+# mode reached unpaced in this repetition, until a run loses nothing.
+# tp_lossless MODE REP
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+tp_lossless() {
+  local mode=$1 rep=$2 max f mps
+  max=$(awk -F'\t' -v m="$mode" -v r="$rep" '$1=="tp-64-busy" && $2==m && $3==r && $4=="rate" {print $5}' "$RES" | tail -n1)
+  if [ -z "$max" ] || [ "$max" = NA ]; then put tpl "$mode" "$rep" rate NA; return 0; fi
+  for f in $LOSSLESS_FRACTIONS; do
+    mps=$(awk -v m="$max" -v f="$f" 'BEGIN {printf "%d", m * f}')
+    tp 64 busy "$mode" "$rep" "$mps"
+    local loss rate
+    loss=$(awk -F'\t' -v k="tpl-64-busy-$mps" -v m="$mode" -v r="$rep" '$1==k && $2==m && $3==r && $4=="loss" {print $5}' "$RES" | tail -n1)
+    rate=$(awk -F'\t' -v k="tpl-64-busy-$mps" -v m="$mode" -v r="$rep" '$1==k && $2==m && $3==r && $4=="rxrate" {print $5}' "$RES" | tail -n1)
+    if [ "$loss" = 0 ]; then
+      put tpl "$mode" "$rep" rate "$rate"; put tpl "$mode" "$rep" paced "$mps"
+      log "tp lossless $mode rep $rep: $rate msg/s received without loss (paced at $mps = $f x $max)"
+      return 0
+    fi
+  done
+  put tpl "$mode" "$rep" rate NA
+  log "tp lossless $mode rep $rep: every paced rate lost datagrams"
 }
 
 # ---- the run: alternating kernel/accel, order flipped every repetition ----------------------
@@ -269,6 +296,7 @@ for rep in $(seq "$REPS"); do
       for m in "${ORDER[@]}"; do tp "$size" "$prof" "$m" "$rep"; done
     done
   done
+  for m in "${ORDER[@]}"; do tp_lossless "$m" "$rep"; done
 done
 
 # ---- 4. memory -----------------------------------------------------------------------------
@@ -470,7 +498,7 @@ SEC=$WORK/section.md
   echo "## Same-host shm datapath (ACCEL_SHM=1)"
   echo
   echo "Generated by \`scripts/bench-shm.sh\` (REPS=$REPS, DURATION=$DURATION s) starting $STARTED."
-  echo "Command: \`$INVOCATION\` (effective: REPS=$REPS DURATION=$DURATION FLOOR_N=$FLOOR_N TP_MODES=\"$TP_MODES\" SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU)."
+  echo "Command: \`$INVOCATION\` (effective: REPS=$REPS DURATION=$DURATION FLOOR_N=$FLOOR_N LOSSLESS_FRACTIONS=\"$LOSSLESS_FRACTIONS\" TP_MODES=\"$TP_MODES\" SERVER_CPU=$SERVER_CPU CLIENT_CPU=$CLIENT_CPU)."
   echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r); shared and noisy: other jobs ran at the"
   echo "same time (load average $LOAD_START at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end), which shows in the tails (p99.9, max)."
   echo "Library: \`target/release/libaccel.so\` built from the working tree at commit \`$COMMIT\`."
@@ -488,6 +516,8 @@ SEC=$WORK/section.md
   kbl=$(med pp-blocking kernel p50) abl=$(med pp-blocking accel p50)
   krate=$(med tp-64-busy kernel rate) arate=$(med tp-64-busy accel rate)
   aloss=$(awk -F'\t' '$1=="tp-64-busy" && $2=="accel" && $4=="loss" {if ($5=="NA") bad=1; s+=$5} END {print bad ? "NA" : s}' "$RES")
+  klr=$(med tpl kernel rate) alr=$(med tpl accel rate)
+  t4=$(awk -v k="$klr" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
   t1a=$(awk -v k="$kb" 'BEGIN {if (k == "NA") print "NA"; else printf "%.3f", 0.2 * k}')
   t1b=$(awk -v f="$fl" 'BEGIN {if (f == "NA") print "NA"; else printf "%.3f", 1.5 * f}')
   t3=$(awk -v k="$krate" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
@@ -501,6 +531,7 @@ SEC=$WORK/section.md
   echo "| blocking p50: accel ≤ kernel | accel $abl µs vs kernel $kbl µs (ratio $(ratio "$abl" "$kbl")) | $(met "$(le "$abl" "$kbl")") |"
   echo "| throughput 64 B (busy): accel ≥ 15 × kernel msg/s | accel $(fmt_int "$arate") vs 15 × $(fmt_int "$krate") = $(fmt_int "$t3") msg/s (ratio $(ratio "$arate" "$krate")) | $(met "$(le "$t3" "$arate")") |"
   echo "| throughput 64 B (busy): zero loss at that rate | accel lost $(fmt_int "$aloss") datagrams in total over $REPS runs | $(met "$zero") |"
+  echo "| throughput 64 B (busy), both at their highest rate without loss: accel ≥ 15 × kernel | accel $(fmt_int "$alr") vs 15 × $(fmt_int "$klr") = $(fmt_int "$t4") msg/s received without loss (ratio $(ratio "$alr" "$klr")) | $(met "$(le "$t4" "$alr")") |"
   echo
   disturbed=$(awk -F'\t' '$4 == "srvcpu" && $1 ~ /busy/ && $5 != "NA" && $5 + 0 < 90 {printf "%s%s %s rep %s (%s%%)", sep, $1, $2, $3, $5; sep = ", "}' "$RES")
   if [ -n "$disturbed" ]; then
@@ -604,6 +635,19 @@ SEC=$WORK/section.md
       echo
     done
   done
+  echo "**64 B, busy, highest rate without loss**: per repetition and mode, sockperf tp paced (\`--mps R\` instead of"
+  echo "\`--pps max\`) at R = f × the rate the same mode reached unpaced in that repetition, for f = $LOSSLESS_FRACTIONS"
+  echo "in turn, until a run loses nothing; reported: that run's received/s (NA: every paced rate lost datagrams)."
+  echo
+  echo "| rep | kernel received/s without loss (paced at) | accel received/s without loss (paced at) |"
+  echo "|---|---:|---:|"
+  for rep in $(seq "$REPS"); do
+    echo "| $rep | $(fmt_int "$(val tpl kernel "$rep" rate)") ($(fmt_int "$(val tpl kernel "$rep" paced)")) | $(fmt_int "$(val tpl accel "$rep" rate)") ($(fmt_int "$(val tpl accel "$rep" paced)")) |"
+  done
+  echo "| **median** | **$(fmt_int "$(med tpl kernel rate)")** | **$(fmt_int "$(med tpl accel rate)")** |"
+  echo
+  echo "accel/kernel (medians): **$(ratio "$(med tpl accel rate)" "$(med tpl kernel rate)")**."
+  echo
   echo "### Memory"
   echo
   echo "Measured once (not repeated: page counts do not vary run to run), after the run above. VmRSS, RssShmem (the"
@@ -629,14 +673,19 @@ SEC=$WORK/section.md
   d1=$(add 1 accel) d100=$(add 100 accel) p1=$(add 1 accel-ring-per-socket) p100=$(add 100 accel-ring-per-socket)
   rb=$(val mem-py-1 accel 1 ring_bytes)
   per_sock=$(awk -v a="$d1" -v b="$d100" 'BEGIN {print (a == "NA" || b == "NA") ? "NA" : sprintf("%.1f", (b - a) / 99)}')
-  per_ring=$(awk -v a="$p1" -v b="$p100" -v s="$per_sock" 'BEGIN {print (a == "NA" || b == "NA" || s == "NA") ? "NA" : sprintf("%.1f", (b - a) / 99 - s)}')
+  # Ring per socket: the rings actually made (ACCEL_RX_BUFS bounds them), not N.
+  r1=$(val mem-py-1 accel-ring-per-socket 1 rings) r100=$(val mem-py-100 accel-ring-per-socket 1 rings)
+  e100=$(val mem-py-100 accel-ring-per-socket 1 endpoints)
+  per_ring=$(awk -v a="$p1" -v b="$p100" -v s="$per_sock" -v r1="$r1" -v r2="$r100" 'BEGIN {print (a == "NA" || b == "NA" || s == "NA" || r1 == "NA" || r2 == "NA" || r2 <= r1) ? "NA" : sprintf("%.1f", (b - a - 99 * s) / (r2 - r1))}')
   base=$(awk -v a="$d1" -v r="$per_ring" -v s="$per_sock" 'BEGIN {print (a == "NA" || r == "NA") ? "NA" : sprintf("%.0f", a - r - s)}')
   echo "Added VmRSS (accel − kernel, same N): default allocation N=1 **$d1 kB**, N=100 **$d100 kB**; ring per socket N=1"
   echo "**$p1 kB**, N=100 **$p100 kB**. Fitting *added = base + per_ring × rings + per_socket × sockets* (rings = 1 with"
-  echo "the default allocation, all sockets being on \`lo\`; rings = N with ring per socket):"
+  echo "the default allocation, all sockets being on \`lo\`; with ring per socket, the rings actually made: $r1 for N=1,"
+  echo "$r100 for N=100 — the default ACCEL_RX_BUFS=4096 buffers fill $r100 rings of 1024 slots, and sockets beyond them"
+  echo "stay on the kernel path, one warning, $e100 endpoints published; raise ACCEL_RX_BUFS for more):"
   echo
   echo "- per socket ≈ **$per_sock kB** (default allocation, (N=100 − N=1) / 99; the endpoint file, 4 KiB in tmpfs, is not mapped by its owner and so not in its RSS),"
-  echo "- per ring ≈ **$per_ring kB** (ring per socket, (N=100 − N=1) / 99 − per socket),"
+  echo "- per ring ≈ **$per_ring kB** resident in the owner before any datagram (ring per socket: (added N=100 − added N=1 − 99 × per socket) / (rings N=100 − rings N=1)); a ring's pages are all resident in tmpfs (RssShmem counts what this process touched),"
   echo "- base ≈ **$base kB** (N=1 default − one ring − one socket: the library's own pages and heap)."
   echo
   echo "Ring size = ACCEL_RX_WRE slots × slot size + 4 KiB header = 1024 × 2048 + 4096 = 2,101,248 B = 2052 KiB by"

@@ -207,13 +207,13 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
         out.push(f(Warn, "config", "ACCEL_ENABLE=0: the library passes everything to the kernel", Some("unset ACCEL_ENABLE VMA_OFFLOADED_SOCKETS".into())));
     }
     if config.shm {
-        out.push(f(Ok, "shm", "same-host bypass on (ACCEL_SHM=1): UDP between accelerated processes of this host goes through shared memory", None));
+        out.push(f(Ok, "shm", "same-host bypass on (ACCEL_SHM, on by default): UDP between accelerated processes of this host goes through shared memory", None));
     } else {
         out.push(f(
             Warn,
             "shm",
-            "same-host bypass off (ACCEL_SHM is not 1): no datapath is on, every socket is served by the kernel",
-            Some("export ACCEL_SHM=1   # or: accel run -e ACCEL_SHM=1 -- PROGRAM".into()),
+            "same-host bypass off (ACCEL_SHM=0): no datapath is on, every socket is served by the kernel",
+            Some("unset ACCEL_SHM   # on by default".into()),
         ));
     }
 
@@ -250,8 +250,8 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
             out.push(f(
                 if config.shm { Ok } else { Warn },
                 "addr",
-                format!("{} is an address of this host: the same-host bypass serves it when both ends run under accel with ACCEL_SHM=1", addr.ip()),
-                (!config.shm).then(|| "export ACCEL_SHM=1".to_string()),
+                format!("{} is an address of this host: the same-host bypass serves it when both ends run under accel (ACCEL_SHM on, the default)", addr.ip()),
+                (!config.shm).then(|| "unset ACCEL_SHM   # on by default".to_string()),
             ));
         } else {
             let dev = route_dev(*addr.ip());

@@ -72,7 +72,7 @@ Usage: accel stat [-p PID] [-v]... [--json]
        accel stat -i SECONDS [-n COUNT] [-p PID] [-v]... [--json]
        accel stat -z [-p PID]
 
-Lists this user's accelerated processes (those with a datapath on, e.g. ACCEL_SHM=1) and
+Lists this user's accelerated processes (those with a datapath on: ACCEL_SHM, on by default) and
 their sockets: fd, addresses, whether the socket is offloaded and why (the decision and its
 reason), packets offloaded (through the socket's VI) and through the kernel, drops. Blocks left by processes
 that died are reported as stale and removed.

@@ -37,7 +37,7 @@ fn find<'a>(fs: &'a [(String, String, String, String)], topic: &str, needle: &st
         .unwrap_or_else(|| panic!("no {topic} finding with {needle:?} in {fs:#?}"))
 }
 
-/// A healthy set-up (ACCEL_SHM=1, nothing wrong in the configuration, the question is not about
+/// A healthy set-up (ACCEL_SHM=1 given, nothing wrong in the configuration, the question is not about
 /// a NIC): every machine topic is reported, nothing is a problem, exit 0; every finding that is
 /// a problem anywhere carries a fix.
 #[test]
@@ -64,12 +64,19 @@ fn doctor_reports_every_topic() {
         }
     }
 
-    // The same without ACCEL_SHM: no datapath is on, which is a problem with its fix.
+    // The datapath is on by default.
     let (code, doc) = doctor(&env, &[], &[]);
     let fs = findings(&doc);
-    let shm = find(&fs, "shm", "ACCEL_SHM is not 1");
+    assert_eq!(find(&fs, "shm", "same-host bypass on").0, "ok");
+    find(&fs, "config", "in force: all defaults");
+    assert_eq!(code, 0, "{fs:#?}");
+
+    // ACCEL_SHM=0: no datapath is on, which is a problem with its fix.
+    let (code, doc) = doctor(&env, &[("ACCEL_SHM", "0")], &[]);
+    let fs = findings(&doc);
+    let shm = find(&fs, "shm", "same-host bypass off (ACCEL_SHM=0)");
     assert_eq!(shm.0, "warn");
-    assert!(shm.3.contains("ACCEL_SHM=1"), "{shm:?}");
+    assert!(shm.3.starts_with("unset ACCEL_SHM"), "{shm:?}");
     assert_eq!(code, 1);
 
     // An interface that does not exist.

@@ -519,7 +519,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
     Variable {
         name: "ACCEL_SHM",
         alias: None,
-        default: "0",
+        default: "1",
         accepted: "0/1, true/false, yes/no, on/off",
         help: "same-host bypass: UDP between accelerated processes through shared-memory rings",
     },
@@ -744,7 +744,7 @@ impl Default for Config {
             preserve_env: true,
             rx_poll_os_ratio: 10,
             select_poll_os_ratio: 10,
-            shm: false,
+            shm: true,
             sources: Sources::default(),
         }
     }

@@ -489,6 +489,34 @@ pub fn before_close(fd: c_int) {
     }
 }
 
+/// After `shutdown(fd, how)` returned `r`: the kernel applied it on success and, for UDP, also
+/// when it failed with ENOTCONN.
+pub fn after_shutdown(fd: c_int, how: c_int, r: c_int) {
+    if let Some(s) = fdtable::get(fd) {
+        // SAFETY: errno is thread-local.
+        let e = unsafe { *libc::__errno_location() };
+        if r == 0 || (s.proto == Proto::Udp && e == libc::ENOTCONN) {
+            s.record_shutdown(how);
+        }
+    }
+}
+
+/// After a successful `getsockopt(fd, SOL_SOCKET, SO_ERROR)`: a socket error that a doorbell
+/// probe took off the kernel socket is reported (and cleared) here too, as the kernel would.
+///
+/// # Safety
+/// `val`/`len` are what the application passed, and the kernel just wrote through them.
+pub unsafe fn after_get_so_error(fd: c_int, val: *mut libc::c_void, len: *mut libc::socklen_t) {
+    let Some(s) = fdtable::get(fd) else { return };
+    let kept = s.kernel_error.swap(0, core::sync::atomic::Ordering::Relaxed);
+    if kept != 0 && !val.is_null() && !len.is_null() && *len as usize >= size_of::<c_int>() {
+        let v = val as *mut c_int;
+        if v.read_unaligned() == 0 {
+            v.write_unaligned(kept);
+        }
+    }
+}
+
 /// Before `close_range(first, last, flags)` / `closefrom(first)`.
 pub fn before_close_range(first: u32, last: u32, flags: c_int) {
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) != 0 {

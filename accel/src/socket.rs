@@ -77,6 +77,11 @@ pub struct Counters {
     pub drop_too_large: AtomicU64,
 }
 
+/// [`Socket::shut`]: reading was shut down.
+pub const SHUT_RD_BIT: u8 = 1;
+/// [`Socket::shut`]: writing was shut down.
+pub const SHUT_WR_BIT: u8 = 2;
+
 /// The kernel's default SO_RCVBUF (net.core.rmem_default, doubled by the kernel as it reports it).
 pub const DEFAULT_RCVBUF: u32 = 212_992;
 
@@ -113,6 +118,14 @@ pub struct StashGuard<'a> {
     count: &'a core::sync::atomic::AtomicUsize,
 }
 
+impl Drop for StashGuard<'_> {
+    fn drop(&mut self) {
+        // Settles an `expect_one` whose datagram did not come (taken by another consumer, or
+        // dropped); the lock is still held here.
+        self.count.store(self.queue.items.len(), Ordering::Release);
+    }
+}
+
 impl Stash {
     /// Empty at the instant of the check (a hint: a hand-over in progress holds the lock).
     #[inline]
@@ -139,6 +152,14 @@ impl StashGuard<'_> {
         self.queue.charged -= d.data.len() + DATAGRAM_OVERHEAD;
         self.count.store(self.queue.items.len(), Ordering::Release);
         Some(d)
+    }
+
+    /// Announces a datagram on its way in (taken off a shared queue by another socket's receive,
+    /// not yet pushed): [`Stash::looks_empty`] is false from now until this guard is dropped. A
+    /// receive that finds the queue empty after this datagram left it then looks here again and
+    /// waits for the lock instead of answering EAGAIN while the datagram is in transit.
+    pub fn expect_one(&mut self) {
+        self.count.store(self.queue.items.len() + 1, Ordering::Release);
     }
 
     /// Appends a datagram unless the stash already holds more than `limit` bytes (SO_RCVBUF;
@@ -186,9 +207,9 @@ pub struct Socket {
     pub nonblocking: AtomicBool,
     /// Mirrors `State::remote` for the receive path (see [`Socket::set_peer`]).
     peer: AtomicU64,
-    /// Counts receives that found the ring empty, to look at the kernel socket once per
-    /// VMA_RX_POLL_OS_RATIO of them.
-    pub os_tick: core::sync::atomic::AtomicU32,
+    /// Receives that found the ring empty still to go before the next look at the kernel socket
+    /// (once per VMA_RX_POLL_OS_RATIO of them; see [`Socket::kernel_look_due`]).
+    os_countdown: core::sync::atomic::AtomicU32,
     /// Set when a poll/select/epoll saw a real datagram waiting in the kernel socket.
     pub kernel_hint: AtomicBool,
     /// Mirrors `State::sender_decided`, so sends after the first take no lock.
@@ -197,6 +218,11 @@ pub struct Socket {
     accelerate: AtomicBool,
     /// Mirrors `State::local` for the data path (see [`Socket::set_local`]).
     local: AtomicU64,
+    /// shutdown(2) directions in force ([`SHUT_RD_BIT`], [`SHUT_WR_BIT`]); see [`Socket::shut`].
+    shut: core::sync::atomic::AtomicU8,
+    /// A pending socket error (ECONNREFUSED from an ICMP, say) that a doorbell probe's MSG_PEEK
+    /// took off the kernel socket (reading the error clears it there): the next receive's.
+    pub kernel_error: core::sync::atomic::AtomicI32,
     /// The kernel socket's SO_RCVBUF as getsockopt reports it: the bound of the stash, as the
     /// kernel's receive queue is bounded by it.
     pub rcvbuf: core::sync::atomic::AtomicU32,
@@ -222,13 +248,55 @@ impl Socket {
             stash: Stash::default(),
             nonblocking: AtomicBool::new(false),
             peer: AtomicU64::new(0),
-            os_tick: core::sync::atomic::AtomicU32::new(0),
+            os_countdown: core::sync::atomic::AtomicU32::new(0),
             kernel_hint: AtomicBool::new(false),
             sender_decided: AtomicBool::new(false),
             accelerate: AtomicBool::new(false),
             local: AtomicU64::new(0),
             rcvbuf: core::sync::atomic::AtomicU32::new(DEFAULT_RCVBUF),
+            shut: core::sync::atomic::AtomicU8::new(0),
+            kernel_error: core::sync::atomic::AtomicI32::new(0),
         }
+    }
+
+    /// Records a shutdown(2) the kernel applied (`how` = SHUT_RD/SHUT_WR/SHUT_RDWR). Linux marks
+    /// a UDP socket shut down even when the call fails with ENOTCONN.
+    pub fn record_shutdown(&self, how: i32) {
+        let bits = match how {
+            libc::SHUT_RD => SHUT_RD_BIT,
+            libc::SHUT_WR => SHUT_WR_BIT,
+            libc::SHUT_RDWR => SHUT_RD_BIT | SHUT_WR_BIT,
+            _ => 0,
+        };
+        self.shut.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The shutdown directions in force: after SHUT_WR sends are the kernel's (EPIPE), after
+    /// SHUT_RD an empty receive is the kernel's (0 at once when blocking).
+    #[inline]
+    pub fn shut(&self) -> u8 {
+        self.shut.load(Ordering::Relaxed)
+    }
+
+    /// A receive found the ring empty: is it this one's turn to look at the kernel socket (once
+    /// per `ratio`)? A countdown, not a modulo: no division and no locked instruction on the
+    /// busy-poll path; concurrent receives may race on it, which only shifts the pace.
+    #[inline]
+    pub fn kernel_look_due(&self, ratio: u32) -> bool {
+        let c = self.os_countdown.load(Ordering::Relaxed);
+        if c == 0 {
+            self.os_countdown.store(ratio.max(1) - 1, Ordering::Relaxed);
+            true
+        } else {
+            self.os_countdown.store(c - 1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Is the next empty receive due to look at the kernel socket? (Does not count.)
+    #[inline]
+    pub fn kernel_look_next(&self) -> bool {
+        self.os_countdown.load(Ordering::Relaxed) == 0
     }
 
     /// Records a decision in the state and in its lock-free mirror.
@@ -279,10 +347,16 @@ impl Socket {
 
 impl Drop for Socket {
     /// The last fd is gone: withdraw the shm endpoint (if this process published it).
+    /// Runs inside whatever call dropped the last reference (close, dup2, ...), which may well
+    /// succeed: the file system calls of the withdrawal must not leave their errno behind.
     fn drop(&mut self) {
         if let Some(b) = self.rx.get() {
             if !self.rx_off.load(Ordering::Relaxed) {
+                // SAFETY: errno is thread-local.
+                let saved = unsafe { *libc::__errno_location() };
                 b.vi().remove_filter(b);
+                // SAFETY: as above.
+                unsafe { *libc::__errno_location() = saved };
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::engine::{self, sockaddr_v4};
 use crate::fdtable;
 use crate::real;
 use crate::shm::vi as shmvi;
-use crate::socket::{Socket, Stashed};
+use crate::socket::{Socket, Stashed, SHUT_RD_BIT, SHUT_WR_BIT};
 use crate::vi::kernel::KERNEL;
 use crate::vi::{BufId, RxDatagram, RxQueue, SleepTicket, TxOutcome, TxRequest, Vi};
 
@@ -42,6 +42,12 @@ pub fn plausible<T>(p: *const T, len: usize) -> bool {
     a >= 4096 && a.checked_add(len).is_some_and(|end| end <= USER_END)
 }
 
+/// Is an iovec array itself readable (its buffers aside), with at most UIO_MAXIOV entries? The
+/// kernel checks this before it takes a datagram off the queue.
+fn iov_array_plausible(iov: *const iovec, n: usize) -> bool {
+    n == 0 || (n <= 1024 && plausible(iov, n * size_of::<iovec>()))
+}
+
 /// Are an iovec array and every buffer in it plausible?
 ///
 /// # Safety
@@ -50,7 +56,7 @@ unsafe fn iov_plausible(iov: *const iovec, n: usize) -> bool {
     if n == 0 {
         return true;
     }
-    if n > 1024 || !plausible(iov, n * size_of::<iovec>()) {
+    if !iov_array_plausible(iov, n) {
         return false;
     }
     (0..n).all(|i| {
@@ -66,6 +72,29 @@ unsafe fn msg_plausible(msg: *const msghdr) -> bool {
     }
     let m = &*msg;
     (m.msg_name.is_null() || plausible(m.msg_name, m.msg_namelen as usize)) && iov_plausible(m.msg_iov, m.msg_iovlen)
+}
+
+/// A receive into memory the kernel would fault on (a bad buffer or address pointer in an
+/// otherwise readable call). The kernel takes the datagram off the queue first and fails the
+/// copy afterwards: EFAULT, the datagram is gone (with MSG_PEEK it stays). With a bypass queue
+/// the datagram may be in the ring, where the kernel cannot see it, so the same happens here: a
+/// normal receive (blocking, timeouts, MSG_DONTWAIT as the call asks) into a scratch byte, then
+/// EFAULT instead of its result.
+///
+/// # Safety
+/// As recvmsg(2) on a tracked socket.
+unsafe fn receive_then_fault(fd: c_int, s: &Socket, flags: c_int) -> isize {
+    let mut scratch = 0u8;
+    let mut iov = iovec { iov_base: (&mut scratch as *mut u8).cast(), iov_len: 1 };
+    let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let r = recv_msg(fd, s, &mut msg, flags);
+    if r < 0 {
+        return r;
+    }
+    set_errno(libc::EFAULT);
+    -1
 }
 
 /// Is any datapath on in this process? Until one is, data calls on tracked sockets have nothing
@@ -152,20 +181,26 @@ pub fn sockaddr_in_of(a: SocketAddrV4) -> sockaddr_in {
 /// Takes (or with MSG_PEEK, looks at) the next datagram for `s` from its stash or bypass queue.
 /// Datagrams on a shared queue that belong to other sockets are moved to their stashes.
 #[inline]
+/// Delivers the stash's first datagram (None: the stash is empty).
+fn from_stash(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
+    let mut stash = s.stash.lock();
+    let d = stash.front()?;
+    // SAFETY: the app's buffers, as declared.
+    let r = unsafe { t.deliver(d.src, &d.data, flags) };
+    if flags & libc::MSG_PEEK == 0 {
+        let d = stash.pop()?;
+        crate::stats::capture_rx(d.src, s.rx.get().map_or(d.src, |b| b.local), &d.data); // stats: capture
+        s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
+        s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
+    }
+    Some(r)
+}
+
 fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
     let peek = flags & libc::MSG_PEEK != 0;
     // The stash first — also after the socket went back to the kernel (what it already had).
     if !s.stash.looks_empty() {
-        let mut stash = s.stash.lock();
-        if let Some(d) = stash.front() {
-            // SAFETY: the app's buffers, as declared.
-            let r = unsafe { t.deliver(d.src, &d.data, flags) };
-            if !peek {
-                let d = stash.pop()?;
-                crate::stats::capture_rx(d.src, s.rx.get().map_or(d.src, |b| b.local), &d.data); // stats: capture
-                s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
-                s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
-            }
+        if let Some(r) = from_stash(s, t, flags) {
             return Some(r);
         }
     }
@@ -173,7 +208,15 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
     let q = &*b.queue;
     // Bounded: a queue never holds more than its capacity.
     for _ in 0..=q.capacity() {
-        let (id, d) = match q.borrow()? {
+        let Some(item) = q.borrow() else {
+            // Empty — but a datagram of ours that another socket's receive just took off the
+            // queue may be on its way to the stash (announced before it left): wait for it.
+            if !s.stash.looks_empty() {
+                return from_stash(s, t, flags);
+            }
+            return None;
+        };
+        let (id, d) = match item {
             Ok(v) => v,
             Err(bad) => {
                 q.discard(bad); // counted by the queue; never delivered
@@ -221,6 +264,7 @@ fn hand_over(q: &dyn RxQueue, id: BufId, d: RxDatagram<'_>) {
     };
     let (src, data) = (d.src, d.payload.to_vec()); // copied before release: then it may be reused
     let mut stash = owner.stash.lock();
+    stash.expect_one(); // before the datagram leaves the queue: see `Stash::looks_empty`
     if !q.release(id) {
         return; // another consumer took it (and handles it)
     }
@@ -267,10 +311,17 @@ pub fn drain_to_stashes(q: &dyn RxQueue, own: Option<(u64, &Socket)>) {
 pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> isize {
     // A socket that never had a ring is the kernel's alone. One that had (and may have gone
     // back to the kernel) still has a stash to serve and doorbells to filter.
-    if s.rx.get().is_none() || !msg_plausible(msg) {
+    // A msghdr or iovec array the kernel cannot read fails before any datagram is taken.
+    if s.rx.get().is_none()
+        || !plausible(msg, size_of::<msghdr>())
+        || !iov_array_plausible((*msg).msg_iov, (*msg).msg_iovlen)
+    {
         let r = real::recvmsg(fd, msg, flags);
         count_kernel_rx(s, r);
         return r;
+    }
+    if !msg_plausible(msg) {
+        return receive_then_fault(fd, s, flags);
     }
     let t = RxTarget {
         iov: (*msg).msg_iov,
@@ -299,9 +350,10 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
         // (VMA_RX_POLL_OS_RATIO) unless a poll just saw kernel data, then every 256th spin.
         let bound = s.rx_binding().is_some();
-        let look = !bound || if spins == 0 {
+        let shut_rd = s.shut() & SHUT_RD_BIT != 0;
+        let look = !bound || shut_rd || if spins == 0 {
             s.kernel_hint.swap(false, Ordering::Relaxed)
-                || s.os_tick.fetch_add(1, Ordering::Relaxed) % ratio == 0
+                || s.kernel_look_due(ratio)
         } else {
             spins % 256 == 0
         };
@@ -309,6 +361,9 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             if let Some(r) = KERNEL.receive(fd, s, msg, flags) {
                 return r;
             }
+        }
+        if shut_rd && !nonblocking {
+            return 0; // shut down for reading, queues empty: the kernel returns 0 at once
         }
         if nonblocking {
             s.counters.eagain.fetch_add(1, Ordering::Relaxed);
@@ -383,10 +438,13 @@ fn count_kernel_rx(s: &Socket, r: isize) {
 pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
     let name_ok = a.is_null() || al.is_null() || (plausible(al, size_of::<socklen_t>()) && plausible(a, *al as usize));
-    if s.rx.get().is_none() || !name_ok || (len > 0 && !plausible(buf, len)) {
+    if s.rx.get().is_none() {
         let r = real::recvfrom(fd, buf, len, flags, a, al);
         count_kernel_rx(&s, r);
         return r;
+    }
+    if !name_ok || (len > 0 && !plausible(buf, len)) {
+        return receive_then_fault(fd, &s, flags);
     }
     if flags & !libc::MSG_DONTWAIT == 0 {
         if let Some(r) = recv_ready(&s, buf, len, flags, a, al) {
@@ -424,6 +482,9 @@ unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a:
     }
     let q = &*b.queue;
     let Some(item) = q.borrow() else {
+        if !s.stash.looks_empty() {
+            return None; // one is on its way to the stash (see `from_bypass`)
+        }
         return empty_nonblocking(s, flags);
     };
     let (id, d) = item.ok()?;
@@ -460,13 +521,11 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
     if s.kernel_hint.load(Ordering::Relaxed) {
         return None;
     }
-    let ratio = engine::engine().config.rx_poll_os_ratio.max(1);
     // The general path counts this call itself when it is the kernel's turn.
-    let tick = s.os_tick.load(Ordering::Relaxed);
-    if tick % ratio == 0 {
+    if s.kernel_look_next() {
         return None;
     }
-    s.os_tick.store(tick.wrapping_add(1), Ordering::Relaxed); // a pace, not a count: races are harmless
+    s.kernel_look_due(engine::engine().config.rx_poll_os_ratio);
     s.counters.eagain.fetch_add(1, Ordering::Relaxed);
     set_errno(libc::EAGAIN);
     Some(-1)
@@ -489,10 +548,13 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
 /// As readv(2).
 pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::readv(fd, iov, n) };
-    if n < 0 || s.rx.get().is_none() || !iov_plausible(iov, n as usize) {
+    if n < 0 || s.rx.get().is_none() || !iov_array_plausible(iov, n as usize) {
         let r = real::readv(fd, iov, n);
         count_kernel_rx(&s, r);
         return r;
+    }
+    if !iov_plausible(iov, n as usize) {
+        return receive_then_fault(fd, &s, 0);
     }
     let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
     msg.msg_iov = iov as *mut iovec;
@@ -545,7 +607,8 @@ pub fn bypass_readable(s: &Socket) -> bool {
     // Move other sockets' datagrams aside so the answer is about this socket.
     for _ in 0..=q.capacity() {
         match q.borrow() {
-            None => return false,
+            // (a datagram of ours on its way to the stash: wait for it, as `from_bypass` does)
+            None => return !s.stash.looks_empty() && !s.stash.lock().is_empty(),
             Some(Err(bad)) => q.discard(bad),
             Some(Ok((id, d))) => {
                 if d.owner == b.cookie {
@@ -576,7 +639,8 @@ pub fn next_bypass_len(s: &Socket) -> Option<usize> {
 /// Consumes pending doorbells on a tracked socket's kernel socket; true if a real datagram is
 /// waiting there. For poll/select/epoll, after the kernel reported the fd readable.
 pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
-    KERNEL.has_data(fd, s)
+    // A socket shut down for reading is readable for the kernel (a receive returns 0 at once).
+    s.shut() & SHUT_RD_BIT != 0 || KERNEL.has_data(fd, s)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -605,6 +669,11 @@ pub unsafe fn send_iov(
         let r = kernel();
         if r >= 0 {
             s.counters.tx(r as usize);
+            if to.is_none() {
+                // A connected socket's kernel send can come back as an ICMP error (ECONNREFUSED)
+                // for its next receive: that receive must ask the kernel.
+                s.kernel_hint.store(true, Ordering::Relaxed);
+            }
         }
         return r;
     };
@@ -615,8 +684,8 @@ pub unsafe fn send_iov(
 /// own call, so its flags and errors are the kernel's).
 unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen: usize, to: Option<SocketAddrV4>, flags: c_int) -> Option<isize> {
     const PLAIN: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
-    if flags & !PLAIN != 0 || !s.accelerated() {
-        return None;
+    if flags & !PLAIN != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
+        return None; // after shutdown(SHUT_WR) the kernel answers EPIPE (and raises SIGPIPE)
     }
     let vi: &dyn Vi = bypass_vi()?;
     let dest = to.or_else(|| s.peer())?;

@@ -68,7 +68,11 @@ pub unsafe extern "C-unwind" fn connect(fd: c_int, addr: *const sockaddr, len: s
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn shutdown(fd: c_int, how: c_int) -> c_int {
-    real::shutdown(fd, how)
+    let r = real::shutdown(fd, how);
+    if fdtable::is_ours(fd) {
+        engine::after_shutdown(fd, how, r);
+    }
+    r
 }
 
 #[no_mangle]
@@ -112,7 +116,11 @@ pub unsafe extern "C-unwind" fn getpeername(fd: c_int, addr: *mut sockaddr, len:
 
 #[no_mangle]
 pub unsafe extern "C-unwind" fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int {
-    real::getsockopt(fd, level, name, val, len)
+    let r = real::getsockopt(fd, level, name, val, len);
+    if r == 0 && level == libc::SOL_SOCKET && name == libc::SO_ERROR && fdtable::is_ours(fd) {
+        engine::after_get_so_error(fd, val, len);
+    }
+    r
 }
 
 #[no_mangle]

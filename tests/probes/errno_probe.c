@@ -746,6 +746,35 @@ static void udp_success_cases(void) {
               sendto(z, "x", 1, 0, (struct sockaddr *)&ra, sizeof ra));
             close(z);
         }
+        {
+            /* shutdown on a connected pair (through the bypass when accelerated): what was
+             * queued before SHUT_RD is still delivered, then a blocking receive returns 0 at
+             * once; after SHUT_WR a send fails with EPIPE. */
+            struct sockaddr_in aa, ba;
+            int a = udp_bound(0, &aa), b = udp_bound(0, &ba);
+            connect(a, (struct sockaddr *)&ba, sizeof ba);
+            connect(b, (struct sockaddr *)&aa, sizeof aa);
+            T("udp_shut_send_before", send(b, "12", 2, 0));
+            usleep(20000);
+            T("udp_shut_rd", shutdown(a, SHUT_RD));
+            char sb[8];
+            T("udp_shut_rd_queued", recv(a, sb, sizeof sb, 0));
+            T("udp_shut_rd_empty_dontwait", recv(a, sb, sizeof sb, MSG_DONTWAIT));
+            T("udp_shut_rd_empty_blocking", recv(a, sb, sizeof sb, 0));
+            struct pollfd pf = {.fd = a, .events = POLLIN | POLLRDHUP};
+            errno = 0;
+            long pr = poll(&pf, 1, 0);
+            snprintf(extra, sizeof extra, "revents=0x%x", pf.revents);
+            report("udp_shut_rd_poll", pr, errno, extra);
+            T("udp_shut_wr", shutdown(b, SHUT_WR));
+            T("udp_shut_wr_send", send(b, "3", 1, MSG_NOSIGNAL));
+            T("udp_shut_wr_sendto", sendto(b, "3", 1, MSG_NOSIGNAL, (struct sockaddr *)&aa, sizeof aa));
+            T("udp_shut_rd_peer_send", send(a, "4", 1, 0));
+            usleep(20000);
+            T("udp_shut_wr_recv", recv(b, sb, sizeof sb, MSG_DONTWAIT));
+            close(a);
+            close(b);
+        }
         T("udp_listen", listen(u, 1));
         T("udp_accept", accept(u, NULL, NULL));
         T("udp_sendto_too_big", sendto(u, buf, 65508, 0, (struct sockaddr *)&ra, sizeof ra));

@@ -887,4 +887,52 @@ mod tests {
         let _ = ep.pick(3);
         let _ = ep.reap_dead();
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            /// Any endpoint file contents — any length, valid header or not, then arbitrary
+            /// patches over the members — decode without panicking, and whatever decodes names
+            /// rings inside the registry's directories.
+            #[test]
+            fn arbitrary_endpoint_files_decode_safely(
+                len in prop_oneof![Just(FILE_LEN), 0..2 * FILE_LEN],
+                valid_header in any::<bool>(),
+                fill in any::<u8>(),
+                patches in proptest::collection::vec((0..FILE_LEN, proptest::collection::vec(any::<u8>(), 1..96)), 0..24),
+                pick in any::<u32>(),
+            ) {
+                let d = TempDir::new("fuzz");
+                let reg = Registry::open(&d.0).unwrap();
+                let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
+                let mut bytes = vec![fill; len];
+                if valid_header && len >= 16 {
+                    bytes[..8].copy_from_slice(MAGIC);
+                    bytes[8..12].copy_from_slice(&VERSION.to_ne_bytes());
+                    bytes[12..16].copy_from_slice(&(MEMBERS as u32).to_ne_bytes());
+                }
+                for (at, patch) in patches {
+                    for (i, b) in patch.into_iter().enumerate() {
+                        if let Some(x) = bytes.get_mut(at + i) {
+                            *x = b;
+                        }
+                    }
+                }
+                fs::write(d.0.join(endpoint_name(current_netns(), a)), &bytes).unwrap();
+                if let Some(ep) = reg.lookup(a, true) {
+                    for m in ep.members() {
+                        prop_assert!(!m.info.ring.contains('/') || m.info.ring.starts_with(HUGE_PREFIX));
+                        prop_assert!(!m.info.ring.contains(".."));
+                    }
+                    let _ = ep.pick(pick);
+                    let _ = ep.reap_dead();
+                }
+                let _ = reg.lookup_bound(a, true);
+            }
+        }
+    }
 }

@@ -41,7 +41,13 @@ impl KernelVi {
         let cookie = s.rx.get().map(|b| b.cookie);
         for _ in 0..64 {
             if let Some(cookie) = cookie {
-                if discard_doorbell(fd, s, cookie)? {
+                let next = discard_doorbell(fd, s, cookie);
+                let e = s.kernel_error.swap(0, Ordering::Relaxed);
+                if e != 0 {
+                    *libc::__errno_location() = e;
+                    return Some(-1);
+                }
+                if next? {
                     continue;
                 }
             }
@@ -89,7 +95,13 @@ unsafe fn discard_doorbell(fd: c_int, s: &Socket, cookie: u64) -> Option<bool> {
     let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT);
     if r < 0 {
         let e = errno();
-        return if e == libc::EAGAIN || e == libc::EWOULDBLOCK { None } else { Some(false) };
+        if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
+            return None;
+        }
+        // A pending socket error: the peek reported and cleared it, so keep it for the next
+        // receive, which must return it.
+        s.kernel_error.store(e, Ordering::Relaxed);
+        return Some(false);
     }
     if !is_doorbell(&probe[..r as usize], cookie) {
         return Some(false);
