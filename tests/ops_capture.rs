@@ -160,3 +160,39 @@ fn capture_of_a_process_without_a_block_fails() {
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("publishes no stats block"), "{}", out.stderr);
 }
+
+/// `accel capture` of an accelerated `sockperf sr` while an accelerated ping-pong client runs:
+/// the first 20 datagrams are the client's requests and the server's replies, alternating,
+/// 14-byte sockperf messages between the two ports, read back by tshark with good checksums.
+#[test]
+fn capture_sockperf_ping_pong() {
+    let env = OpsEnv::new("ops_capture_sockperf");
+    let sockperf = which("sockperf");
+    let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut cmd = env.accel(&sockperf, &[]);
+    cmd.args(["sr", "-i", "127.0.0.1", "-p", &port.to_string()]);
+    let mut server = env.shm.spawn(cmd, "server");
+    env.shm.wait_shm_endpoint(&mut server, &endpoint);
+    let file = env.shm.cx.path("sockperf.pcap");
+    let mut cap = start_capture(&env, server.pid, &file, 20, "capture");
+    let mut cmd = env.accel(&sockperf, &[]);
+    cmd.args(["pp", "-i", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "--mps", "1000"]);
+    env.shm.run(cmd, "client").assert_success();
+    let st = cap.wait_timeout(CHILD_TIMEOUT);
+    assert!(st.success(), "capture: {st}\n{}", cap.stderr_text());
+    assert!(cap.stderr_text().contains("20 datagrams captured, 0 lost"), "{}", cap.stderr_text());
+
+    let pkts = tshark_read(&env, &file);
+    assert_eq!(pkts.len(), 20);
+    let client = pkts[0].0.clone();
+    assert_ne!(client, endpoint);
+    for (i, (src, dst, udp_len, payload, ip_ok, udp_ok)) in pkts.iter().enumerate() {
+        let (want_src, want_dst) = if i % 2 == 0 { (&client, &endpoint) } else { (&endpoint, &client) };
+        assert_eq!((src, dst), (want_src, want_dst), "packet {i}: request, reply, request, ...");
+        assert_eq!((*udp_len, payload.len()), (22, 14), "packet {i}");
+        assert_eq!((ip_ok.as_str(), udp_ok.as_str()), ("1", "1"), "packet {i}");
+    }
+    server.signal(libc::SIGINT);
+    assert!(server.wait_timeout(std::time::Duration::from_secs(10)).success());
+}
