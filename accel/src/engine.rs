@@ -334,7 +334,10 @@ pub fn after_bind(fd: c_int, s: &Arc<Socket>, r: c_int) {
 }
 
 /// After `connect()` on a tracked socket.
-pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: socklen_t, r: c_int) {
+///
+/// # Safety
+/// `addr`/`len` are the arguments of the application's connect call.
+pub unsafe fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: socklen_t, r: c_int) {
     if r != 0 {
         return;
     }
