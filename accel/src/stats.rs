@@ -210,15 +210,15 @@ impl Counters {
     /// slot's `vi` field says which). Two relaxed atomic adds in shared memory.
     #[inline(always)]
     pub fn offloaded_rx(&self, bytes: usize) {
-        self.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.shm_rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        crate::socket::bump(&self.shm_rx_packets, 1);
+        crate::socket::bump(&self.shm_rx_bytes, bytes as u64);
     }
 
     /// A datagram sent through a bypass VI.
     #[inline(always)]
     pub fn offloaded_tx(&self, bytes: usize) {
-        self.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
-        self.shm_tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        crate::socket::bump(&self.shm_tx_packets, 1);
+        crate::socket::bump(&self.shm_tx_bytes, bytes as u64);
     }
 
     /// A datagram of this socket dropped, by cause. For a drop that cannot be attributed to a

@@ -28,7 +28,7 @@ use crate::engine::{self, sockaddr_v4};
 use crate::fdtable;
 use crate::real;
 use crate::shm::vi as shmvi;
-use crate::socket::{Socket, Stashed, SHUT_RD_BIT, SHUT_WR_BIT};
+use crate::socket::{bump, Socket, Stashed, SHUT_RD_BIT, SHUT_WR_BIT};
 use crate::vi::kernel::KERNEL;
 use crate::vi::{BufId, RxDatagram, RxQueue, SleepTicket, TxOutcome, TxRequest, Vi};
 
@@ -190,8 +190,8 @@ fn from_stash(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
     if flags & libc::MSG_PEEK == 0 {
         let d = stash.pop()?;
         crate::stats::capture_rx(d.src, s.rx.get().map_or(d.src, |b| b.local), &d.data); // stats: capture
-        s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
-        s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
+        bump(&s.counters.shm_rx_packets, 1);
+        bump(&s.counters.shm_rx_bytes, d.data.len() as u64);
     }
     Some(r)
 }
@@ -242,8 +242,8 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
         }
         crate::stats::capture_rx(d.src, b.local, d.payload); // stats: capture (before release frees the buffer)
         if q.release(id) {
-            s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
-            s.counters.shm_rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            bump(&s.counters.shm_rx_packets, 1);
+            bump(&s.counters.shm_rx_bytes, len as u64);
             return Some(r);
         }
         // Another consumer (a forked twin) took it first: what we copied does not count.
@@ -344,7 +344,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
     let mut spins: i64 = 0;
     loop {
         if let Some(r) = from_bypass(s, t, flags) {
-            s.counters.poll_hits.fetch_add(1, Ordering::Relaxed); // stats: poll hit
+            bump(&s.counters.poll_hits, 1); // stats: poll hit
             return r;
         }
         // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
@@ -366,7 +366,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             return 0; // shut down for reading, queues empty: the kernel returns 0 at once
         }
         if nonblocking {
-            s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+            bump(&s.counters.eagain, 1);
             set_errno(libc::EAGAIN);
             return -1;
         }
@@ -427,7 +427,7 @@ fn count_kernel_rx(s: &Socket, r: isize) {
     if r >= 0 {
         s.counters.rx(r as usize);
     } else if matches!(errno(), libc::EAGAIN) {
-        s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+        bump(&s.counters.eagain, 1);
     }
 }
 
@@ -504,9 +504,9 @@ unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a:
     if !q.release(id) {
         return None; // a forked twin took it: what we copied does not count
     }
-    s.counters.poll_hits.fetch_add(1, Ordering::Relaxed); // stats: poll hit
-    s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
-    s.counters.shm_rx_bytes.fetch_add(full as u64, Ordering::Relaxed);
+    bump(&s.counters.poll_hits, 1); // stats: poll hit
+    bump(&s.counters.shm_rx_packets, 1);
+    bump(&s.counters.shm_rx_bytes, full as u64);
     Some(n as isize)
 }
 
@@ -526,7 +526,7 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
         return None;
     }
     s.kernel_look_due(engine::engine().config.rx_poll_os_ratio);
-    s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+    bump(&s.counters.eagain, 1);
     set_errno(libc::EAGAIN);
     Some(-1)
 }
@@ -738,8 +738,8 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
         }
         TxOutcome::Sent { woke } => {
             crate::stats::capture_tx(tx.src, dest, payload); // stats: capture
-            s.counters.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
-            s.counters.shm_tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            bump(&s.counters.shm_tx_packets, 1);
+            bump(&s.counters.shm_tx_bytes, len as u64);
             if woke {
                 s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
             }

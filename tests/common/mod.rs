@@ -1396,6 +1396,27 @@ impl ShmEnv {
         self.spawn(cmd, name).finish()
     }
 
+    /// Doorbells accelerated process `pid` took off its kernel sockets so far, from its stats
+    /// block (`accel stat --json -p PID`): the datagrams the kernel's InDatagrams may count
+    /// during a bypassed transfer (each wakes a sleeping receiver through its kernel socket).
+    #[track_caller]
+    pub fn doorbells_received(&self, pid: u32) -> u64 {
+        let mut cmd = Command::new(accel_tool());
+        for (k, _) in std::env::vars_os() {
+            let ks = k.to_string_lossy();
+            if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.args(["stat", "--json", "-p", &pid.to_string()]);
+        let out = run(cmd, self.cx.dir(), "stat-doorbells", None);
+        out.assert_success();
+        let doc = JsonDoc::parse(&out.stdout_text(), self.cx.dir());
+        let keys: Vec<&String> = doc.flat.keys().filter(|k| k.ends_with(".counters.doorbells_received")).collect();
+        assert!(!keys.is_empty(), "no sockets of pid {pid} in accel stat:\n{}", doc.text);
+        keys.iter().map(|k| doc.u(k)).sum()
+    }
+
     /// Remembers further pids (e.g. forked children) for the leftover check.
     pub fn add_pid(&self, pid: u32) {
         self.pids.lock().unwrap().push(pid);
