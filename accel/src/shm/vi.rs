@@ -105,6 +105,24 @@ enum CacheEntry {
     NotServed(Duration),
 }
 
+/// The last destination a thread sent to, and what serves it: the send fast path, without the
+/// shared cache's mutex or hash lookup. Valid while `gen` equals [`ShmVi::cache_gen`] (bumped on
+/// every change to the shared cache, and after fork) and until `until` (the liveness period of
+/// the shared entry it was copied from; the slow path re-checks and refreshes it).
+struct LastTarget {
+    dest: SocketAddrV4,
+    gen: u64,
+    until: Duration,
+    endpoint: Arc<EndpointMap>,
+    member: usize,
+    cookie: u64,
+    ring: Arc<Ring>,
+}
+
+thread_local! {
+    static LAST_TARGET: core::cell::RefCell<Option<LastTarget>> = const { core::cell::RefCell::new(None) };
+}
+
 /// CLOCK_MONOTONIC_COARSE: a few ns through the vDSO (a full-resolution clock costs several
 /// times that on every send); its ~4 ms granularity is ample for 100 ms periods.
 fn coarse_now() -> Duration {
@@ -197,6 +215,8 @@ pub struct ShmVi {
     /// Rings this process created: allocation key → (ring, file name).
     rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
     cache: Mutex<AddrMap<CacheEntry>>,
+    /// Bumped on every change to `cache`: invalidates the threads' [`LastTarget`]s.
+    cache_gen: AtomicU64,
     remote_rings: Mutex<HashMap<String, Arc<Ring>>>,
     local_addrs: Mutex<(Vec<Ipv4Addr>, Instant)>,
     ring_seq: AtomicU32,
@@ -250,6 +270,7 @@ impl ShmVi {
             huge: AtomicBool::new(config.mem_alloc == MemAlloc::HugePages && hugepages_usable()),
             rings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AddrMap::default()),
+            cache_gen: AtomicU64::new(0),
             remote_rings: Mutex::new(HashMap::new()),
             local_addrs: Mutex::new((Vec::new(), Instant::now() - Duration::from_secs(3600))),
             ring_seq: AtomicU32::new(0),
@@ -487,11 +508,32 @@ impl ShmVi {
         if payload.len() > self.max_payload() {
             return Pushed::NotServed;
         }
-        let mut cache = self.cache.lock();
         let now = coarse_now();
+        // The thread's last destination, if still valid: no lock, no lookup. (try_: not during
+        // thread exit, and not re-entered by a signal handler mid-update.)
+        let fast = LAST_TARGET
+            .try_with(|l| {
+                let l = l.try_borrow().ok()?;
+                let t = l.as_ref()?;
+                (t.dest == dest
+                    && t.gen == self.cache_gen.load(Ordering::Acquire)
+                    && now < t.until
+                    && t.endpoint.still(t.member, t.cookie))
+                .then(|| (t.ring.push(t.cookie, src, payload), t.cookie))
+            })
+            .ok()
+            .flatten();
+        match fast {
+            Some((Ok(wake), cookie)) => return Pushed::Sent { wake: wake.then_some(cookie) },
+            Some((Err(PushError::TooBig), _)) => return Pushed::NotServed,
+            Some((Err(PushError::Full), _)) => return self.on_full(&mut self.cache.lock(), dest, now),
+            None => {}
+        }
+        let mut cache = self.cache.lock();
         // The common case, with one lookup: a cached target, still published, checked recently.
         if let Some(CacheEntry::Served(t)) = cache.get(&dest) {
             if t.endpoint.still(t.member, t.cookie) && now.saturating_sub(t.checked) < LIVENESS_PERIOD {
+                self.remember_last(t);
                 return match t.ring.push(t.cookie, src, payload) {
                     Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
                     Err(PushError::TooBig) => Pushed::NotServed,
@@ -513,11 +555,13 @@ impl ShmVi {
                 None => CacheEntry::NotServed(now),
             };
             cache.insert(dest, entry);
+            self.cache_gen.fetch_add(1, Ordering::Release);
         }
         let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return Pushed::NotServed };
         if now.saturating_sub(t.checked) >= LIVENESS_PERIOD {
             t.checked = now;
         }
+        self.remember_last(t);
         match t.ring.push(t.cookie, src, payload) {
             Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
             Err(PushError::TooBig) => Pushed::NotServed,
@@ -538,6 +582,7 @@ impl ShmVi {
             t.endpoint.release(t.member, t.cookie);
             self.registry.reap();
             cache.remove(&dest);
+            self.cache_gen.fetch_add(1, Ordering::Release);
             return Pushed::NotServed;
         }
         Pushed::Full
@@ -612,6 +657,31 @@ impl ShmVi {
     /// Forgets cached destinations (after fork, or when told the registry changed).
     pub fn forget_cache(&self) {
         self.cache.lock().clear();
+        self.cache_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Makes `t` (just validated, under the cache lock) this thread's [`LastTarget`].
+    fn remember_last(&self, t: &Target) {
+        let gen = self.cache_gen.load(Ordering::Acquire);
+        let until = t.checked + LIVENESS_PERIOD;
+        let _ = LAST_TARGET.try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else { return };
+            if let Some(x) = l.as_mut() {
+                if x.dest == t.dest && x.gen == gen && x.cookie == t.cookie && Arc::ptr_eq(&x.ring, &t.ring) {
+                    x.until = until; // the common refresh: no Arc clones
+                    return;
+                }
+            }
+            *l = Some(LastTarget {
+                dest: t.dest,
+                gen,
+                until,
+                endpoint: t.endpoint.clone(),
+                member: t.member,
+                cookie: t.cookie,
+                ring: t.ring.clone(),
+            });
+        });
     }
 }
 
