@@ -16,6 +16,7 @@
 //! - [`engine`]: the operations hooks call for our fds, and process start-up.
 //! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
+//! - [`xdp`]: the AF_XDP datapath's building blocks (filter program, UMEM, XSK, frames, next hop).
 
 pub mod config;
 pub mod decision;
@@ -31,6 +32,7 @@ pub mod shm;
 pub mod signals;
 pub mod socket;
 pub mod udp;
+pub mod xdp;
 
 #[cfg(test)]
 pub(crate) mod testutil;
