@@ -153,6 +153,10 @@ cpu_share() { # timeout-pid -> CPU time of the process it runs, in % of its life
 pp() {
   local test=$1 mode=$2 rep=$3 prof nb=() extra=() flog=()
   prof=busy; [ "$test" = busy ] && nb=(--nonblocked) || prof=blocking
+  # Unpaced runs: --mps only sizes sockperf's sequence-number table, which at its default (about
+  # 600K/s) is too small for the accelerated ping-pong (sockperf aborts with
+  # "_seqN > m_maxSequenceNo"); both modes get the same option.
+  extra=(--mps 3000000)
   [ "$test" = paced ] && extra=(--mps 1000)
   [ "$test" = busy ] && flog=(--full-log "$WORK/pp-busy-$mode-$rep.csv")
   env_for "$mode" "$prof"
@@ -467,11 +471,11 @@ SEC=$WORK/section.md
   echo '```'
   echo "# busy (both sides spin on a non-blocking socket)"
   echo "[ENV] taskset -c $SERVER_CPU sockperf sr -i 127.0.0.1 -p PORT --nonblocked"
-  echo "[ENV] taskset -c $CLIENT_CPU sockperf pp -i 127.0.0.1 -p PORT -m 64 -t $DURATION --nonblocked --full-log FILE"
+  echo "[ENV] taskset -c $CLIENT_CPU sockperf pp -i 127.0.0.1 -p PORT -m 64 -t $DURATION --nonblocked --mps 3000000 --full-log FILE"
   echo "#   ENV = (none) for kernel; $(env_text accel busy)for accel"
   echo "# blocking (blocking recvfrom)"
   echo "[ENV] taskset -c $SERVER_CPU sockperf sr -i 127.0.0.1 -p PORT"
-  echo "[ENV] taskset -c $CLIENT_CPU sockperf pp -i 127.0.0.1 -p PORT -m 64 -t $DURATION"
+  echo "[ENV] taskset -c $CLIENT_CPU sockperf pp -i 127.0.0.1 -p PORT -m 64 -t $DURATION --mps 3000000"
   echo "#   ENV = (none) for kernel; $(env_text accel blocking)(default profile) for accel"
   echo "# paced blocking (supplementary): as blocking, client adds --mps 1000"
   echo "# floor"

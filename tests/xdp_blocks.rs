@@ -205,6 +205,8 @@ fn datapath(mode: AttachMode) {
     // A fresh namespace has no ARP entry for B: the first send is the kernel's, as a caller
     // would do it, and that resolves the neighbour.
     let kernel_sender = pair.a.run_in(|| UdpSocket::bind(src).unwrap());
+    // B's datagrams above taught A its MAC (A answered B's ARP and kept B's entry): forget it.
+    pair.a.exec(&["ip", "neigh", "flush", "dev", "xa"]);
     let first = vi.send(src, dst, b"first");
     assert_eq!(first, Err(NotSent::NextHop(NoNextHop::Unresolved)));
     kernel_sender.send_to(b"first", dst).unwrap();

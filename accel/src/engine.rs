@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use libc::{c_int, sockaddr, sockaddr_in, socklen_t};
+use libc::{c_int, c_void, sockaddr, sockaddr_in, socklen_t};
 
 use crate::config::{Config, LogLevel};
 use crate::decision::{self, Decision, Reason};
@@ -27,6 +27,7 @@ use crate::real;
 use crate::rules::{Role, RuleSet};
 use crate::shm::vi as shmvi;
 use crate::socket::{Proto, Socket};
+use crate::vi::{Filter, Vi};
 
 /// The process-wide engine state, built once.
 pub struct Engine {
@@ -127,7 +128,7 @@ pub fn contain<T>(fd: c_int, what: &'static str, f: impl FnOnce() -> T) -> Optio
             }
             if let Some(s) = fdtable::remove(fd) {
                 let mut st = s.state.lock();
-                st.decision = Some(Decision::kernel(Reason::InternalFallback(what)));
+                s.set_decision(&mut st, Decision::kernel(Reason::InternalFallback(what)));
             }
             None
         }
@@ -219,7 +220,7 @@ pub fn on_socket(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
                 {
                     let mut st = s.state.lock();
                     st.nonblocking = nonblocking;
-                    st.decision = Some(d);
+                    s.set_decision(&mut st, d);
                 }
                 s.nonblocking.store(nonblocking, Ordering::Relaxed);
                 track(fd, Arc::new(s));
@@ -252,7 +253,7 @@ fn decide(fd: c_int, s: &Socket, what: &str, d: Decision) {
     let target = if what == "bind" { fmt_addr(local) } else if what == "connect" { fmt_addr(remote) } else { String::new() };
     log::debug(format_args!("decision fd={fd} {} {what} {target} {d}", s.proto.name()));
     let kernel = !d.accelerate();
-    s.state.lock().decision = Some(d);
+    s.set_decision(&mut s.state.lock(), d);
     if kernel {
         release_rx(s);
         fdtable::remove(fd);
@@ -263,12 +264,10 @@ fn decide(fd: c_int, s: &Socket, what: &str, d: Decision) {
 pub fn release_rx(s: &Socket) {
     if let Some(b) = s.rx.get() {
         if !s.rx_off.swap(true, Ordering::Relaxed) {
-            if let Some(vi) = shmvi::existing() {
-                vi.unbind(b);
-            }
-            // What the ring already holds for this socket is still its data: keep it in the
+            b.vi().remove_filter(b);
+            // What the queue already holds for this socket is still its data: keep it in the
             // stash, which receives serve before the kernel.
-            crate::udp::drain_ring_to_stashes(&b.ring, b.cookie, s);
+            crate::udp::drain_to_stashes(&*b.queue, Some((b.cookie, s)));
         }
     }
 }
@@ -277,7 +276,7 @@ pub fn release_rx(s: &Socket) {
 /// of a first send: record it and, if the socket is accelerated, publish its shm endpoint.
 pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
     let local = name_of(fd, false);
-    s.state.lock().local = local;
+    s.set_local(&mut s.state.lock(), local);
     let Some(local) = local else { return };
     if local.port() == 0 || local.ip().is_multicast() || s.rx.get().is_some() || !s.accelerated() {
         return;
@@ -287,15 +286,17 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
         return;
     }
     let Some(vi) = shmvi::get(&e.config) else { return };
-    match vi.bind(fd, local, s) {
+    refresh_rcvbuf(fd, s);
+    let filter = Filter { proto: Proto::Udp, local, remote: s.peer() };
+    match vi.add_filter(fd, &filter, s) {
         Ok(b) => {
             log::debug(format_args!(
                 "fd={fd} udp {local}: shm ring {} ({} ring allocation), cookie {:x}",
-                b.ring_name, e.config.ring_allocation_rx, b.cookie
+                shmvi::shm_filter(&b).ring_name, e.config.ring_allocation_rx, b.cookie
             ));
             match s.rx.set(b) {
                 Ok(()) => crate::mux::after_rx_binding(fd),
-                Err(b) => vi.unbind(&b), // raced with another thread's publish of the same socket
+                Err(b) => vi.remove_filter(&b), // raced with another thread's publish of the same socket
             }
         }
         Err(err) => {
@@ -315,7 +316,7 @@ pub fn after_bind(fd: c_int, s: &Arc<Socket>, r: c_int) {
     contain(fd, "bind", || {
         keep_errno(|| {
             let local = name_of(fd, false);
-            s.state.lock().local = local;
+            s.set_local(&mut s.state.lock(), local);
             let d = decision::by_rules(&engine().rules, Role::UdpReceiver, local, None);
             let accel = d.accelerate();
             decide(fd, s, "bind", d);
@@ -338,7 +339,7 @@ pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: soc
             let local = name_of(fd, false);
             {
                 let mut st = s.state.lock();
-                st.local = local;
+                s.set_local(&mut st, local);
                 s.set_peer(&mut st, remote); // AF_UNSPEC dissolves the association
             }
             if remote.is_some() {
@@ -377,7 +378,7 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
             let d = decision::by_rules(&engine().rules, Role::UdpSender, local, Some(dest));
             log::debug(format_args!("decision fd={fd} udp send to {dest} {d}"));
             let kernel = !d.accelerate();
-            s.state.lock().decision = Some(d);
+            s.set_decision(&mut s.state.lock(), d);
             if kernel {
                 release_rx(s);
                 fdtable::remove(fd);
@@ -387,8 +388,22 @@ pub fn before_send(fd: c_int, s: &Socket, dest: Option<SocketAddrV4>) {
 }
 
 /// After a successful `setsockopt` on a tracked socket: options whose effect the shm path does
-/// not reproduce (ancillary data on receive) hand the socket's receive side back to the kernel.
+/// not reproduce (ancillary data on receive) hand the socket's receive side back to the kernel;
+/// SO_REUSEADDR/SO_REUSEPORT on a published socket mark its endpoint as possibly shared with
+/// sockets the registry does not list (senders then check it is alone: see shm/vi.rs).
 pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
+    if level == libc::SOL_SOCKET && (name == libc::SO_RCVBUF || name == libc::SO_RCVBUFFORCE) {
+        refresh_rcvbuf(fd, s);
+        return;
+    }
+    if level == libc::SOL_SOCKET && (name == libc::SO_REUSEADDR || name == libc::SO_REUSEPORT) {
+        if let (Some(b), Some(vi)) = (s.rx.get(), shmvi::existing()) {
+            if !s.rx_off.load(Ordering::Relaxed) {
+                contain(fd, "setsockopt", || keep_errno(|| vi.port_became_shared(b)));
+            }
+        }
+        return;
+    }
     let needs_kernel = match level {
         libc::SOL_IP => matches!(
             name,
@@ -407,6 +422,18 @@ pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
             "fd={fd} udp: socket option {level}/{name} needs the kernel's receive path; shm receive off"
         ));
         release_rx(s);
+    }
+}
+
+/// Reads the kernel socket's SO_RCVBUF (as the kernel reports it: the doubled value) into the
+/// socket's stash bound.
+pub fn refresh_rcvbuf(fd: c_int, s: &Socket) {
+    let mut v: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: an int-sized option into our own int.
+    let r = unsafe { real::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &mut v as *mut c_int as *mut c_void, &mut len) };
+    if r == 0 && v > 0 {
+        s.rcvbuf.store(v as u32, Ordering::Relaxed);
     }
 }
 
@@ -605,10 +632,10 @@ fn adopt_inherited_sockets(e: &Engine) {
         if d.accelerate() {
             {
                 let mut stt = s.state.lock();
-                stt.local = local;
+                s.set_local(&mut stt, local);
                 s.set_peer(&mut stt, remote);
                 stt.nonblocking = flags >= 0 && flags & libc::O_NONBLOCK != 0;
-                stt.decision = Some(d);
+                s.set_decision(&mut stt, d);
                 s.nonblocking.store(stt.nonblocking, Ordering::Relaxed);
             }
             let s = Arc::new(s);

@@ -14,6 +14,7 @@
 //! - [`fdtable`]: fd → accelerated socket, lock-free on the lookup path.
 //! - [`socket`]: the per-socket state of a socket we track.
 //! - [`engine`]: the operations hooks call for our fds, and process start-up.
+//! - [`vi`]: the datapath interface (kernel, shm, …), after ef_vi's virtual interface.
 //! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
 //! - [`xdp`]: the AF_XDP datapath's building blocks (filter program, UMEM, XSK, frames, next hop).
@@ -32,6 +33,7 @@ pub mod shm;
 pub mod signals;
 pub mod socket;
 pub mod udp;
+pub mod vi;
 pub mod xdp;
 
 #[cfg(test)]

@@ -97,9 +97,11 @@ use parking_lot::Mutex;
 use crate::engine;
 use crate::fdtable;
 use crate::real;
-use crate::shm::ring::Ring;
-use crate::shm::vi as shmvi;
-use crate::socket::{Socket, Stashed};
+use crate::vi::RxQueue;
+
+/// A bypass receive queue a multiplexer arms before it sleeps.
+type Ring = dyn RxQueue;
+use crate::socket::Socket;
 use crate::udp;
 
 use Ordering::{Relaxed, SeqCst};
@@ -119,8 +121,6 @@ const SPIN_KERNEL_EVERY: i64 = 256;
 const SPIN_CLOCK_EVERY: i64 = 16;
 /// The CPU is offered to other runnable threads every this many spins.
 const SPIN_YIELD_EVERY: i64 = 256;
-/// A stash holds at most this many payload bytes (as udp.rs: the kernel's default SO_RCVBUF).
-const STASH_LIMIT: usize = 212_992;
 /// A kick that is still pending after this long is reset regardless (a waiter count inherited
 /// from a parent whose threads do not exist here, if `after_fork_child` was not called).
 const KICK_MAX_AGE: Duration = Duration::from_secs(1);
@@ -461,10 +461,10 @@ impl<'a> Armed<'a> {
     fn arm(rings: &'a [Arc<Ring>], drain: bool) -> Option<Armed<'a>> {
         let mut a = Armed { rings, n: 0 };
         for r in rings {
-            let mut ok = r.prepare_sleep();
+            let mut ok = r.arm();
             if !ok && drain {
-                drain_ring(r);
-                ok = r.prepare_sleep();
+                drain_ring(&**r);
+                ok = r.arm();
             }
             if !ok {
                 return None;
@@ -478,50 +478,16 @@ impl<'a> Armed<'a> {
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         for r in &self.rings[..self.n] {
-            r.cancel_sleep();
+            r.disarm();
         }
     }
 }
 
 /// Moves everything in `ring` into the stashes of the sockets it is for, so that the ring can be
 /// armed although it holds datagrams nobody here reports now (an edge-triggered or one-shot entry
-/// that was reported already). Same rules as udp.rs's demultiplexing: bounded stash, a connected
-/// socket drops datagrams from anyone but its peer, a closed socket's datagrams are dropped.
+/// that was reported already). Same rules as a receive's demultiplexing (udp.rs).
 fn drain_ring(ring: &Ring) {
-    let vi = shmvi::existing();
-    for _ in 0..=ring.capacity() {
-        match ring.peek() {
-            None => return,
-            Some(Err(c)) => {
-                ring.skip(c);
-            }
-            Some(Ok((pos, d))) => {
-                let (cookie, src, data) = (d.cookie, d.src, d.payload.to_vec());
-                let owner = vi.and_then(|v| v.socket_of(cookie));
-                // Hold the owner's stash across the consume, so that whoever looks at the ring
-                // and then at the stash cannot see the datagram in neither.
-                let Some(owner) = owner else {
-                    ring.consume(pos);
-                    continue;
-                };
-                let peer = owner.state.lock().remote;
-                let mut stash = owner.stash.lock();
-                if !ring.consume(pos) {
-                    continue; // another consumer took it
-                }
-                if peer.is_some_and(|p| p != src) {
-                    owner.counters.drop_not_peer.fetch_add(1, Relaxed);
-                    continue;
-                }
-                let bytes: usize = stash.iter().map(|x| x.data.len()).sum();
-                if bytes + data.len() > STASH_LIMIT {
-                    owner.counters.drop_rcvbuf.fetch_add(1, Relaxed);
-                    continue;
-                }
-                stash.push_back(Stashed { src, data });
-            }
-        }
-    }
+    udp::drain_to_stashes(ring, None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,7 +525,7 @@ impl Special {
         match &self.target {
             Target::Sock(s) => {
                 if let Some(b) = s.rx_binding() {
-                    push_ring(out, &b.ring);
+                    push_ring(out, &b.queue);
                 }
             }
             Target::Epoll(sh) => sh.needed_rings(1, out),
@@ -1177,7 +1143,7 @@ impl Inner {
                     if fdtable::is_ours(e.fd) {
                         if let Some(s) = w.upgrade() {
                             if let Some(b) = s.rx_binding() {
-                                push_ring(out, &b.ring);
+                                push_ring(out, &b.queue);
                             }
                         }
                     }
@@ -1648,7 +1614,7 @@ pub unsafe fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event)
                     if interested {
                         if let Some(b) = s.rx_binding() {
                             let readable = udp::bypass_readable(&s);
-                            sh.after_change(&mut g, Some(&b.ring), readable, false);
+                            sh.after_change(&mut g, Some(&b.queue), readable, false);
                         } else if newly {
                             sh.after_change(&mut g, None, false, false);
                         }
@@ -2058,7 +2024,7 @@ pub fn after_rx_binding(fd: c_int) {
             matches!(&e.kind, Kind::Sock(w) if w.as_ptr() == Arc::as_ptr(&s)) && !e.st.disabled && e.st.events & EP_IN != 0
         });
         if interested {
-            sh.after_change(&mut g, Some(&b.ring), false, false);
+            sh.after_change(&mut g, Some(&b.queue), false, false);
         }
     }
     set_errno(saved);
@@ -3010,10 +2976,36 @@ mod tests {
     /// *that* socket's doorbell, so the sleeper on this socket is never woken. Fails until
     /// ring.rs/udp.rs wake per socket (or ring on every publish while anyone sleeps).
     #[test]
+    fn so_rcvbuf_bounds_what_a_sibling_moves_aside() {
+        let _g = setup();
+        let (a, b, tx) = (receiver(), receiver(), sender());
+        assert!(Arc::ptr_eq(&a.s.rx_binding().unwrap().queue, &b.s.rx_binding().unwrap().queue), "one ring");
+        // The kernel doubles what is set: 4096 → 8192, about 11 small datagrams' worth.
+        let v: c_int = 4096;
+        // SAFETY: an int option on our own socket.
+        let r = unsafe { real::setsockopt(a.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &v as *const c_int as *const c_void, 4) };
+        assert_eq!(r, 0);
+        engine::after_setsockopt(a.fd, &a.s, libc::SOL_SOCKET, libc::SO_RCVBUF);
+        assert_eq!(a.s.rcvbuf.load(Relaxed), 8192);
+        for i in 0..100u8 {
+            send(&tx, a.addr, &[i; 64]);
+        }
+        // b's readiness check moves a's datagrams into a's stash, bounded by a's SO_RCVBUF.
+        assert!(!udp::bypass_readable(&b.s));
+        let mut got = 0;
+        while recv_nb(a.fd).is_some() {
+            got += 1;
+        }
+        let dropped = a.s.counters.drop_rcvbuf.load(Relaxed);
+        assert!((8..=16).contains(&got), "kept {got}");
+        assert_eq!(got + dropped, 100, "kept {got}, dropped {dropped}");
+    }
+
+    #[test]
     fn shared_ring_flag_loses_a_wakeup() {
         let _g = setup();
         let (x, y, tx) = (receiver(), receiver(), sender());
-        assert!(Arc::ptr_eq(&x.s.rx_binding().unwrap().ring, &y.s.rx_binding().unwrap().ring), "one ring");
+        assert!(Arc::ptr_eq(&x.s.rx_binding().unwrap().queue, &y.s.rx_binding().unwrap().queue), "one ring");
         let fd = x.fd;
         let t = thread::spawn(move || {
             budget(Some(0));

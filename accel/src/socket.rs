@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 
 use crate::decision::Decision;
-use crate::shm::vi::RxBinding;
+use crate::vi::RxBinding;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -64,11 +64,83 @@ pub struct Counters {
     pub doorbells_received: AtomicU64,
 }
 
+/// The kernel's default SO_RCVBUF (net.core.rmem_default, doubled by the kernel as it reports it).
+pub const DEFAULT_RCVBUF: u32 = 212_992;
+
 /// A datagram taken off a shared ring for this socket by another socket's receive.
 #[derive(Debug)]
 pub struct Stashed {
     pub src: SocketAddrV4,
     pub data: Vec<u8>,
+}
+
+/// What a datagram costs against SO_RCVBUF besides its payload: the kernel charges an skb's
+/// truesize (about 700 bytes more than a small datagram's payload on loopback), so a stash holds
+/// about as many datagrams as the kernel's queue would.
+pub const DATAGRAM_OVERHEAD: usize = 640;
+
+/// Datagrams for a socket that another socket's receive took off a shared queue, bounded by the
+/// socket's SO_RCVBUF as the kernel's receive queue is. The count is readable without the lock,
+/// so a receive finds an empty stash with one load.
+#[derive(Debug, Default)]
+pub struct Stash {
+    queue: Mutex<StashQueue>,
+    count: core::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct StashQueue {
+    items: VecDeque<Stashed>,
+    charged: usize,
+}
+
+/// The locked stash.
+pub struct StashGuard<'a> {
+    queue: parking_lot::MutexGuard<'a, StashQueue>,
+    count: &'a core::sync::atomic::AtomicUsize,
+}
+
+impl Stash {
+    /// Empty at the instant of the check (a hint: a hand-over in progress holds the lock).
+    #[inline]
+    pub fn looks_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    pub fn lock(&self) -> StashGuard<'_> {
+        StashGuard { queue: self.queue.lock(), count: &self.count }
+    }
+}
+
+impl StashGuard<'_> {
+    pub fn front(&self) -> Option<&Stashed> {
+        self.queue.items.front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.items.is_empty()
+    }
+
+    pub fn pop(&mut self) -> Option<Stashed> {
+        let d = self.queue.items.pop_front()?;
+        self.queue.charged -= d.data.len() + DATAGRAM_OVERHEAD;
+        self.count.store(self.queue.items.len(), Ordering::Release);
+        Some(d)
+    }
+
+    /// Appends a datagram unless the stash already holds more than `limit` bytes (SO_RCVBUF;
+    /// the kernel's UDP queue applies the same test before it charges a datagram); false =
+    /// dropped.
+    pub fn push(&mut self, d: Stashed, limit: usize) -> bool {
+        let cost = d.data.len() + DATAGRAM_OVERHEAD;
+        if self.queue.charged > limit {
+            return false;
+        }
+        self.queue.charged += cost;
+        self.queue.items.push_back(d);
+        self.count.store(self.queue.items.len(), Ordering::Release);
+        true
+    }
 }
 
 impl Counters {
@@ -95,7 +167,7 @@ pub struct Socket {
     /// Set when the socket went back to the kernel after having had an rx binding.
     pub rx_off: AtomicBool,
     /// Datagrams for this socket found on a shared ring by another socket's receive.
-    pub stash: Mutex<VecDeque<Stashed>>,
+    pub stash: Stash,
     /// Mirrors `State::nonblocking` for the receive path, which must not take the state lock.
     pub nonblocking: AtomicBool,
     /// Mirrors `State::remote` for the receive path (see [`Socket::set_peer`]).
@@ -107,6 +179,21 @@ pub struct Socket {
     pub kernel_hint: AtomicBool,
     /// Mirrors `State::sender_decided`, so sends after the first take no lock.
     pub sender_decided: AtomicBool,
+    /// Mirrors `State::decision` ("accelerate?") for the data path (see [`Socket::set_decision`]).
+    accelerate: AtomicBool,
+    /// Mirrors `State::local` for the data path (see [`Socket::set_local`]).
+    local: AtomicU64,
+    /// The kernel socket's SO_RCVBUF as getsockopt reports it: the bound of the stash, as the
+    /// kernel's receive queue is bounded by it.
+    pub rcvbuf: core::sync::atomic::AtomicU32,
+}
+
+fn pack(a: Option<SocketAddrV4>) -> u64 {
+    a.map_or(0, |a| 1 << 48 | u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()))
+}
+
+fn unpack(p: u64) -> Option<SocketAddrV4> {
+    (p != 0).then(|| SocketAddrV4::new(((p >> 16) as u32).into(), p as u16))
 }
 
 impl Socket {
@@ -118,27 +205,46 @@ impl Socket {
             counters: Counters::default(),
             rx: OnceLock::new(),
             rx_off: AtomicBool::new(false),
-            stash: Mutex::new(VecDeque::new()),
+            stash: Stash::default(),
             nonblocking: AtomicBool::new(false),
             peer: AtomicU64::new(0),
             os_tick: core::sync::atomic::AtomicU32::new(0),
             kernel_hint: AtomicBool::new(false),
             sender_decided: AtomicBool::new(false),
+            accelerate: AtomicBool::new(false),
+            local: AtomicU64::new(0),
+            rcvbuf: core::sync::atomic::AtomicU32::new(DEFAULT_RCVBUF),
         }
+    }
+
+    /// Records a decision in the state and in its lock-free mirror.
+    pub fn set_decision(&self, st: &mut State, d: Decision) {
+        self.accelerate.store(d.accelerate(), Ordering::Relaxed);
+        st.decision = Some(d);
+    }
+
+    /// Records the local address in the state and in its lock-free mirror.
+    pub fn set_local(&self, st: &mut State, local: Option<SocketAddrV4>) {
+        st.local = local;
+        self.local.store(pack(local), Ordering::Relaxed);
+    }
+
+    /// The local address, without taking the state lock.
+    #[inline]
+    pub fn local(&self) -> Option<SocketAddrV4> {
+        unpack(self.local.load(Ordering::Relaxed))
     }
 
     /// Records the connected peer (None: not connected) in the state and in its lock-free mirror.
     pub fn set_peer(&self, st: &mut State, remote: Option<SocketAddrV4>) {
         st.remote = remote;
-        let packed = remote.map_or(0, |a| 1 << 48 | u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()));
-        self.peer.store(packed, Ordering::Relaxed);
+        self.peer.store(pack(remote), Ordering::Relaxed);
     }
 
     /// The connected peer, without taking the state lock.
     #[inline]
     pub fn peer(&self) -> Option<SocketAddrV4> {
-        let p = self.peer.load(Ordering::Relaxed);
-        (p != 0).then(|| SocketAddrV4::new(((p >> 16) as u32).into(), p as u16))
+        unpack(self.peer.load(Ordering::Relaxed))
     }
 
     /// The shm receive binding, if the socket has one in force.
@@ -151,8 +257,9 @@ impl Socket {
     }
 
     /// Is the latest decision "accelerate"?
+    #[inline]
     pub fn accelerated(&self) -> bool {
-        self.state.lock().decision.as_ref().is_some_and(|d| d.accelerate())
+        self.accelerate.load(Ordering::Relaxed)
     }
 }
 
@@ -161,9 +268,7 @@ impl Drop for Socket {
     fn drop(&mut self) {
         if let Some(b) = self.rx.get() {
             if !self.rx_off.load(Ordering::Relaxed) {
-                if let Some(vi) = crate::shm::vi::existing() {
-                    vi.unbind(b);
-                }
+                b.vi().remove_filter(b);
             }
         }
     }

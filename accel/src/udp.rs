@@ -26,11 +26,11 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sock
 use crate::config::PollBudget;
 use crate::engine::{self, sockaddr_v4};
 use crate::fdtable;
-use crate::log;
 use crate::real;
-use crate::shm::ring::{Ring, SleepTicket};
-use crate::shm::vi::{self as shmvi, is_doorbell, TxOutcome, DOORBELL_LEN};
+use crate::shm::vi as shmvi;
 use crate::socket::{Socket, Stashed};
+use crate::vi::kernel::KERNEL;
+use crate::vi::{BufId, RxDatagram, RxQueue, SleepTicket, TxOutcome, TxRequest, Vi};
 
 /// Could `len` bytes at `p` be user memory? The kernel answers EFAULT for a bad pointer; we must
 /// not fault reading or writing one first. Null, the first page and non-canonical addresses are
@@ -149,18 +149,19 @@ pub fn sockaddr_in_of(a: SocketAddrV4) -> sockaddr_in {
     }
 }
 
-/// Takes (or with MSG_PEEK, looks at) the next datagram for `s` from its stash or ring.
-/// Datagrams on a shared ring that belong to other sockets are moved to their stashes.
+/// Takes (or with MSG_PEEK, looks at) the next datagram for `s` from its stash or bypass queue.
+/// Datagrams on a shared queue that belong to other sockets are moved to their stashes.
+#[inline]
 fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
     let peek = flags & libc::MSG_PEEK != 0;
     // The stash first — also after the socket went back to the kernel (what it already had).
-    {
+    if !s.stash.looks_empty() {
         let mut stash = s.stash.lock();
         if let Some(d) = stash.front() {
             // SAFETY: the app's buffers, as declared.
             let r = unsafe { t.deliver(d.src, &d.data, flags) };
             if !peek {
-                let d = stash.pop_front()?;
+                let d = stash.pop()?;
                 s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
                 s.counters.shm_rx_bytes.fetch_add(d.data.len() as u64, Ordering::Relaxed);
             }
@@ -168,34 +169,33 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
         }
     }
     let b = s.rx_binding()?;
-    let peer = peer_filter(s);
-    // Bounded: a ring never holds more than its capacity.
-    for _ in 0..=b.ring.capacity() {
-        let Some(item) = b.ring.peek() else { return None };
-        let (pos, d) = match item {
+    let q = &*b.queue;
+    // Bounded: a queue never holds more than its capacity.
+    for _ in 0..=q.capacity() {
+        let (id, d) = match q.borrow()? {
             Ok(v) => v,
-            Err(c) => {
-                b.ring.skip(c); // counted by the ring; never delivered
+            Err(bad) => {
+                q.discard(bad); // counted by the queue; never delivered
                 continue;
             }
         };
-        if d.cookie != b.cookie {
-            hand_over(&b.ring, pos, d.cookie, d.src, d.payload);
+        if d.owner != b.cookie {
+            hand_over(q, id, d);
             continue;
         }
-        if peer.is_some_and(|p| p != d.src) {
-            if b.ring.consume(pos) {
+        if s.peer().is_some_and(|p| p != d.src) {
+            if q.release(id) {
                 s.counters.drop_not_peer.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
-        // SAFETY: the app's buffers, as declared; the slot stays ours until consume.
+        // SAFETY: the app's buffers, as declared; the buffer stays ours until release.
         let r = unsafe { t.deliver(d.src, d.payload, flags) };
         let len = d.payload.len();
         if peek {
             return Some(r);
         }
-        if b.ring.consume(pos) {
+        if q.release(id) {
             s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
             s.counters.shm_rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
             return Some(r);
@@ -205,82 +205,54 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
     None
 }
 
-fn peer_filter(s: &Socket) -> Option<SocketAddrV4> {
-    s.peer()
-}
-
-/// Takes the datagram at `pos` of a shared ring, which is for another socket of this process,
-/// and puts it in that socket's stash (bounded; a connected socket keeps only its peer's).
+/// Takes datagram `id` of a shared queue, which is for another socket of this process, and puts
+/// it in that socket's stash (bounded by its SO_RCVBUF; a connected socket keeps only its peer's).
 ///
-/// The owner's stash is locked *before* the datagram leaves the ring: the owner, about to
-/// sleep, registers its wakeup, sees the ring empty, then checks its stash under this lock — so
-/// it either still sees the datagram in the ring or finds it in the stash, never neither.
-fn hand_over(ring: &Ring, pos: u64, cookie: u64, src: SocketAddrV4, payload: &[u8]) {
-    let Some(owner) = shmvi::existing().and_then(|vi| vi.socket_of(cookie)) else {
-        ring.consume(pos); // its socket is gone: as the kernel drops datagrams for a closed socket
+/// The owner's stash is locked *before* the datagram leaves the queue: the owner, about to
+/// sleep, registers its wakeup, sees the queue empty, then checks its stash under this lock — so
+/// it either still sees the datagram in the queue or finds it in the stash, never neither.
+fn hand_over(q: &dyn RxQueue, id: BufId, d: RxDatagram<'_>) {
+    let Some(owner) = shmvi::existing().and_then(|vi| vi.socket_of(d.owner)) else {
+        q.release(id); // its socket is gone: as the kernel drops datagrams for a closed socket
         return;
     };
-    let data = payload.to_vec(); // copied before consume: after it the slot may be reused
+    let (src, data) = (d.src, d.payload.to_vec()); // copied before release: then it may be reused
     let mut stash = owner.stash.lock();
-    if !ring.consume(pos) {
+    if !q.release(id) {
         return; // another consumer took it (and handles it)
     }
     if owner.peer().is_some_and(|p| p != src) {
         owner.counters.drop_not_peer.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let bytes: usize = stash.iter().map(|d| d.data.len()).sum();
-    if bytes + data.len() > stash_limit() {
+    if !stash.push(Stashed { src, data }, owner.rcvbuf.load(Ordering::Relaxed) as usize) {
         owner.counters.drop_rcvbuf.fetch_add(1, Ordering::Relaxed);
-        return;
     }
-    stash.push_back(Stashed { src, data });
 }
 
-fn stash_limit() -> usize {
-    // The kernel's default SO_RCVBUF (212992) in payload bytes, roughly.
-    212_992
-}
-
-/// Tries the kernel socket without blocking, discarding our doorbells. None = nothing there.
-///
-/// # Safety
-/// `msg` is the app's msghdr (valid iovecs and name buffer).
-unsafe fn from_kernel(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) -> Option<isize> {
-    // Doorbells are filtered for as long as the socket ever had a binding: one may still be
-    // queued after the socket went back to the kernel.
-    let cookie = s.rx.get().map(|b| b.cookie);
-    for _ in 0..64 {
-        if let Some(cookie) = cookie {
-            // Look first, so a doorbell never lands in the app's buffer.
-            let mut probe = [0u8; DOORBELL_LEN + 1];
-            let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT);
-            if r < 0 {
-                let e = errno();
-                if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
-                    return None;
+/// Empties `q` of what it holds now: every datagram to its socket's stash (a socket going back
+/// to the kernel keeps what was already queued for it; a multiplexer about to sleep must arm a
+/// queue that holds datagrams it has reported already).
+/// `own` names a socket whose datagrams go to its stash even though it no longer has a filter.
+pub fn drain_to_stashes(q: &dyn RxQueue, own: Option<(u64, &Socket)>) {
+    for _ in 0..=q.capacity() {
+        match q.borrow() {
+            None => return,
+            Some(Err(bad)) => q.discard(bad),
+            Some(Ok((id, d))) => match own {
+                Some((cookie, s)) if d.owner == cookie => {
+                    let (src, data) = (d.src, d.payload.to_vec());
+                    let mut stash = s.stash.lock();
+                    if q.release(id) && !stash.push(Stashed { src, data }, s.rcvbuf.load(Ordering::Relaxed) as usize) {
+                        s.counters.drop_rcvbuf.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                return Some(-1); // a real error (ECONNREFUSED after ICMP, ...): the app sees it
-            }
-            if is_doorbell(&probe[..r as usize], cookie) {
-                real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_DONTWAIT);
-                s.counters.doorbells_received.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+                _ => hand_over(q, id, d),
+            },
         }
-        let r = real::recvmsg(fd, msg, flags | libc::MSG_DONTWAIT);
-        if r < 0 {
-            let e = errno();
-            if e == libc::EAGAIN || e == libc::EWOULDBLOCK {
-                return None;
-            }
-            return Some(-1);
-        }
-        s.counters.rx(r as usize);
-        return Some(r);
     }
-    None
 }
+
 
 /// One receive on a tracked socket: the engine's recvmsg.
 ///
@@ -327,7 +299,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             spins % 256 == 0
         };
         if look {
-            if let Some(r) = from_kernel(fd, s, msg, flags) {
+            if let Some(r) = KERNEL.receive(fd, s, msg, flags) {
                 return r;
             }
         }
@@ -361,17 +333,17 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             }
             continue;
         };
-        let ticket = b.ring.prepare_sleep_for(b.cookie);
+        let ticket = b.queue.arm_for(b.cookie);
         if ticket == SleepTicket::DataPresent {
             continue; // data arrived meanwhile
         }
         if !s.stash.lock().is_empty() {
-            b.ring.cancel_sleep_for(ticket, b.cookie); // a sibling socket handed one over
+            b.queue.disarm_for(ticket, b.cookie); // a sibling socket handed one over
             continue;
         }
         let mut probe = [0u8; 1];
         let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
-        b.ring.cancel_sleep_for(ticket, b.cookie);
+        b.queue.disarm_for(ticket, b.cookie);
         if r < 0 {
             let e = errno();
             // A timeout (SO_RCVTIMEO) or a signal ends the call as it would the kernel's — after
@@ -403,10 +375,15 @@ fn count_kernel_rx(s: &Socket, r: isize) {
 pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
     let name_ok = a.is_null() || al.is_null() || (plausible(al, size_of::<socklen_t>()) && plausible(a, *al as usize));
-    if s.rx_binding().is_none() || !name_ok || (len > 0 && !plausible(buf, len)) {
+    if s.rx.get().is_none() || !name_ok || (len > 0 && !plausible(buf, len)) {
         let r = real::recvfrom(fd, buf, len, flags, a, al);
         count_kernel_rx(&s, r);
         return r;
+    }
+    if flags & !libc::MSG_DONTWAIT == 0 {
+        if let Some(r) = recv_ready(&s, buf, len, flags, a, al) {
+            return r;
+        }
     }
     let mut iov = iovec { iov_base: buf, iov_len: len };
     let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
@@ -423,6 +400,66 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
         *al = namelen;
     }
     r
+}
+
+/// The common case of recv/recvfrom/read, without the general receive's set-up: a datagram for
+/// this socket is at the head of its queue, and the call has no flags but MSG_DONTWAIT. None =
+/// anything else (the general path then decides, as if this had not run).
+///
+/// # Safety
+/// `buf`/`len` and `a`/`al` were checked plausible by the caller.
+#[inline]
+unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> Option<isize> {
+    let b = s.rx_binding()?;
+    if !s.stash.looks_empty() {
+        return None;
+    }
+    let q = &*b.queue;
+    let Some(item) = q.borrow() else {
+        return empty_nonblocking(s, flags);
+    };
+    let (id, d) = item.ok()?;
+    if d.owner != b.cookie || s.peer().is_some_and(|p| p != d.src) {
+        return None;
+    }
+    let n = d.payload.len().min(len);
+    core::ptr::copy_nonoverlapping(d.payload.as_ptr(), buf as *mut u8, n);
+    if !a.is_null() && !al.is_null() {
+        let sin = sockaddr_in_of(d.src);
+        let room = (*al as usize).min(size_of::<sockaddr_in>());
+        core::ptr::copy_nonoverlapping(&sin as *const sockaddr_in as *const u8, a as *mut u8, room);
+        *al = size_of::<sockaddr_in>() as socklen_t;
+    }
+    let full = d.payload.len();
+    if !q.release(id) {
+        return None; // a forked twin took it: what we copied does not count
+    }
+    s.counters.shm_rx_packets.fetch_add(1, Ordering::Relaxed);
+    s.counters.shm_rx_bytes.fetch_add(full as u64, Ordering::Relaxed);
+    Some(n as isize)
+}
+
+/// A non-blocking receive found the queue empty: EAGAIN at once, unless the kernel socket is due
+/// a look (VMA_RX_POLL_OS_RATIO, or a poll saw data there), which the general path makes. This is
+/// what a busy-polling application calls in a loop, so it stays short.
+#[inline]
+fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
+    if flags & libc::MSG_DONTWAIT == 0 && !s.nonblocking.load(Ordering::Relaxed) {
+        return None;
+    }
+    if s.kernel_hint.load(Ordering::Relaxed) {
+        return None;
+    }
+    let ratio = engine::engine().config.rx_poll_os_ratio.max(1);
+    // The general path counts this call itself when it is the kernel's turn.
+    let tick = s.os_tick.load(Ordering::Relaxed);
+    if tick % ratio == 0 {
+        return None;
+    }
+    s.os_tick.store(tick.wrapping_add(1), Ordering::Relaxed); // a pace, not a count: races are harmless
+    s.counters.eagain.fetch_add(1, Ordering::Relaxed);
+    set_errno(libc::EAGAIN);
+    Some(-1)
 }
 
 /// recvmsg on a tracked socket.
@@ -442,7 +479,7 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
 /// As readv(2).
 pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::readv(fd, iov, n) };
-    if n < 0 || s.rx_binding().is_none() || !iov_plausible(iov, n as usize) {
+    if n < 0 || s.rx.get().is_none() || !iov_plausible(iov, n as usize) {
         let r = real::readv(fd, iov, n);
         count_kernel_rx(&s, r);
         return r;
@@ -460,7 +497,7 @@ pub unsafe fn readv(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
 /// As recvmmsg(2).
 pub unsafe fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut libc::timespec) -> c_int {
     let Some(s) = fdtable::get(fd) else { return real::recvmmsg(fd, msgs, vlen, flags, timeout) };
-    if s.rx_binding().is_none() || !plausible(msgs, vlen.min(1024) as usize * size_of::<mmsghdr>()) {
+    if s.rx.get().is_none() || !plausible(msgs, vlen.min(1024) as usize * size_of::<mmsghdr>()) {
         let r = real::recvmmsg(fd, msgs, vlen, flags, timeout);
         if r > 0 {
             for i in 0..r as usize {
@@ -488,64 +525,30 @@ pub unsafe fn recvmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
     vlen as c_int
 }
 
-/// Generic receive-type call on a tracked socket whose semantics the engine does not change
-/// (e.g. the fortified `__recv_chk`): serve it through `recvfrom` when shm is bound.
-#[inline]
-pub fn rx(fd: c_int, call: impl FnOnce() -> isize) -> isize {
-    let s = fdtable::get(fd);
-    let r = call();
-    if let Some(s) = s {
-        count_kernel_rx(&s, r);
-    }
-    r
-}
-
-/// Is a tracked socket readable through the bypass (stash or ring)? For poll/select/epoll.
+/// Is a tracked socket readable through the bypass (stash or queue)? For poll/select/epoll.
 pub fn bypass_readable(s: &Socket) -> bool {
-    if !s.stash.lock().is_empty() {
+    if !s.stash.looks_empty() && !s.stash.lock().is_empty() {
         return true;
     }
     let Some(b) = s.rx_binding() else { return false };
+    let q = &*b.queue;
     // Move other sockets' datagrams aside so the answer is about this socket.
-    for _ in 0..=b.ring.capacity() {
-        match b.ring.peek() {
+    for _ in 0..=q.capacity() {
+        match q.borrow() {
             None => return false,
-            Some(Err(c)) => {
-                b.ring.skip(c);
-            }
-            Some(Ok((pos, d))) => {
-                if d.cookie == b.cookie {
+            Some(Err(bad)) => q.discard(bad),
+            Some(Ok((id, d))) => {
+                if d.owner == b.cookie {
                     return true;
                 }
-                hand_over(&b.ring, pos, d.cookie, d.src, d.payload);
+                hand_over(q, id, d);
             }
         }
     }
     false
 }
 
-/// Empties `ring` of what it holds now: datagrams for `cookie` into `s`'s stash, the others to
-/// their sockets (a socket going back to the kernel keeps what was already in its ring).
-pub fn drain_ring_to_stashes(ring: &Ring, cookie: u64, s: &Socket) {
-    for _ in 0..=ring.capacity() {
-        match ring.peek() {
-            None => return,
-            Some(Err(c)) => {
-                ring.skip(c);
-            }
-            Some(Ok((pos, d))) if d.cookie == cookie => {
-                let (src, data) = (d.src, d.payload.to_vec());
-                let mut stash = s.stash.lock();
-                if ring.consume(pos) {
-                    stash.push_back(Stashed { src, data });
-                }
-            }
-            Some(Ok((pos, d))) => hand_over(ring, pos, d.cookie, d.src, d.payload),
-        }
-    }
-}
-
-/// The size of the next datagram for `s` waiting in its stash or ring (FIONREAD).
+/// The size of the next datagram for `s` waiting in its stash or queue (FIONREAD).
 pub fn next_bypass_len(s: &Socket) -> Option<usize> {
     if !bypass_readable(s) {
         return None;
@@ -554,8 +557,8 @@ pub fn next_bypass_len(s: &Socket) -> Option<usize> {
         return Some(d.data.len());
     }
     let b = s.rx_binding()?;
-    match b.ring.peek()? {
-        Ok((_, d)) if d.cookie == b.cookie => Some(d.payload.len()),
+    match b.queue.borrow()? {
+        Ok((_, d)) if d.owner == b.cookie => Some(d.payload.len()),
         _ => None,
     }
 }
@@ -563,23 +566,7 @@ pub fn next_bypass_len(s: &Socket) -> Option<usize> {
 /// Consumes pending doorbells on a tracked socket's kernel socket; true if a real datagram is
 /// waiting there. For poll/select/epoll, after the kernel reported the fd readable.
 pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
-    let Some(b) = s.rx.get() else { return true };
-    for _ in 0..64 {
-        let mut probe = [0u8; DOORBELL_LEN + 1];
-        // SAFETY: a peek into our own buffer.
-        let r = unsafe { real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-        if r < 0 {
-            return errno() != libc::EAGAIN; // an error is "readable": the app's recv reports it
-        }
-        if !is_doorbell(&probe[..r as usize], b.cookie) {
-            s.kernel_hint.store(true, Ordering::Relaxed);
-            return true;
-        }
-        // SAFETY: consuming the doorbell into our own buffer.
-        unsafe { real::recv(fd, probe.as_mut_ptr() as *mut c_void, probe.len(), libc::MSG_DONTWAIT) };
-        s.counters.doorbells_received.fetch_add(1, Ordering::Relaxed);
-    }
-    true
+    KERNEL.has_data(fd, s)
 }
 
 // -------------------------------------------------------------------------------------------
@@ -614,30 +601,20 @@ pub unsafe fn send_iov(
     r
 }
 
-/// Sends through shm if the destination is served; None = use the kernel.
+/// Sends through a bypass VI that serves the destination; None = use the kernel VI (the app's
+/// own call, so its flags and errors are the kernel's).
 unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen: usize, to: Option<SocketAddrV4>, flags: c_int) -> Option<isize> {
     const PLAIN: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
     if flags & !PLAIN != 0 || !s.accelerated() {
         return None;
     }
-    let e = engine::engine();
-    if !e.config.shm {
-        return None;
-    }
-    let vi = shmvi::get(&e.config)?;
-    let (dest, local) = {
-        let st = s.state.lock();
-        (to.or(st.remote)?, st.local)
-    };
-    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 {
-        return None;
-    }
-    // Only this host's addresses can be served by a ring.
-    if !vi.is_local(*dest.ip()) {
+    let vi: &dyn Vi = bypass_vi()?;
+    let dest = to.or_else(|| s.peer())?;
+    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 || !vi.reaches(*dest.ip()) {
         return None;
     }
     // The payload: the app's own buffer when it is one piece, else gathered; anything larger
-    // than a ring slot is the kernel's.
+    // than the VI carries is the kernel's.
     let max = vi.max_payload();
     let mut gathered = [MaybeUninit::<u8>::uninit(); 16384];
     let payload: &[u8] = if iovlen == 1 {
@@ -661,7 +638,7 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
         std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len)
     };
     let len = payload.len();
-    let local = match local {
+    let local = match s.local() {
         Some(l) if l.port() != 0 => l,
         _ => implicit_bind(fd, s)?,
     };
@@ -672,43 +649,32 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
     } else {
         *dest.ip()
     };
-    match vi.send(SocketAddrV4::new(src_ip, local.port()), dest, payload) {
+    let tx = TxRequest { fd, src: SocketAddrV4::new(src_ip, local.port()), dest, payload };
+    match vi.transmit(&tx) {
         TxOutcome::NotServed => None,
         TxOutcome::DroppedFull => {
             s.counters.drop_ring_full.fetch_add(1, Ordering::Relaxed);
             Some(len as isize)
         }
-        TxOutcome::Sent { doorbell } => {
+        TxOutcome::Sent { woke } => {
             s.counters.shm_tx_packets.fetch_add(1, Ordering::Relaxed);
             s.counters.shm_tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-            if let Some(cookie) = doorbell {
-                ring_doorbell(fd, s, dest, cookie);
+            if woke {
+                s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
             }
             Some(len as isize)
         }
     }
 }
 
-/// Wakes a sleeping receiver: a doorbell datagram from our own kernel socket (so a receiver
-/// connected to us accepts it) to its address.
-fn ring_doorbell(fd: c_int, s: &Socket, dest: SocketAddrV4, cookie: u64) {
-    let d = shmvi::doorbell(cookie);
-    let sin = sockaddr_in_of(dest);
-    // SAFETY: our own buffer and address.
-    let r = unsafe {
-        real::sendto(fd, d.as_ptr() as *const c_void, d.len(), libc::MSG_DONTWAIT,
-            &sin as *const sockaddr_in as *const sockaddr, size_of::<sockaddr_in>() as socklen_t)
-    };
-    if r < 0 {
-        // A connected socket may refuse a destination other than its peer: the receiver's
-        // address is its peer here, so this is rare; the receiver's spin or timeout covers it.
-        static ONCE: log::Once = log::Once::new();
-        if ONCE.first() {
-            log::debug(format_args!("doorbell to {dest} failed: {}", std::io::Error::last_os_error()));
-        }
-        return;
+/// The bypass VI sends try, if any is on in this process.
+#[inline]
+fn bypass_vi() -> Option<&'static dyn Vi> {
+    let e = engine::engine();
+    if !e.config.shm {
+        return None;
     }
-    s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
+    shmvi::get(&e.config).map(|v| v as &'static dyn Vi)
 }
 
 /// Binds an unbound sender to an ephemeral port through the kernel (as its first sendto would),
@@ -721,7 +687,7 @@ fn implicit_bind(fd: c_int, s: &Arc<Socket>) -> Option<SocketAddrV4> {
         return None; // EINVAL: already bound (by a connect, say); getsockname tells where
     }
     engine::after_local_address(fd, s);
-    s.state.lock().local.filter(|l| l.port() != 0)
+    s.local().filter(|l| l.port() != 0)
 }
 
 /// sendto/send/write on a tracked socket.

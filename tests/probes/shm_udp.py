@@ -22,7 +22,7 @@ so the receiver regenerates the expected bytes of every datagram and compares th
 Modes (one JSON line on stdout at exit; progress lines start with '#'):
 
   recv   --bind IP:PORT [--count N --senders K] [--stop] [--ack W [--ack-seq]] [--strict] [--fork]
-         [--reuseport] [--sizes SPEC --seed S]
+         [--reuseport] [--rcvbuf BYTES] [--sizes SPEC --seed S]
          Exits after N datagrams from each of K senders (sender ids 0..K-1 unless --ids),
          or at STOP (--stop). Exit status 1 if anything was corrupt, duplicated or out of order.
          Without --count a receiver acknowledges full windows only: senders to it must send a
@@ -122,10 +122,20 @@ def arm_deadline(secs):
 TIMEOUT = None
 
 
-def udp_socket(reuseport=False):
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def udp_socket(reuseport=False, rcvbuf=0):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if reuseport:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if rcvbuf:
+        # Room for every window in flight: the window protocol cannot recover a datagram the
+        # kernel drops for want of buffer (Udp RcvbufErrors). FORCE: past net.core.rmem_max.
+        try:
+            s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     if TIMEOUT is not None:
         # settimeout: CPython then waits in poll() before every receive (the mux path).
         s.settimeout(TIMEOUT)
@@ -148,7 +158,7 @@ def ranges(seqs):
 
 
 def cmd_recv(a):
-    s = udp_socket(a.reuseport)
+    s = udp_socket(a.reuseport, a.rcvbuf)
     s.bind(addr(a.bind))
     role = "parent"
     child = None
@@ -445,6 +455,7 @@ def main():
     p.add_argument("--stop", action="store_true")
     p.add_argument("--fork", action="store_true")
     p.add_argument("--reuseport", action="store_true")
+    p.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF(FORCE) of the receiving socket, bytes")
     p.add_argument("--connect", action="store_true")
     p.add_argument("--loop", action="store_true")
     p.add_argument("--max-seq", type=int, default=100_000_000)

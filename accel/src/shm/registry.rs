@@ -8,11 +8,18 @@
 //!     udp-<netns>-127.0.0.1-5000   endpoint file (4 KiB, 0600): up to 16 members
 //!     udp-<netns>-0.0.0.0-6000     a wildcard bind: serves every local address
 //!     ring-<pid>-<n>               a receive ring (see ring.rs), 0600
+//!
+//! <hugetlbfs mount>/accel-<uid>/   mode 0700: rings in hugepage memory (VMA_MEM_ALLOC_TYPE=2),
+//!     ring-<pid>-<n>               named `huge/ring-<pid>-<n>` in endpoint files
 //! ```
 //!
 //! An endpoint file is a filter: "datagrams for this address go to ring R, tagged with cookie C".
-//! It has several members when several sockets share the port (SO_REUSEPORT); a sender hashes its
-//! own port to pick one, so each datagram reaches exactly one of them, as with the kernel.
+//! It has several members when several sockets share the port (SO_REUSEPORT); senders leave such
+//! a group to the kernel, whose reuseport hash picks the receiver of each datagram *and* of each
+//! doorbell (see vi.rs). A member whose socket has SO_REUSEADDR or SO_REUSEPORT set is marked
+//! [`FLAG_SHARED_PORT`]: sockets of programs without accel may share its port unseen by the
+//! registry, so a sender first counts the kernel's sockets on that address
+//! ([`kernel_sockets_on`]) and serves the member through its ring only while it is alone.
 //!
 //! Looking an endpoint up is opening a file by name — no shared index to lock or corrupt. Files
 //! are created complete (written under a temporary name, then `link`ed into place) so a reader
@@ -37,13 +44,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAGIC: &[u8; 8] = b"ACCELEP1";
-const VERSION: u32 = 1;
+/// 2: member flags at +120 (the ring name area shrank from 96 to 88 bytes).
+const VERSION: u32 = 2;
 const FILE_LEN: usize = 4096;
 /// Members per endpoint: sockets sharing one port with SO_REUSEPORT.
 pub const MEMBERS: usize = 16;
 const MEMBERS_OFFSET: usize = 64;
 const MEMBER_LEN: usize = 128;
-const RING_NAME_LEN: usize = 96;
+const RING_NAME_LEN: usize = 88;
+/// Member layout: +0 state, +8 fd, +16 socket inode, +24 cookie, +32 ring name, +120 flags.
+const FLAGS_OFFSET: usize = 32 + RING_NAME_LEN;
+
+/// Member flag: the socket has SO_REUSEADDR or SO_REUSEPORT, so other sockets — possibly of
+/// programs without accel, which the registry does not list — may be bound to the same address.
+pub const FLAG_SHARED_PORT: u64 = 1;
 
 // Member state word: pid << 2 | phase.
 const FREE: u64 = 0;
@@ -80,6 +94,8 @@ pub struct MemberInfo {
     pub inode: u64,
     pub cookie: u64,
     pub ring: String,
+    /// [`FLAG_SHARED_PORT`], ...
+    pub flags: u64,
 }
 
 /// One user's registry directory.
@@ -123,8 +139,17 @@ impl Registry {
         &self.dir
     }
 
+    /// Where the file `name` (an endpoint, a ring, or `huge/<ring>`) lives.
     pub fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        match name.strip_prefix(HUGE_PREFIX) {
+            // A name from an endpoint file: one plain file name, never a path elsewhere.
+            Some(rest) if !rest.contains('/') && rest != ".." => match huge_dir() {
+                Some(d) => d.join(rest),
+                None => self.dir.join(".no-hugetlbfs").join(rest),
+            },
+            Some(_) => self.dir.join(".bad-name"),
+            None => self.dir.join(name),
+        }
     }
 
     /// Re-creates the directory if a concurrent clean-up removed it.
@@ -219,13 +244,18 @@ impl Registry {
     /// The endpoint serving `dest`: the exact address first, then a wildcard bind of that port
     /// when `dest_is_local` (a wildcard serves every local address).
     pub fn lookup(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<EndpointMap> {
+        self.lookup_bound(dest, dest_is_local).map(|(ep, _)| ep)
+    }
+
+    /// As [`Registry::lookup`], with the address the endpoint is bound to (`dest` or 0.0.0.0).
+    pub fn lookup_bound(&self, dest: SocketAddrV4, dest_is_local: bool) -> Option<(EndpointMap, SocketAddrV4)> {
         if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, dest))) {
-            return Some(ep);
+            return Some((ep, dest));
         }
         if dest_is_local {
             let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dest.port());
             if let Ok(ep) = EndpointMap::open(&self.path_of(&endpoint_name(self.netns, any))) {
-                return Some(ep);
+                return Some((ep, any));
             }
         }
         None
@@ -257,6 +287,12 @@ impl Registry {
                 }
             }
         }
+        // Hugepage rings of dead processes: the pages are precious and come back only here.
+        for (name, path) in huge_rings() {
+            if ring_owner(&name).is_some_and(|pid| !pid_alive(pid)) && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
         removed
     }
 }
@@ -266,18 +302,78 @@ impl Registry {
     /// an exec (its endpoints were withdrawn at the exec; this image makes its own rings).
     pub fn remove_rings_of_previous_image(&self) {
         let me = std::process::id();
-        let Ok(dir) = fs::read_dir(&self.dir) else { return };
-        for entry in dir.flatten() {
-            if entry.file_name().to_str().and_then(ring_owner) == Some(me) {
-                let _ = fs::remove_file(entry.path());
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_str().and_then(ring_owner) == Some(me) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        for (name, path) in huge_rings() {
+            if ring_owner(&name) == Some(me) {
+                let _ = fs::remove_file(path);
             }
         }
     }
 }
 
-/// The pid in a ring file name `ring-<pid>-...`.
+/// The pid in a ring file name `ring-<pid>-...` (or `huge/ring-<pid>-...`).
 pub fn ring_owner(name: &str) -> Option<u32> {
+    let name = name.strip_prefix(HUGE_PREFIX).unwrap_or(name);
     name.strip_prefix("ring-")?.split('-').next()?.parse().ok()
+}
+
+/// Ring names with this prefix live in [`huge_dir`].
+pub const HUGE_PREFIX: &str = "huge/";
+
+/// Linux's statfs f_type of hugetlbfs.
+pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// `<first hugetlbfs mount>/accel-<uid>`: where this user's hugepage rings live (found once per
+/// process in /proc/self/mounts; every process of the user in this mount namespace finds the
+/// same one). None without a hugetlbfs mount.
+pub fn huge_dir() -> Option<&'static Path> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+        let mnt = mounts.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "hugetlbfs").then(|| PathBuf::from(dir.replace("\\040", " ")))
+        })?;
+        // SAFETY: getuid cannot fail.
+        Some(mnt.join(format!("accel-{}", unsafe { libc::getuid() })))
+    })
+    .as_deref()
+}
+
+/// Creates (or checks) [`huge_dir`]: a private directory of this user on hugetlbfs.
+pub fn ensure_huge_dir() -> io::Result<&'static Path> {
+    let dir = huge_dir().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no hugetlbfs mount"))?;
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a private directory of uid {uid}", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+/// (name as endpoint files give it, path) of every ring file in [`huge_dir`].
+fn huge_rings() -> Vec<(String, PathBuf)> {
+    let Some(dir) = huge_dir() else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| Some((format!("{HUGE_PREFIX}{}", e.file_name().to_str()?), e.path())))
+        .collect()
 }
 
 fn next_id() -> u64 {
@@ -306,6 +402,36 @@ pub fn member_alive(pid: u32, fd: i32, inode: u64) -> bool {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
         Err(_) => false,
     }
+}
+
+/// How many of the kernel's IPv4 UDP sockets (in this process's network namespace) are bound to
+/// port `port` on one of `ips` — from /proc/net/udp. None if it cannot be read.
+///
+/// This is how a sender learns whether a registered socket that allows its port to be shared
+/// (SO_REUSEADDR/SO_REUSEPORT) really is alone: sockets of programs without accel never appear in
+/// the registry, and if one shares the address, the kernel (not the sender) must choose which
+/// socket gets each datagram — and each doorbell. (IPv6 dual-stack sockets are not counted: for
+/// an IPv4 datagram the kernel prefers an IPv4 socket bound the same way.)
+pub fn kernel_sockets_on(port: u16, ips: &[Ipv4Addr]) -> Option<usize> {
+    let text = fs::read("/proc/net/udp").ok()?;
+    Some(count_sockets_in(&text, port, ips))
+}
+
+/// The counting part of [`kernel_sockets_on`], on the text of /proc/net/udp: lines
+/// `  sl  local_address rem_address ...` with `local_address` = `%08X:%04X` of the address's
+/// four bytes as a native-endian word and the port in host order.
+fn count_sockets_in(text: &[u8], port: u16, ips: &[Ipv4Addr]) -> usize {
+    let want_port = format!("{port:04X}");
+    let want: Vec<String> = ips.iter().map(|ip| format!("{:08X}", u32::from_ne_bytes(ip.octets()))).collect();
+    let text = String::from_utf8_lossy(text);
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let Some(local) = line.split_whitespace().nth(1) else { return false };
+            let Some((a, p)) = local.split_once(':') else { return false };
+            p == want_port && want.iter().any(|w| w == a)
+        })
+        .count()
 }
 
 /// One endpoint file, mapped.
@@ -381,6 +507,7 @@ impl EndpointMap {
             self.field(i, 8).store(u64::from(info.fd as u32), Ordering::Relaxed);
             self.field(i, 16).store(info.inode, Ordering::Relaxed);
             self.field(i, 24).store(info.cookie, Ordering::Relaxed);
+            self.field(i, FLAGS_OFFSET).store(info.flags, Ordering::Relaxed);
             let name = info.ring.as_bytes();
             // SAFETY: name.len() < RING_NAME_LEN (checked by publish); the area is ours while
             // the state says CLAIMING; the trailing NUL is written too.
@@ -419,19 +546,37 @@ impl EndpointMap {
         let fd = self.field(i, 8).load(Ordering::Relaxed) as u32 as i32;
         let inode = self.field(i, 16).load(Ordering::Relaxed);
         let cookie = self.field(i, 24).load(Ordering::Relaxed);
+        let flags = self.field(i, FLAGS_OFFSET).load(Ordering::Relaxed);
         let mut name = [0u8; RING_NAME_LEN];
         // SAFETY: copies the fixed-size name area out of the mapping.
         unsafe { core::ptr::copy_nonoverlapping(self.name_bytes(i), name.as_mut_ptr(), RING_NAME_LEN) };
         let len = name.iter().position(|&b| b == 0)?;
         let ring = std::str::from_utf8(&name[..len]).ok()?;
-        if ring.is_empty() || ring.contains('/') || ring.starts_with('.') {
+        // A plain file name, optionally in the hugepage directory: never a path elsewhere.
+        let file = ring.strip_prefix(HUGE_PREFIX).unwrap_or(ring);
+        if file.is_empty() || file.contains('/') || file.starts_with('.') {
             return None;
         }
         // The entry must not have changed while we read it.
         if self.state(i).load(Ordering::Acquire) != s {
             return None;
         }
-        Some(Member { index: i, info: MemberInfo { pid: (s >> 2) as u32, fd, inode, cookie, ring: ring.to_string() } })
+        Some(Member { index: i, info: MemberInfo { pid: (s >> 2) as u32, fd, inode, cookie, ring: ring.to_string(), flags } })
+    }
+
+    /// Adds `flags` to member `i` if it still holds `cookie` (an option set after publishing).
+    pub fn add_flags(&self, i: usize, cookie: u64, flags: u64) -> bool {
+        if !self.still(i, cookie) {
+            return false;
+        }
+        self.field(i, FLAGS_OFFSET).fetch_or(flags, Ordering::AcqRel);
+        true
+    }
+
+    /// The flags of member `i`, if it still holds `cookie`.
+    pub fn flags(&self, i: usize, cookie: u64) -> Option<u64> {
+        let f = self.field(i, FLAGS_OFFSET).load(Ordering::Acquire);
+        self.still(i, cookie).then_some(f)
     }
 
     /// Active members, in slot order.
@@ -531,7 +676,7 @@ mod tests {
     }
 
     fn info(fd: i32, inode: u64, cookie: u64) -> MemberInfo {
-        MemberInfo { pid: std::process::id(), fd, inode, cookie, ring: format!("ring-{}-0", std::process::id()) }
+        MemberInfo { pid: std::process::id(), fd, inode, cookie, ring: format!("ring-{}-0", std::process::id()), flags: 0 }
     }
 
     #[test]
@@ -606,6 +751,67 @@ mod tests {
     }
 
     #[test]
+    fn member_flags_are_published_and_added() {
+        let d = TempDir::new("flags");
+        let reg = Registry::open(&d.0).unwrap();
+        let (fd, ino) = udp_socket();
+        let a = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7100);
+        let p = reg.publish(a, &MemberInfo { flags: FLAG_SHARED_PORT, ..info(fd, ino, 5) }).unwrap();
+        let (ep, bound) = reg.lookup_bound(a, true).unwrap();
+        assert_eq!(bound, a);
+        assert_eq!(ep.pick(0).unwrap().info.flags, FLAG_SHARED_PORT);
+        assert_eq!(ep.flags(p.index, 5), Some(FLAG_SHARED_PORT));
+        reg.unpublish(&p);
+        assert_eq!(ep.flags(p.index, 5), None);
+        let p = reg.publish(a, &info(fd, ino, 6)).unwrap();
+        let ep = reg.lookup(a, true).unwrap();
+        assert_eq!(ep.flags(p.index, 6), Some(0));
+        assert!(ep.add_flags(p.index, 6, FLAG_SHARED_PORT));
+        assert!(!ep.add_flags(p.index, 7, FLAG_SHARED_PORT), "another cookie");
+        assert_eq!(ep.member(p.index).unwrap().info.flags, FLAG_SHARED_PORT);
+        reg.unpublish(&p);
+        // SAFETY: closing our socket.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn proc_net_udp_lines_are_counted_by_address_and_port() {
+        let lo = u32::from_ne_bytes([127, 0, 0, 1]);
+        let text = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 1: {lo:08X}:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0 0\n\
+             \x20 2: {lo:08X}:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0 0\n\
+             \x20 3: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0 0\n\
+             \x20 4: {lo:08X}:1F91 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5 2 0 0\n\
+             garbage\n"
+        );
+        let t = text.as_bytes();
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::LOCALHOST]), 2);
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::UNSPECIFIED]), 1);
+        assert_eq!(count_sockets_in(t, 8080, &[Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST]), 3);
+        assert_eq!(count_sockets_in(t, 8081, &[Ipv4Addr::LOCALHOST]), 1);
+        assert_eq!(count_sockets_in(t, 8082, &[Ipv4Addr::LOCALHOST]), 0);
+    }
+
+    #[test]
+    fn kernel_sockets_on_sees_a_real_bind() {
+        // SAFETY: plain socket calls on a socket we own.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let mut sin: libc::sockaddr_in = core::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            assert_eq!(libc::bind(fd, &sin as *const _ as *const libc::sockaddr, core::mem::size_of_val(&sin) as u32), 0);
+            let mut len = core::mem::size_of_val(&sin) as u32;
+            libc::getsockname(fd, &mut sin as *mut _ as *mut libc::sockaddr, &mut len);
+            let port = u16::from_be(sin.sin_port);
+            assert_eq!(kernel_sockets_on(port, &[Ipv4Addr::LOCALHOST]), Some(1));
+            libc::close(fd);
+            assert_eq!(kernel_sockets_on(port, &[Ipv4Addr::LOCALHOST]), Some(0));
+        }
+    }
+
+    #[test]
     fn closed_socket_member_is_reaped() {
         let d = TempDir::new("reap");
         let reg = Registry::open(&d.0).unwrap();
@@ -628,6 +834,19 @@ mod tests {
         fs::write(d.0.join(format!("ring-{}-0", std::process::id())), b"x").unwrap();
         assert_eq!(reg.reap(), 1);
         assert!(d.0.join(format!("ring-{}-0", std::process::id())).exists());
+    }
+
+    #[test]
+    fn ring_names_stay_inside_their_directories() {
+        let d = TempDir::new("names");
+        let reg = Registry::open(&d.0).unwrap();
+        assert_eq!(reg.path_of("ring-1-2-if-lo"), d.0.join("ring-1-2-if-lo"));
+        for bad in ["huge/../x", "huge/a/b", "huge/.."] {
+            let p = reg.path_of(bad);
+            assert!(p.starts_with(&d.0) && !p.ends_with("x") && !p.ends_with("b"), "{bad} -> {}", p.display());
+        }
+        assert_eq!(ring_owner("huge/ring-42-0-if-lo"), Some(42));
+        assert_eq!(ring_owner("ring-42-0-if-lo"), Some(42));
     }
 
     #[test]

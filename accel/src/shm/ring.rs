@@ -433,6 +433,18 @@ fn check_geometry(slots: u32, slot_size: u32) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The huge page size if `file` is on hugetlbfs (VMA_MEM_ALLOC_TYPE=2), else None.
+fn huge_page_size(file: &File) -> Option<u64> {
+    let mut st = core::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the statfs we own; the fd is open.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful fstatfs.
+    let st = unsafe { st.assume_init() };
+    (st.f_type as i64 == super::registry::HUGETLBFS_MAGIC && st.f_bsize > 0).then_some(st.f_bsize as u64)
+}
+
 fn ring_bytes(slots: u32, slot_size: u32) -> u64 {
     // At most 4096 + 2^20 * 2^16: no overflow in u64.
     HEADER_SIZE as u64 + slots as u64 * slot_size as u64
@@ -472,7 +484,8 @@ impl Ring {
     /// rings that live in a memfd or an already-open file; nobody may be using the file yet.
     pub fn init_file(file: &File, slots: u32, slot_size: u32) -> io::Result<Ring> {
         check_geometry(slots, slot_size).map_err(invalid_input)?;
-        let len = ring_bytes(slots, slot_size);
+        // On hugetlbfs the file and the mapping are whole huge pages.
+        let len = ring_bytes(slots, slot_size).next_multiple_of(huge_page_size(file).unwrap_or(1));
         file.set_len(0)?; // every byte of the ring starts zeroed
         file.set_len(len)?;
         let mut ring = Ring::map(file, len as usize, slots, slot_size, 0)?;
@@ -533,6 +546,12 @@ impl Ring {
         if len > size || len > isize::MAX as u64 {
             return Err(invalid_data("shm ring: slots extend past the end of the file"));
         }
+        // A hugetlbfs mapping is whole huge pages (and its file is: init_file made it so).
+        let len = match huge_page_size(file) {
+            Some(page) if len.next_multiple_of(page) <= size => len.next_multiple_of(page),
+            Some(_) => return Err(invalid_data("shm ring: hugetlbfs file not a whole number of pages")),
+            None => len,
+        };
         Ring::map(file, len as usize, slots, slot_size, u32_at(20))
     }
 
@@ -1047,6 +1066,49 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // Release: our slot writes and tail store happen before the next holder's reads.
         self.lock.store(0, Release);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ring as a VI receive queue (the borrow/release model).
+
+impl crate::vi::RxQueue for Ring {
+    #[inline]
+    fn borrow(&self) -> Option<Result<(crate::vi::BufId, crate::vi::RxDatagram<'_>), crate::vi::BadEntry>> {
+        Some(match self.peek()? {
+            Ok((pos, d)) => Ok((crate::vi::BufId(pos), crate::vi::RxDatagram { owner: d.cookie, src: d.src, payload: d.payload })),
+            Err(c) => Err(crate::vi::BadEntry(c.pos)),
+        })
+    }
+    #[inline]
+    fn release(&self, id: crate::vi::BufId) -> bool {
+        self.consume(id.0)
+    }
+    fn discard(&self, bad: crate::vi::BadEntry) {
+        self.skip(Corrupt { pos: bad.0 });
+    }
+    fn capacity(&self) -> u32 {
+        Ring::capacity(self)
+    }
+    #[inline]
+    fn is_empty(&self) -> bool {
+        Ring::is_empty(self)
+    }
+    fn arm(&self) -> bool {
+        self.prepare_sleep()
+    }
+    fn disarm(&self) {
+        self.cancel_sleep()
+    }
+    fn arm_for(&self, owner: u64) -> SleepTicket {
+        self.prepare_sleep_for(owner)
+    }
+    fn disarm_for(&self, ticket: SleepTicket, owner: u64) {
+        self.cancel_sleep_for(ticket, owner)
+    }
+    fn fill(&self) -> (u64, u64) {
+        let st = self.stats();
+        (st.len, st.max_fill)
     }
 }
 

@@ -15,11 +15,21 @@
 //! own kernel socket to the receiver's address. It wakes a blocking recv, and equally the app's own
 //! poll/epoll on that fd. Receivers recognise and discard doorbells (the cookie is known only to
 //! processes that can read the user's private registry).
+//!
+//! Shared ports: a doorbell is addressed to the receiver's *address*, and the kernel alone decides
+//! which socket bound to that address gets it. So a destination is served through a ring only
+//! while exactly one socket holds its address: an endpoint with several members (SO_REUSEPORT
+//! group) is left to the kernel, and so is a single member whose socket allows sharing
+//! (SO_REUSEADDR/SO_REUSEPORT, [`registry::FLAG_SHARED_PORT`]) while the kernel lists other
+//! sockets on its address — sockets of programs without accel, which the registry cannot list.
+//! Served otherwise, the kernel's reuseport hash would hand doorbells (shown to a plain app as
+//! data) to another socket than the one whose ring got the datagrams, which would sleep on them.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,8 +37,9 @@ use parking_lot::Mutex;
 
 use super::registry::{self, EndpointMap, MemberInfo, Publication, Registry};
 use super::ring::{PushError, Ring};
-use crate::config::{Config, RingAllocation};
-use crate::socket::Socket;
+use crate::config::{Config, MemAlloc, RingAllocation};
+use crate::socket::{Proto, Socket};
+use crate::vi::{Filter, FilterState, RxBinding, RxModel, TxOutcome, TxRequest, Vi, ViKind};
 
 /// A negative lookup ("nobody serves this destination") is trusted this long.
 pub const NEGATIVE_TTL: Duration = Duration::from_millis(100);
@@ -53,20 +64,22 @@ pub fn is_doorbell(data: &[u8], cookie: u64) -> bool {
     data.len() == DOORBELL_LEN && data[..8] == DOORBELL_MAGIC[..] && data[8..] == cookie.to_ne_bytes()
 }
 
-/// A socket's receive side: its ring and its entry in the registry.
+/// The shm part of a socket's [`RxBinding`]: its ring and its entry in the registry.
 #[derive(Debug)]
-pub struct RxBinding {
+pub struct ShmFilter {
     pub ring: Arc<Ring>,
     pub ring_name: String,
     /// The ring allocation key (VMA_RING_ALLOCATION_LOGIC_RX): which sockets share the ring.
     pub ring_key: String,
-    pub cookie: u64,
     /// Replaced when an endpoint withdrawn for an exec that failed is published again.
     pub publication: Mutex<Publication>,
-    pub local: SocketAddrV4,
-    /// The process that published it, and the fd it published (for liveness checks).
-    pub pid: u32,
-    pub fd: i32,
+}
+
+/// The shm part of a binding this VI installed.
+pub fn shm_filter(b: &RxBinding) -> &ShmFilter {
+    match &b.state {
+        FilterState::Shm(f) => f,
+    }
 }
 
 /// Where a destination's datagrams go.
@@ -80,6 +93,11 @@ struct Target {
     ring: Arc<Ring>,
     /// When liveness was last confirmed ([`coarse_now`]).
     checked: Duration,
+    /// The addresses whose kernel sockets must be this member alone while it allows its port to
+    /// be shared: the endpoint's bound address and the destination (a wildcard endpoint loses a
+    /// destination to a socket bound to that exact address).
+    bound: SocketAddrV4,
+    dest: SocketAddrV4,
 }
 
 enum CacheEntry {
@@ -120,14 +138,50 @@ impl std::hash::Hasher for AddrHasher {
 
 type AddrMap<V> = HashMap<SocketAddrV4, V, std::hash::BuildHasherDefault<AddrHasher>>;
 
-/// The result of a send attempt.
+/// The process's packet buffers (VMA_RX_BUFS): each ring slot is one, so a new ring takes its
+/// depth's worth. When fewer than a full VMA_RX_WRE are left a ring gets what is left (rounded
+/// down to a power of two); below [`MIN_RING_SLOTS`] the socket stays on the kernel path.
+#[derive(Debug)]
+struct BufferPool {
+    total: u64,
+    left: AtomicU64,
+}
+
+/// The smallest ring worth creating.
+pub const MIN_RING_SLOTS: u32 = 64;
+
+impl BufferPool {
+    fn reserve(&self, want: u32) -> io::Result<u32> {
+        let mut left = self.left.load(Ordering::Relaxed);
+        loop {
+            let fit = u64::from(want).min(left);
+            let slots = if fit == 0 { 0 } else { 1u64 << (63 - fit.leading_zeros()) } as u32;
+            if slots < MIN_RING_SLOTS.min(want) {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("VMA_RX_BUFS={}: only {left} packet buffers left for a new ring", self.total),
+                ));
+            }
+            match self.left.compare_exchange(left, left - u64::from(slots), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(slots),
+                Err(now) => left = now,
+            }
+        }
+    }
+
+    fn give_back(&self, slots: u32) {
+        self.left.fetch_add(u64::from(slots), Ordering::Relaxed);
+    }
+}
+
+/// The result of [`ShmVi::push`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum TxOutcome {
-    /// In the ring; `doorbell` = Some(cookie) if the receiver sleeps and must be woken.
-    Sent { doorbell: Option<u64> },
+pub enum Pushed {
+    /// In the ring; `wake` = Some(cookie) if that receiver sleeps and must be woken.
+    Sent { wake: Option<u64> },
     /// The ring was full: dropped, as UDP would (the sender never blocks).
-    DroppedFull,
-    /// Nobody on this host serves the destination through shm: use the kernel.
+    Full,
+    /// Nobody on this host serves the destination through shm.
     NotServed,
 }
 
@@ -137,6 +191,9 @@ pub struct ShmVi {
     slots: u32,
     slot_size: u32,
     logic: RingAllocation,
+    buffers: BufferPool,
+    /// New rings go to hugetlbfs (VMA_MEM_ALLOC_TYPE=2 and it is usable).
+    huge: AtomicBool,
     /// Rings this process created: allocation key → (ring, file name).
     rings: Mutex<HashMap<String, (Arc<Ring>, String)>>,
     cache: Mutex<AddrMap<CacheEntry>>,
@@ -189,6 +246,8 @@ impl ShmVi {
             slots: config.rx_wre.max(8),
             slot_size: slot_size_for(config.mtu),
             logic: config.ring_allocation_rx,
+            buffers: BufferPool { total: u64::from(config.rx_bufs), left: AtomicU64::new(u64::from(config.rx_bufs)) },
+            huge: AtomicBool::new(config.mem_alloc == MemAlloc::HugePages && hugepages_usable()),
             rings: Mutex::new(HashMap::new()),
             cache: Mutex::new(AddrMap::default()),
             remote_rings: Mutex::new(HashMap::new()),
@@ -248,11 +307,47 @@ impl ShmVi {
         if let Some((r, name)) = rings.get(key) {
             return Ok((r.clone(), name.clone()));
         }
-        let name = ring_file_name(key);
-        let path = self.registry.path_of(&name);
-        let ring = Arc::new(Ring::create(&path, self.slots, self.slot_size)?);
+        let slots = self.buffers.reserve(self.slots)?;
+        let mut made = None;
+        if self.huge.load(Ordering::Relaxed) {
+            let name = format!("{}{}", registry::HUGE_PREFIX, ring_file_name(key));
+            match Ring::create(&self.registry.path_of(&name), slots, self.slot_size) {
+                Ok(r) => made = Some((r, name)),
+                Err(e) => {
+                    // Out of huge pages (ENOMEM) or the like: normal pages from now on.
+                    self.huge.store(false, Ordering::Relaxed);
+                    crate::log::warn(format_args!(
+                        "VMA_MEM_ALLOC_TYPE=2: cannot make a ring in huge pages ({e}); using normal pages"
+                    ));
+                }
+            }
+        }
+        let (ring, name) = match made {
+            Some((r, name)) => (Arc::new(r), name),
+            None => {
+                let name = ring_file_name(key);
+                match Ring::create(&self.registry.path_of(&name), slots, self.slot_size) {
+                    Ok(r) => (Arc::new(r), name),
+                    Err(e) => {
+                        self.buffers.give_back(slots);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        if slots < self.slots {
+            crate::log::info(format_args!(
+                "shm ring {name}: {slots} slots instead of VMA_RX_WRE={} (VMA_RX_BUFS={}: the rest are in use)",
+                self.slots, self.buffers.total
+            ));
+        }
         rings.insert(key.to_string(), (ring.clone(), name.clone()));
         Ok((ring, name))
+    }
+
+    /// Packet buffers not yet given to a ring (for statistics and tests).
+    pub fn buffers_left(&self) -> u64 {
+        self.buffers.left.load(Ordering::Relaxed)
     }
 
     /// Publishes a bound socket: after this, local senders write to its ring.
@@ -262,10 +357,18 @@ impl ShmVi {
         let cookie = self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) | 1;
         let inode = registry::socket_inode(fd).unwrap_or(0);
         let pid = std::process::id();
-        let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone() };
+        let info = MemberInfo { pid, fd, inode, cookie, ring: ring_name.clone(), flags: member_flags(fd) };
         let publication = self.registry.publish(local, &info)?;
         self.sockets.lock().insert(cookie, Arc::downgrade(sock));
-        Ok(RxBinding { ring, ring_name, ring_key: key, cookie, publication: Mutex::new(publication), local, pid, fd })
+        Ok(RxBinding {
+            kind: ViKind::Shm,
+            queue: ring.clone(),
+            cookie,
+            local,
+            pid,
+            fd,
+            state: FilterState::Shm(ShmFilter { ring, ring_name, ring_key: key, publication: Mutex::new(publication) }),
+        })
     }
 
     /// Withdraws a socket's endpoint (close, or fallback to the kernel). A forked child that
@@ -275,11 +378,13 @@ impl ShmVi {
         if b.pid != std::process::id() {
             return;
         }
-        self.registry.unpublish(&b.publication.lock());
+        let f = shm_filter(b);
+        self.registry.unpublish(&f.publication.lock());
         // A per-socket ring goes with its socket.
-        if b.ring_key.starts_with("sock-") {
-            if let Some((_, name)) = self.rings.lock().remove(&b.ring_key) {
+        if f.ring_key.starts_with("sock-") {
+            if let Some((ring, name)) = self.rings.lock().remove(&f.ring_key) {
                 let _ = std::fs::remove_file(self.registry.path_of(&name));
+                self.buffers.give_back(ring.capacity());
             }
             self.registry.remove_dir_if_empty();
         }
@@ -295,7 +400,7 @@ impl ShmVi {
         for s in socks {
             if let Some(b) = s.rx.get() {
                 if b.pid == me && !s.rx_off.load(Ordering::Relaxed) {
-                    self.registry.unpublish(&b.publication.lock());
+                    self.registry.unpublish(&shm_filter(b).publication.lock());
                     out.push(s);
                 }
             }
@@ -308,11 +413,31 @@ impl ShmVi {
         for s in socks {
             let Some(b) = s.rx.get() else { continue };
             let inode = registry::socket_inode(b.fd).unwrap_or(0);
-            let info = MemberInfo { pid: b.pid, fd: b.fd, inode, cookie: b.cookie, ring: b.ring_name.clone() };
+            let f = shm_filter(b);
+            let info = MemberInfo {
+                pid: b.pid,
+                fd: b.fd,
+                inode,
+                cookie: b.cookie,
+                ring: f.ring_name.clone(),
+                flags: member_flags(b.fd),
+            };
             match self.registry.publish(b.local, &info) {
-                Ok(p) => *b.publication.lock() = p,
+                Ok(p) => *f.publication.lock() = p,
                 Err(_) => s.rx_off.store(true, Ordering::Relaxed), // kernel path from now on
             }
+        }
+    }
+
+    /// The app set SO_REUSEADDR/SO_REUSEPORT on a published socket after its bind: other sockets
+    /// may join its address from now on, so senders must check it is alone before using its ring.
+    pub fn port_became_shared(&self, b: &RxBinding) {
+        if b.pid != std::process::id() || member_flags(b.fd) & registry::FLAG_SHARED_PORT == 0 {
+            return;
+        }
+        let p = shm_filter(b).publication.lock();
+        if let Ok(ep) = EndpointMap::open(&p.path) {
+            ep.add_flags(p.index, p.cookie, registry::FLAG_SHARED_PORT);
         }
     }
 
@@ -327,7 +452,7 @@ impl ShmVi {
         for s in cookies {
             if let Some(b) = s.rx.get() {
                 if b.pid == std::process::id() {
-                    self.registry.unpublish(&b.publication.lock());
+                    self.registry.unpublish(&shm_filter(b).publication.lock());
                 }
             }
         }
@@ -356,14 +481,24 @@ impl ShmVi {
         g.0.contains(&ip)
     }
 
-    /// Sends `payload` to `dest` through shm if a live endpoint serves it. `src` is the source
-    /// address the receiver will see.
-    pub fn send(&self, src: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> TxOutcome {
+    /// Puts `payload` for `dest` in the ring of the live endpoint that serves it. `src` is the
+    /// source address the receiver will see.
+    pub fn push(&self, src: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> Pushed {
         if payload.len() > self.max_payload() {
-            return TxOutcome::NotServed;
+            return Pushed::NotServed;
         }
         let mut cache = self.cache.lock();
         let now = coarse_now();
+        // The common case, with one lookup: a cached target, still published, checked recently.
+        if let Some(CacheEntry::Served(t)) = cache.get(&dest) {
+            if t.endpoint.still(t.member, t.cookie) && now.saturating_sub(t.checked) < LIVENESS_PERIOD {
+                return match t.ring.push(t.cookie, src, payload) {
+                    Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
+                    Err(PushError::TooBig) => Pushed::NotServed,
+                    Err(PushError::Full) => self.on_full(&mut cache, dest, now),
+                };
+            }
+        }
         let fresh = match cache.get(&dest) {
             Some(CacheEntry::Served(t)) => {
                 t.endpoint.still(t.member, t.cookie)
@@ -379,49 +514,56 @@ impl ShmVi {
             };
             cache.insert(dest, entry);
         }
-        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return TxOutcome::NotServed };
+        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return Pushed::NotServed };
         if now.saturating_sub(t.checked) >= LIVENESS_PERIOD {
             t.checked = now;
         }
         match t.ring.push(t.cookie, src, payload) {
-            Ok(true) => TxOutcome::Sent { doorbell: Some(t.cookie) },
-            Ok(false) => TxOutcome::Sent { doorbell: None },
-            Err(PushError::TooBig) => TxOutcome::NotServed,
-            Err(PushError::Full) => {
-                // A full ring may mean a dead reader: check now rather than at the next period,
-                // but at most every FULL_RECHECK (the check costs system calls; a sender
-                // outrunning a live reader must not slow down further on every drop).
-                if now.saturating_sub(t.checked) < FULL_RECHECK {
-                    return TxOutcome::DroppedFull;
-                }
-                t.checked = now;
-                if !registry::member_alive(t.pid, t.fd, t.inode) {
-                    t.endpoint.release(t.member, t.cookie);
-                    self.registry.reap();
-                    cache.remove(&dest);
-                    return TxOutcome::NotServed;
-                }
-                TxOutcome::DroppedFull
-            }
+            Ok(wake) => Pushed::Sent { wake: wake.then_some(t.cookie) },
+            Err(PushError::TooBig) => Pushed::NotServed,
+            Err(PushError::Full) => self.on_full(&mut cache, dest, now),
         }
+    }
+
+    /// The ring for `dest` was full. That may mean a dead reader: check now rather than at the
+    /// next period, but at most every FULL_RECHECK (the check costs system calls; a sender
+    /// outrunning a live reader must not slow down further on every drop).
+    fn on_full(&self, cache: &mut AddrMap<CacheEntry>, dest: SocketAddrV4, now: Duration) -> Pushed {
+        let Some(CacheEntry::Served(t)) = cache.get_mut(&dest) else { return Pushed::Full };
+        if now.saturating_sub(t.checked) < FULL_RECHECK {
+            return Pushed::Full;
+        }
+        t.checked = now;
+        if !registry::member_alive(t.pid, t.fd, t.inode) {
+            t.endpoint.release(t.member, t.cookie);
+            self.registry.reap();
+            cache.remove(&dest);
+            return Pushed::NotServed;
+        }
+        Pushed::Full
     }
 
     /// Liveness re-check of a cached target; false (and the member reclaimed) if it is dead.
+    /// Also false while a member that allows its port to be shared is not alone on it.
     fn recheck(&self, t: &Target) -> bool {
-        if registry::member_alive(t.pid, t.fd, t.inode) {
-            return true;
+        if !registry::member_alive(t.pid, t.fd, t.inode) {
+            t.endpoint.release(t.member, t.cookie);
+            self.registry.reap();
+            return false;
         }
-        t.endpoint.release(t.member, t.cookie);
-        self.registry.reap();
-        false
+        match t.endpoint.flags(t.member, t.cookie) {
+            Some(f) => f & registry::FLAG_SHARED_PORT == 0 || alone_in_kernel(t.bound, t.dest),
+            None => false,
+        }
     }
 
     fn resolve(&self, dest: SocketAddrV4) -> Option<Target> {
-        let endpoint = Arc::new(self.registry.lookup(dest, self.is_local(*dest.ip()))?);
+        let (endpoint, bound) = self.registry.lookup_bound(dest, self.is_local(*dest.ip()))?;
+        let endpoint = Arc::new(endpoint);
         // Several members (SO_REUSEPORT, or a socket shared by processes that exec'd): the
         // kernel's reuseport hash picks the receiver of each datagram, and of each doorbell too,
         // so the ring chosen here and the socket woken could differ. Leave such groups to the
-        // kernel, which distributes them correctly.
+        // kernel, which distributes them correctly. (See the module documentation.)
         let mut members = endpoint.members();
         if members.len() > 1 && endpoint.reap_dead() > 0 {
             members = endpoint.members(); // a dead process's member, left by a kill
@@ -435,6 +577,10 @@ impl ShmVi {
             self.registry.reap();
             return None;
         }
+        // One member that allows sharing: are programs without accel bound there too?
+        if m.info.flags & registry::FLAG_SHARED_PORT != 0 && !alone_in_kernel(bound, dest) {
+            return None;
+        }
         let ring = self.open_remote_ring(&m.info.ring)?;
         Some(Target {
             endpoint,
@@ -445,6 +591,8 @@ impl ShmVi {
             inode: m.info.inode,
             ring,
             checked: coarse_now(),
+            bound,
+            dest,
         })
     }
 
@@ -467,6 +615,101 @@ impl ShmVi {
     }
 }
 
+impl fmt::Debug for ShmVi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShmVi").field("slots", &self.slots).field("slot_size", &self.slot_size).finish()
+    }
+}
+
+impl Vi for ShmVi {
+    fn kind(&self) -> ViKind {
+        ViKind::Shm
+    }
+
+    fn rx_model(&self) -> RxModel {
+        RxModel::Borrowed
+    }
+
+    fn max_payload(&self) -> usize {
+        ShmVi::max_payload(self)
+    }
+
+    fn reaches(&self, ip: Ipv4Addr) -> bool {
+        self.is_local(ip)
+    }
+
+    fn add_filter(&self, fd: i32, filter: &Filter, owner: &Arc<Socket>) -> io::Result<RxBinding> {
+        if filter.proto != Proto::Udp {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "the shm VI carries UDP only"));
+        }
+        // A connected socket's peer filter is applied by the receiver (the ring serves the
+        // local address; the registry has no 5-tuple entries).
+        self.bind(fd, filter.local, owner)
+    }
+
+    fn remove_filter(&self, binding: &RxBinding) {
+        self.unbind(binding)
+    }
+
+    fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
+        match self.push(tx.src, tx.dest, tx.payload) {
+            Pushed::NotServed => TxOutcome::NotServed,
+            Pushed::Full => TxOutcome::DroppedFull,
+            Pushed::Sent { wake: None } => TxOutcome::Sent { woke: false },
+            Pushed::Sent { wake: Some(cookie) } => TxOutcome::Sent { woke: ring_doorbell(tx.fd, tx.dest, cookie) },
+        }
+    }
+}
+
+/// Wakes a sleeping receiver: a doorbell datagram from the sender's own kernel socket (so a
+/// receiver connected to the sender accepts it) to the receiver's address. False if it could
+/// not be sent (the receiver's spin budget or timeout covers that rare case).
+fn ring_doorbell(fd: i32, dest: SocketAddrV4, cookie: u64) -> bool {
+    let d = doorbell(cookie);
+    let sin = crate::udp::sockaddr_in_of(dest);
+    // SAFETY: our own buffer and address.
+    let r = unsafe {
+        crate::real::sendto(fd, d.as_ptr() as *const libc::c_void, d.len(), libc::MSG_DONTWAIT,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    };
+    if r < 0 {
+        static ONCE: crate::log::Once = crate::log::Once::new();
+        if ONCE.first() {
+            crate::log::debug(format_args!("doorbell to {dest} failed: {}", io::Error::last_os_error()));
+        }
+        return false;
+    }
+    true
+}
+
+/// The registry flags of a socket about to be published: [`registry::FLAG_SHARED_PORT`] if it has
+/// SO_REUSEADDR or SO_REUSEPORT (another socket may then bind its address, or already has).
+fn member_flags(fd: i32) -> u64 {
+    let on = |name| {
+        let mut v: libc::c_int = 0;
+        let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len describe an int we own.
+        let r = unsafe {
+            crate::real::getsockopt(fd, libc::SOL_SOCKET, name, &mut v as *mut libc::c_int as *mut libc::c_void, &mut len)
+        };
+        r == 0 && v != 0
+    };
+    if on(libc::SO_REUSEPORT) || on(libc::SO_REUSEADDR) {
+        registry::FLAG_SHARED_PORT
+    } else {
+        0
+    }
+}
+
+/// Is the one registered socket on `bound` the only kernel socket that could receive datagrams
+/// for `dest`? (Unreadable /proc: assume not — the kernel path is always correct.)
+fn alone_in_kernel(bound: SocketAddrV4, dest: SocketAddrV4) -> bool {
+    let ips = [*bound.ip(), *dest.ip()];
+    let ips = if ips[0] == ips[1] { &ips[..1] } else { &ips[..] };
+    registry::kernel_sockets_on(bound.port(), ips) == Some(1)
+}
+
 /// `ring-<pid>-<nonce>-<key>`: the pid lets anyone reap rings of dead processes; the nonce makes
 /// every ring file name new, so a sender's cached mapping of an old ring (the previous image's,
 /// before an exec) can never be mistaken for the current one.
@@ -477,6 +720,24 @@ fn ring_file_name(key: &str) -> String {
     unsafe { libc::getrandom(n.as_mut_ptr() as *mut libc::c_void, 4, 0) };
     let n = u32::from_ne_bytes(n) ^ NONCE.fetch_add(1, Ordering::Relaxed) as u32;
     format!("ring-{}-{n:08x}-{key}", std::process::id())
+}
+
+/// VMA_MEM_ALLOC_TYPE=2: can rings live in huge pages here? If not, says why once (the process
+/// goes on with normal pages) and what fixes it.
+fn hugepages_usable() -> bool {
+    let free = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").and_then(|v| v.trim().parse::<u64>().ok()))
+    });
+    let why = match (registry::ensure_huge_dir(), free) {
+        (Err(e), _) => format!("no usable hugetlbfs mount ({e}; e.g. `mount -t hugetlbfs none /dev/hugepages`)"),
+        (Ok(_), Some(0) | None) => "no free huge pages (HugePages_Free is 0; e.g. `sysctl vm.nr_hugepages=64`)".to_string(),
+        (Ok(dir), Some(n)) => {
+            crate::log::debug(format_args!("shm rings in huge pages: {} ({n} free)", dir.display()));
+            return true;
+        }
+    };
+    crate::log::warn(format_args!("VMA_MEM_ALLOC_TYPE=2: {why}; shm rings use normal pages"));
+    false
 }
 
 /// IPv4 addresses of this host's interfaces.
@@ -513,6 +774,21 @@ mod tests {
         assert!(!is_doorbell(&d, 0xdead_bee0));
         assert!(!is_doorbell(&d[..15], 0xdead_beef));
         assert!(!is_doorbell(b"ACCELDB1........", 0xdead_beef));
+    }
+
+    #[test]
+    fn buffer_pool_gives_full_rings_then_what_is_left_then_refuses() {
+        let pool = BufferPool { total: 1024 + 256 + 100, left: AtomicU64::new(1024 + 256 + 100) };
+        assert_eq!(pool.reserve(1024).unwrap(), 1024);
+        assert_eq!(pool.reserve(1024).unwrap(), 256, "what is left, as a power of two");
+        assert_eq!(pool.reserve(1024).unwrap(), 64, "100 left: 64");
+        let err = pool.reserve(1024).unwrap_err();
+        assert!(err.to_string().contains("VMA_RX_BUFS=1380"), "{err}");
+        pool.give_back(256);
+        assert_eq!(pool.reserve(1024).unwrap(), 256);
+        // A ring smaller than the minimum is allowed when that is all it asked for.
+        pool.give_back(32);
+        assert_eq!(pool.reserve(32).unwrap(), 32);
     }
 
     #[test]

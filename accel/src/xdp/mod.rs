@@ -207,12 +207,9 @@ impl XdpVi {
             Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
                 Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy)?
             }
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{ifname} queue {queue} already has an AF_XDP socket (another process?): {e}"),
-                ))
-            }
+            // EBUSY: the queue already has an AF_XDP socket (another process?). Kept raw, so
+            // the caller can tell.
+            Err(e) => return Err(e),
         };
         program.register_socket(xsk.fd())?;
         let max_ip_len = (if_mtu as usize)

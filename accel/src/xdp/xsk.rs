@@ -231,10 +231,13 @@ pub struct Xsk {
 // SAFETY: the raw pointers point into mappings owned by this value; using them needs `&mut`.
 unsafe impl Send for Xsk {}
 
+/// The error of a failed call, as the kernel's errno (kept raw, so callers can match EBUSY,
+/// EOPNOTSUPP...); `what` names the call in the debug log.
 fn check(ret: libc::c_int, what: &str) -> io::Result<()> {
     if ret < 0 {
         let e = io::Error::last_os_error();
-        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+        crate::log::debug(format_args!("xdp: {what}: {e}"));
+        Err(e)
     } else {
         Ok(())
     }
