@@ -110,7 +110,7 @@ fn build() -> Engine {
             log::debug(format_args!("libc lacks {}: those calls fail with ENOSYS", missing.join(", ")));
         }
     }
-    crate::udp::set_datapath_on(config.enable && config.shm);
+    crate::udp::set_datapath_on(config.enable && (config.shm || config.xdp));
     Engine { config, rules, program }
 }
 
@@ -282,17 +282,42 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
         return;
     }
     let e = engine();
+    let filter = Filter { proto: Proto::Udp, local, remote: s.peer() };
+    // A socket on an address of the XDP interface (or on 0.0.0.0) is the AF_XDP port's; any
+    // other, and any the port refuses, is the shm VI's (if on).
+    if e.config.xdp {
+        if let Some(port) = crate::xdp::port::for_local(&e.config, *local.ip()) {
+            refresh_rcvbuf(fd, s);
+            match port.add_filter(fd, &filter, s) {
+                Ok(b) => {
+                    log::debug(format_args!(
+                        "fd={fd} udp {local}: xdp filter on {}{}, cookie {:x}",
+                        port.ifname(),
+                        filter.remote.map(|r| format!(" from {r}")).unwrap_or_default(),
+                        b.cookie
+                    ));
+                    match s.rx.set(b) {
+                        Ok(()) => crate::mux::after_rx_binding(fd),
+                        Err(b) => port.remove_filter(&b),
+                    }
+                    return;
+                }
+                Err(err) => {
+                    log::warn(format_args!("fd={fd} udp {local}: no xdp filter ({err}); kernel path"));
+                }
+            }
+        }
+    }
     if !e.config.shm {
         return;
     }
     let Some(vi) = shmvi::get(&e.config) else { return };
     refresh_rcvbuf(fd, s);
-    let filter = Filter { proto: Proto::Udp, local, remote: s.peer() };
     match vi.add_filter(fd, &filter, s) {
         Ok(b) => {
             log::debug(format_args!(
                 "fd={fd} udp {local}: shm ring {} ({} ring allocation), cookie {:x}",
-                shmvi::shm_filter(&b).ring_name, e.config.ring_allocation_rx, b.cookie
+                shmvi::shm_filter(&b).map_or("", |f| &f.ring_name), e.config.ring_allocation_rx, b.cookie
             ));
             match s.rx.set(b) {
                 Ok(()) => crate::mux::after_rx_binding(fd),
@@ -543,6 +568,7 @@ fn register_fork_handlers() {
         fdtable::unlock_after_fork();
         crate::shm::ring::after_fork_child();
         crate::mux::after_fork_child();
+        crate::xdp::port::after_fork_child();
         if let Some(vi) = shmvi::existing() {
             vi.forget_cache();
         }
@@ -569,6 +595,8 @@ fn register_fork_handlers() {
         if let Some(vi) = shmvi::existing() {
             vi.shutdown();
         }
+        crate::xdp::port::log_counters();
+        crate::xdp::port::shutdown();
     }
     // SAFETY: registers an extern "C" fn with no arguments.
     unsafe { libc::atexit(at_exit) };

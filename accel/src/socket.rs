@@ -54,6 +54,10 @@ pub struct Counters {
     pub shm_rx_bytes: AtomicU64,
     pub shm_tx_packets: AtomicU64,
     pub shm_tx_bytes: AtomicU64,
+    pub xdp_rx_packets: AtomicU64,
+    pub xdp_rx_bytes: AtomicU64,
+    pub xdp_tx_packets: AtomicU64,
+    pub xdp_tx_bytes: AtomicU64,
     /// Sent into a full ring: dropped, as UDP does.
     pub drop_ring_full: AtomicU64,
     /// Demuxed for this socket while its stash was at its SO_RCVBUF bound.
@@ -144,6 +148,26 @@ impl StashGuard<'_> {
 }
 
 impl Counters {
+    /// A datagram received through a bypass VI.
+    #[inline]
+    pub fn bypass_rx(&self, kind: crate::vi::ViKind, bytes: usize) {
+        let (p, b) = match kind {
+            crate::vi::ViKind::Xdp => (&self.xdp_rx_packets, &self.xdp_rx_bytes),
+            _ => (&self.shm_rx_packets, &self.shm_rx_bytes),
+        };
+        p.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// A datagram sent through a bypass VI.
+    #[inline]
+    pub fn bypass_tx(&self, kind: crate::vi::ViKind, bytes: usize) {
+        let (p, b) = match kind {
+            crate::vi::ViKind::Xdp => (&self.xdp_tx_packets, &self.xdp_tx_bytes),
+            _ => (&self.shm_tx_packets, &self.shm_tx_bytes),
+        };
+        p.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
     #[inline]
     pub fn rx(&self, bytes: usize) {
         self.kernel_rx_packets.fetch_add(1, Ordering::Relaxed);

@@ -39,6 +39,7 @@
 
 pub mod frame;
 pub mod loader;
+pub mod port;
 pub mod route;
 pub mod umem;
 pub mod xsk;
@@ -93,6 +94,15 @@ pub struct RxDatagram<'a> {
     pub payload: &'a [u8],
 }
 
+/// Where a received datagram lies in its frame, and its addresses ([`XdpVi::poll_rx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxMeta {
+    pub offset: u32,
+    pub len: u32,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+}
+
 /// A datagram handed to the NIC queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {
@@ -142,6 +152,8 @@ pub struct XdpCounters {
     pub rx_checksum_none: u64,
     /// Accepted datagrams with a partial (pseudo-header only) checksum (see [`frame`]).
     pub rx_checksum_partial: u64,
+    /// Valid datagrams no socket of this process claims (a filter removed while in flight).
+    pub rx_unclaimed: u64,
     pub tx_datagrams: u64,
     pub tx_bytes: u64,
     /// Datagrams handed back to the caller, indexed by [`NotSent::index`].
@@ -282,6 +294,85 @@ impl XdpVi {
         }
         self.refill();
         delivered
+    }
+
+    /// The receive frames not on the fill ring (for a caller that manages posting itself:
+    /// [`XdpVi::post_rx`], [`XdpVi::poll_rx`]). `rx_burst` must not be used after this.
+    pub fn take_spare_rx(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.rx_spare)
+    }
+
+    /// Puts one receive frame (a frame start) on the fill ring; false when the ring is full.
+    /// [`XdpVi::post_done`] publishes what was put.
+    pub fn post_rx(&mut self, frame: u64) -> bool {
+        if self.xsk.fill.free(1) == 0 {
+            return false;
+        }
+        self.xsk.fill.push(frame)
+    }
+
+    /// Publishes the frames given by [`XdpVi::post_rx`], waking the kernel if it asked.
+    pub fn post_done(&mut self) {
+        self.xsk.fill.submit();
+        if self.xsk.fill.needs_wakeup() {
+            self.xsk.kick_rx();
+        }
+    }
+
+    /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
+    /// start, parse result with the payload's offset from the frame start and its length). The
+    /// frames are the caller's until it posts them again. Counted as in `rx_burst`.
+    pub fn poll_rx(&mut self, max: u32, mut each: impl FnMut(u64, Result<RxMeta, DropReason>)) {
+        let ready = self.xsk.rx.available().min(max);
+        for i in 0..ready {
+            let XdpDesc { addr, len, .. } = self.xsk.rx.peek(i);
+            let frame_start = addr - addr % u64::from(FRAME_SIZE);
+            let parsed = self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
+                let d = frame::parse_udp4(bytes)?;
+                let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
+                Ok((d, offset))
+            });
+            let meta = match parsed {
+                Ok((d, offset)) => {
+                    self.counters.rx_datagrams += 1;
+                    self.counters.rx_bytes += d.payload.len() as u64;
+                    match d.checksum {
+                        Checksum::None => self.counters.rx_checksum_none += 1,
+                        Checksum::Partial => self.counters.rx_checksum_partial += 1,
+                        Checksum::Verified => {}
+                    }
+                    Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
+                }
+                Err(reason) => {
+                    self.counters.rx_dropped[reason as usize] += 1;
+                    Err(reason)
+                }
+            };
+            each(frame_start, meta);
+        }
+        if ready > 0 {
+            self.xsk.rx.release(ready);
+        }
+    }
+
+    /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).
+    pub fn frame(&self, frame: u64) -> &[u8] {
+        self.umem.bytes(frame, FRAME_SIZE).unwrap_or(&[])
+    }
+
+    /// The fill ring's size.
+    pub fn fill_depth(&self) -> u32 {
+        self.xsk.fill.size()
+    }
+
+    /// The largest UDP payload [`XdpVi::send`] takes.
+    pub fn max_payload(&self) -> usize {
+        self.max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER
+    }
+
+    /// Counts a received frame its caller dropped after parsing (no socket for it).
+    pub fn count_unclaimed(&mut self) {
+        self.counters.rx_unclaimed += 1;
     }
 
     /// Sends one UDP datagram from `src` to `dst` through the NIC queue. `src` with address
