@@ -367,6 +367,11 @@ pub fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, len: soc
                 s.set_local(&mut st, local);
                 s.set_peer(&mut st, remote); // AF_UNSPEC dissolves the association
             }
+            if let (Some(b), Some(port), Some(local)) = (s.rx_binding(), crate::xdp::port::existing(), local) {
+                if b.kind == crate::vi::ViKind::Xdp {
+                    port.connected(b, local, remote);
+                }
+            }
             if remote.is_some() {
                 let d = decision::by_rules(&engine().rules, Role::UdpConnect, local, remote);
                 let accel = d.accelerate();

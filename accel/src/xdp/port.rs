@@ -45,28 +45,86 @@ use crate::vi::{BufId, Filter, FilterState, RxBinding, RxModel, RxQueue, TxOutco
 #[derive(Debug)]
 pub struct XdpFilter {
     pub spec: XdpFilterSpec,
+    /// The 5-tuple filter added when the bound socket connected (see [`XdpPort::connected`]).
+    pub conn: Mutex<Option<(SocketAddrV4, SocketAddrV4)>>,
 }
 
 /// The device side of the port's receive queue: the XdpVi (None after shutdown or in a forked
 /// child) and who owns which destination.
 pub struct XdpDev {
     vi: Option<XdpVi>,
-    /// Bound filters: local address (0.0.0.0 = any) and port → cookie.
-    binds: HashMap<SocketAddrV4, u64>,
-    /// Connected filters: (local, remote) → cookie.
-    conns: HashMap<(SocketAddrV4, SocketAddrV4), u64>,
+    /// Bound filters: local address (0.0.0.0 = any) and port → cookies, the latest last (it
+    /// gets the datagrams, as the kernel gives them to the latest of several sockets bound with
+    /// SO_REUSEADDR); the program's entry goes when the last one does.
+    binds: HashMap<SocketAddrV4, Vec<u64>>,
+    /// Connected filters: (local, remote) → cookies, likewise.
+    conns: HashMap<(SocketAddrV4, SocketAddrV4), Vec<u64>>,
+    /// Filters removed in the last [`RETIRED_FOR`]: frames the program redirected before the
+    /// removal still reach the XSK, and still belong to that socket (a socket going back to the
+    /// kernel keeps them in its stash; a closed one drops them, as the kernel would).
+    retired: Vec<(XdpFilterSpec, u64, std::time::Instant)>,
     depth: u32,
 }
 
+/// How long a removed filter's owner is remembered ([`XdpDev::retired`]).
+const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl XdpDev {
     fn owner_of(&self, dst: SocketAddrV4, src: SocketAddrV4) -> Option<u64> {
-        if let Some(&c) = self.conns.get(&(dst, src)) {
+        if let Some(&c) = self.conns.get(&(dst, src)).and_then(|v| v.last()) {
             return Some(c);
         }
-        if let Some(&c) = self.binds.get(&dst) {
+        if let Some(&c) = self.binds.get(&dst).and_then(|v| v.last()) {
             return Some(c);
         }
-        self.binds.get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port())).copied()
+        if let Some(&c) = self.binds.get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port())).and_then(|v| v.last()) {
+            return Some(c);
+        }
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port());
+        self.retired.iter().rev().find(|(spec, _, _)| {
+            (spec.local == dst || spec.local == any) && spec.remote.is_none_or(|r| r == src)
+        }).map(|&(_, c, _)| c)
+    }
+
+    /// Steers `spec` to `cookie` (the program's entry is added for the first owner).
+    fn add(&mut self, spec: XdpFilterSpec, cookie: u64) -> io::Result<()> {
+        let owners = match spec.remote {
+            None => self.binds.get(&spec.local),
+            Some(r) => self.conns.get(&(spec.local, r)),
+        };
+        if owners.is_none_or(Vec::is_empty) {
+            self.usable().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?.add_filter(spec)?;
+        }
+        match spec.remote {
+            None => self.binds.entry(spec.local).or_default().push(cookie),
+            Some(r) => self.conns.entry((spec.local, r)).or_default().push(cookie),
+        }
+        Ok(())
+    }
+
+    /// Withdraws `cookie` from `spec` (the program's entry goes with the last owner).
+    fn remove(&mut self, spec: XdpFilterSpec, cookie: u64) {
+        let owners = match spec.remote {
+            None => self.binds.get_mut(&spec.local),
+            Some(r) => self.conns.get_mut(&(spec.local, r)),
+        };
+        let Some(owners) = owners else { return };
+        owners.retain(|&c| c != cookie);
+        let now = std::time::Instant::now();
+        self.retired.retain(|(_, _, at)| now.duration_since(*at) < RETIRED_FOR);
+        self.retired.push((spec, cookie, now));
+        if !owners.is_empty() {
+            return;
+        }
+        match spec.remote {
+            None => self.binds.remove(&spec.local),
+            Some(r) => self.conns.remove(&(spec.local, r)),
+        };
+        if let Some(vi) = self.usable() {
+            if let Err(e) = vi.remove_filter(spec) {
+                crate::log::debug(format_args!("xdp: removing filter {}: {e}", spec.local));
+            }
+        }
     }
 
     fn usable(&mut self) -> Option<&mut XdpVi> {
@@ -201,6 +259,15 @@ pub fn log_counters() {
     if FORKED.load(Ordering::Relaxed) || !crate::log::enabled(crate::config::LogLevel::Debug) {
         return;
     }
+    if let Some(p) = existing() {
+        let st = p.queue.with_device(|d| d.vi.as_ref().and_then(|vi| vi.socket_stats().ok()));
+        if let Some(st) = st {
+            crate::log::debug(format_args!(
+                "xdp socket: rx_dropped={} rx_invalid_descs={} rx_ring_full={} rx_fill_ring_empty_descs={} tx_invalid_descs={}",
+                st.rx_dropped, st.rx_invalid_descs, st.rx_ring_full, st.rx_fill_ring_empty_descs, st.tx_invalid_descs
+            ));
+        }
+    }
     if let Some(c) = existing().and_then(XdpPort::counters) {
         let dropped: u64 = c.rx_dropped.iter().sum();
         let not_sent: u64 = c.tx_not_sent.iter().sum();
@@ -234,7 +301,7 @@ impl XdpPort {
         let fd = vi.fd();
         let max_payload = vi.max_payload();
         let mode = vi.attach_mode();
-        let dev = XdpDev { vi: Some(vi), binds: HashMap::new(), conns: HashMap::new(), depth };
+        let dev = XdpDev { vi: Some(vi), binds: HashMap::new(), conns: HashMap::new(), retired: Vec::new(), depth };
         let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
@@ -274,6 +341,34 @@ impl XdpPort {
     }
 }
 
+impl XdpPort {
+    /// A socket with a bound filter connected to `remote` (None: dissolved) from `local`: its
+    /// datagrams from `remote` are steered by a 5-tuple filter too, so that a socket bound to
+    /// the same address later (iperf3 does this) does not take them, as in the kernel.
+    pub fn connected(&self, binding: &RxBinding, local: SocketAddrV4, remote: Option<SocketAddrV4>) {
+        let FilterState::Xdp(f) = &binding.state else { return };
+        if f.spec.remote.is_some() || binding.pid != std::process::id() {
+            return;
+        }
+        let mut conn = f.conn.lock();
+        let new = remote.map(|r| (local, r));
+        if *conn == new {
+            return;
+        }
+        self.queue.with_device(|d| {
+            if let Some((l, r)) = conn.take() {
+                d.remove(XdpFilterSpec::udp_connected(l, r), binding.cookie);
+            }
+            if let Some((l, r)) = new {
+                match d.add(XdpFilterSpec::udp_connected(l, r), binding.cookie) {
+                    Ok(()) => *conn = new,
+                    Err(e) => crate::log::debug(format_args!("xdp: 5-tuple filter {l} from {r}: {e}")),
+                }
+            }
+        });
+    }
+}
+
 impl Vi for XdpPort {
     fn kind(&self) -> ViKind {
         ViKind::Xdp
@@ -297,16 +392,10 @@ impl Vi for XdpPort {
         }
         let spec = XdpPort::spec(filter);
         let cookie = (self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) & !1).max(2);
-        self.queue.with_device(|d| -> io::Result<()> {
-            let vi = d.usable().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-            vi.add_filter(spec)?;
-            match spec.remote {
-                None => d.binds.insert(spec.local, cookie),
-                Some(r) => d.conns.insert((spec.local, r), cookie),
-            };
-            Ok(())
-        })?;
-        self.sockets.lock().insert(cookie, Arc::downgrade(owner));
+        self.queue.with_device(|d| d.add(spec, cookie))?;
+        let mut sockets = self.sockets.lock();
+        sockets.retain(|_, w| w.strong_count() > 0);
+        sockets.insert(cookie, Arc::downgrade(owner));
         Ok(RxBinding {
             kind: ViKind::Xdp,
             queue: self.queue.clone() as Arc<dyn RxQueue>,
@@ -314,35 +403,23 @@ impl Vi for XdpPort {
             local: filter.local,
             pid: std::process::id(),
             fd,
-            state: FilterState::Xdp(XdpFilter { spec }),
+            state: FilterState::Xdp(XdpFilter { spec, conn: Mutex::new(None) }),
         })
     }
 
     fn remove_filter(&self, binding: &RxBinding) {
-        self.sockets.lock().remove(&binding.cookie);
+        // The socket stays findable by its cookie while it lives (see XdpDev::retired); closed
+        // sockets' entries are pruned at the next add_filter.
         if binding.pid != std::process::id() {
             return;
         }
         let FilterState::Xdp(f) = &binding.state else { return };
-        let spec = f.spec;
+        let conn = f.conn.lock().take();
         self.queue.with_device(|d| {
-            match spec.remote {
-                None => {
-                    if d.binds.get(&spec.local) == Some(&binding.cookie) {
-                        d.binds.remove(&spec.local);
-                    }
-                }
-                Some(r) => {
-                    if d.conns.get(&(spec.local, r)) == Some(&binding.cookie) {
-                        d.conns.remove(&(spec.local, r));
-                    }
-                }
+            if let Some((local, remote)) = conn {
+                d.remove(XdpFilterSpec::udp_connected(local, remote), binding.cookie);
             }
-            if let Some(vi) = d.usable() {
-                if let Err(e) = vi.remove_filter(spec) {
-                    crate::log::debug(format_args!("xdp: removing filter {}: {e}", spec.local));
-                }
-            }
+            d.remove(f.spec, binding.cookie);
         });
     }
 

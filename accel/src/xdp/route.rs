@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 /// How long a resolved next hop is reused without asking the kernel again.
 pub const HIT_TTL: Duration = Duration::from_millis(1000);
-/// How long "unresolved" is believed (the kernel's ARP is usually done within this).
-pub const MISS_TTL: Duration = Duration::from_millis(50);
+/// How long "unresolved" is believed: short, as the kernel resolves the neighbour while it sends
+/// the datagrams we hand back (one netlink query per MISS_TTL meanwhile).
+pub const MISS_TTL: Duration = Duration::from_millis(2);
 /// Bound on cached destinations; the cache is emptied when it is reached.
 const CACHE_LIMIT: usize = 4096;
 
