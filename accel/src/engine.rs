@@ -455,6 +455,43 @@ pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
     }
 }
 
+/// After a successful IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP (or the source-specific ones) on
+/// a tracked socket: the membership is the kernel's (it sends the IGMP reports); a socket on the
+/// AF_XDP datapath also gets (or loses) a group:port filter — for any-source joins only, and
+/// only while it is the group's single member on the interface (see xdp/port.rs). `val` is the
+/// application's option value (`ip_mreq`, `ip_mreqn` or `ip_mreq_source`: the group first).
+pub fn after_membership(fd: c_int, s: &Socket, name: c_int, val: *const c_void, len: socklen_t) {
+    if len < 8 || !crate::udp::plausible(val, len as usize) {
+        return;
+    }
+    // SAFETY: at least 8 plausible bytes, which the kernel just read successfully.
+    let group = Ipv4Addr::from(u32::from_be(unsafe { core::ptr::read_unaligned(val as *const u32) }));
+    let e = engine();
+    if !e.config.xdp || !group.is_multicast() {
+        return;
+    }
+    let xdp = s.rx_binding().filter(|b| b.kind == crate::vi::ViKind::Xdp);
+    let (Some(b), Some(port)) = (xdp, crate::xdp::port::existing()) else {
+        // Joined without our XSK (another process has the queue, or this socket is not on
+        // the datapath): make sure no other process keeps the group to itself.
+        if name != libc::IP_DROP_MEMBERSHIP {
+            if let Some(local) = s.local() {
+                contain(fd, "setsockopt", || keep_errno(|| crate::xdp::port::joined_without_port(&e.config, group, local.port())));
+            }
+        }
+        return;
+    };
+    contain(fd, "setsockopt", || {
+        keep_errno(|| match name {
+            libc::IP_ADD_MEMBERSHIP => port.membership(b, group, true),
+            libc::IP_DROP_MEMBERSHIP => port.membership(b, group, false),
+            // Source-specific joins stay with the kernel, which filters the sources: a
+            // group:port filter would let every source through.
+            _ => log::debug(format_args!("fd={fd} udp: source-specific membership of {group}: kernel path")),
+        })
+    });
+}
+
 /// Reads the kernel socket's SO_RCVBUF (as the kernel reports it: the doubled value) into the
 /// socket's stash bound.
 pub fn refresh_rcvbuf(fd: c_int, s: &Socket) {

@@ -384,6 +384,26 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok() // field 22
 }
 
+/// Removes the `filters` entry for `key` of the program on `ifname` (in the calling thread's
+/// network namespace), whoever installed it; Ok(false) when there was none (or no program).
+/// Used to hand a multicast group back to the kernel when this process joins it without the
+/// AF_XDP datapath: the kernel must then give every member its copy.
+pub fn remove_filter_of_anyone(ifname: &str, key: FilterKey) -> io::Result<bool> {
+    let ifindex = if_index(ifname)?;
+    let netns = fs::metadata("/proc/thread-self/ns/net")?.ino();
+    let dir = Path::new(PIN_ROOT).join(format!("{netns}-{ifindex}-{ifname}"));
+    if !dir.join("filters").exists() {
+        return Ok(false);
+    }
+    let _lock = PinLock::take()?;
+    let mut filters: BpfHashMap<MapData, FilterKey, Target> = hash_map(&dir, "filters")?;
+    if filters.get(&key, 0).is_err() {
+        return Ok(false);
+    }
+    filters.remove(&key).map_err(aya_err("filters delete"))?;
+    Ok(true)
+}
+
 fn if_index(ifname: &str) -> io::Result<u32> {
     let name = CString::new(ifname).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a NUL-terminated string that outlives the call.

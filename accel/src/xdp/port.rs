@@ -63,8 +63,16 @@ pub struct XdpDev {
     /// removal still reach the XSK, and still belong to that socket (a socket going back to the
     /// kernel keeps them in its stash; a closed one drops them, as the kernel would).
     retired: Vec<(XdpFilterSpec, u64, std::time::Instant)>,
+    /// Multicast memberships of our sockets: (group:port, cookie, filter installed).
+    groups: Vec<(SocketAddrV4, u64, bool)>,
+    /// When the memberships were last compared with /proc/net/igmp.
+    groups_checked: std::time::Instant,
+    ifname: String,
     depth: u32,
 }
+
+/// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
+const GROUP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// How long a removed filter's owner is remembered ([`XdpDev::retired`]).
 const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -135,6 +143,60 @@ impl XdpDev {
     }
 }
 
+impl XdpDev {
+    /// The multicast rule: a group:port is steered to our XSK only while its socket is the
+    /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
+    /// (another socket, ours or another process's, accelerated or not) the program passes the
+    /// group's datagrams to the kernel, which gives each member its copy; our socket still gets
+    /// its own through the kernel socket (dual path).
+    fn check_groups(&mut self) {
+        self.groups_checked = std::time::Instant::now();
+        if self.groups.is_empty() {
+            return;
+        }
+        let users = igmp_users(&self.ifname);
+        for i in 0..self.groups.len() {
+            let (gp, cookie, installed) = self.groups[i];
+            let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
+            let spec = XdpFilterSpec::udp(gp);
+            if alone && !installed {
+                match self.add(spec, cookie) {
+                    Ok(()) => self.groups[i].2 = true,
+                    Err(e) => crate::log::debug(format_args!("xdp: group filter {gp}: {e}")),
+                }
+            } else if !alone && installed {
+                self.remove(spec, cookie);
+                self.groups[i].2 = false;
+                crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+            }
+        }
+    }
+}
+
+/// (group, members) on `ifname`, from /proc/net/igmp.
+fn igmp_users(ifname: &str) -> Vec<(Ipv4Addr, u32)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/igmp") else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut ours = false;
+    for line in text.lines().skip(1) {
+        if !line.starts_with('\t') {
+            // "4\teth0      :     1      V3"
+            ours = line.split_whitespace().nth(1) == Some(ifname);
+            continue;
+        }
+        if !ours {
+            continue;
+        }
+        // "\t\t\t\t010000E0     1 0:00000000\t\t0": the group as the kernel's u32, in hex.
+        let mut f = line.split_whitespace();
+        let (Some(g), Some(n)) = (f.next(), f.next()) else { continue };
+        if let (Ok(g), Ok(n)) = (u32::from_str_radix(g, 16), n.parse::<u32>()) {
+            out.push((Ipv4Addr::from(g.to_le_bytes()), n));
+        }
+    }
+    out
+}
+
 impl PostedRx for XdpDev {
     fn post(&mut self, bufs: &[BufId]) -> usize {
         let Some(vi) = self.usable() else { return 0 };
@@ -152,6 +214,9 @@ impl PostedRx for XdpDev {
     }
 
     fn poll(&mut self, out: &mut Vec<Result<Completion, BufId>>, max: usize) {
+        if !self.groups.is_empty() && self.groups_checked.elapsed() >= GROUP_CHECK_EVERY {
+            self.check_groups();
+        }
         let Some(vi) = self.usable() else { return };
         let mut got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)> = Vec::new();
         vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
@@ -249,6 +314,19 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
     (local.is_unspecified() || port.addresses.contains(&local)).then_some(port)
 }
 
+/// A socket without the AF_XDP datapath joined `group` for `port`: if another process steers
+/// that group:port to its XSK, take the entry out, so the kernel gives every member (this one
+/// included) its copy. The owner sees the group's second member and does not put it back.
+pub fn joined_without_port(config: &Config, group: Ipv4Addr, port: u16) {
+    let Some(ifname) = config.xdp_ifname.clone().or_else(single_interface) else { return };
+    let key = super::loader::FilterKey::new(super::IPPROTO_UDP, SocketAddrV4::new(group, port));
+    match super::loader::remove_filter_of_anyone(&ifname, key) {
+        Ok(true) => crate::log::debug(format_args!("xdp: {group}:{port} handed back to the kernel (a second member)")),
+        Ok(false) => {}
+        Err(e) => crate::log::debug(format_args!("xdp: cannot look at {ifname}'s filters: {e}")),
+    }
+}
+
 /// In a forked child: the parent's rings are not ours to use.
 pub fn after_fork_child() {
     FORKED.store(true, Ordering::Relaxed);
@@ -301,7 +379,16 @@ impl XdpPort {
         let fd = vi.fd();
         let max_payload = vi.max_payload();
         let mode = vi.attach_mode();
-        let dev = XdpDev { vi: Some(vi), binds: HashMap::new(), conns: HashMap::new(), retired: Vec::new(), depth };
+        let dev = XdpDev {
+            vi: Some(vi),
+            binds: HashMap::new(),
+            conns: HashMap::new(),
+            retired: Vec::new(),
+            groups: Vec::new(),
+            groups_checked: std::time::Instant::now(),
+            ifname: ifname.to_string(),
+            depth,
+        };
         let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
@@ -369,6 +456,30 @@ impl XdpPort {
     }
 }
 
+impl XdpPort {
+    /// The socket of `binding` joined (`join`) or left `group` in the kernel: its group:port
+    /// filter follows, under the single-member rule ([`XdpDev::check_groups`]).
+    pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, join: bool) {
+        if binding.pid != std::process::id() || binding.local.port() == 0 {
+            return;
+        }
+        let gp = SocketAddrV4::new(group, binding.local.port());
+        self.queue.with_device(|d| {
+            if join {
+                if !d.groups.iter().any(|g| g.0 == gp && g.1 == binding.cookie) {
+                    d.groups.push((gp, binding.cookie, false));
+                }
+            } else if let Some(i) = d.groups.iter().position(|g| g.0 == gp && g.1 == binding.cookie) {
+                let (_, cookie, installed) = d.groups.remove(i);
+                if installed {
+                    d.remove(XdpFilterSpec::udp(gp), cookie);
+                }
+            }
+            d.check_groups();
+        });
+    }
+}
+
 impl Vi for XdpPort {
     fn kind(&self) -> ViKind {
         ViKind::Xdp
@@ -416,6 +527,14 @@ impl Vi for XdpPort {
         let FilterState::Xdp(f) = &binding.state else { return };
         let conn = f.conn.lock().take();
         self.queue.with_device(|d| {
+            let mine: Vec<(SocketAddrV4, bool)> =
+                d.groups.iter().filter(|g| g.1 == binding.cookie).map(|g| (g.0, g.2)).collect();
+            d.groups.retain(|g| g.1 != binding.cookie);
+            for (gp, installed) in mine {
+                if installed {
+                    d.remove(XdpFilterSpec::udp(gp), binding.cookie);
+                }
+            }
             if let Some((local, remote)) = conn {
                 d.remove(XdpFilterSpec::udp_connected(local, remote), binding.cookie);
             }
