@@ -95,7 +95,7 @@ env_for() {
   case $1 in
     kernel) ENVV=(env -u LD_PRELOAD) ;;
     accel-*) ENVV=(env LD_PRELOAD="$LIB" ACCEL_XDP=1 ACCEL_XDP_MODE="${1#accel-}")
-             [ "$2" = busy ] && ENVV+=(ACCEL_PROFILE=latency) ;;
+             if [ "$2" = busy ]; then ENVV+=(ACCEL_PROFILE=latency); fi ;;
   esac
 }
 env_text() {
@@ -151,7 +151,7 @@ client() { # out-file, env..., -- sockperf args...
 # pp TEST(busy|blocking) VARIANT REP
 pp() {
   local test=$1 v=$2 rep=$3 nb=()
-  [ "$test" = busy ] && nb=(--nonblocked)
+  if [ "$test" = busy ]; then nb=(--nonblocked); fi
   env_for "$v" "$test"
   PORT=$((PORT + 1))
   local srv=$WORK/pp-$test-$v-$rep.server out=$WORK/pp-$test-$v-$rep.client rc=0
