@@ -268,6 +268,14 @@ pub fn release_rx(s: &Socket) {
             // What the queue already holds for this socket is still its data: keep it in the
             // stash, which receives serve before the kernel.
             crate::udp::drain_to_stashes(&*b.queue, Some((b.cookie, s)));
+            if b.kind == crate::vi::ViKind::Xdp {
+                // Frames the program redirected just before the removal reach the XSK when the
+                // driver flushes its batch (end of its poll): look again a little later.
+                for _ in 0..3 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    crate::udp::drain_to_stashes(&*b.queue, Some((b.cookie, s)));
+                }
+            }
         }
     }
 }
