@@ -18,6 +18,9 @@
 # Results replace the section between <!-- xdp:begin --> and <!-- xdp:end --> of
 # docs/benchmarks.md.
 #
+#  3. the highest paced rate (--mps) at which nothing is lost, searched downward from the unpaced
+#     rate (LOSSLESS_FRACTIONS of it), 64 B and 1472 B.
+#
 # Environment: REPS (3), DURATION (3, seconds per sockperf run), XDP_MODES ("native generic"),
 #              NO_BUILD=1 to skip cargo build, KEEP=1 to keep raw outputs, SERVER_CPU (0),
 #              CLIENT_CPU (1).
@@ -173,15 +176,17 @@ pp() {
   log "pp $test $v rep $rep: p50=$p50 p99=$p99 p99.9=$p999 avg=$avg"
 }
 
-# tp SIZE VARIANT REP (busy receiver: --nonblocked)
+# tp SIZE VARIANT REP [MPS [NAME]] (busy receiver: --nonblocked; MPS "max" = --pps max)
 tp() {
-  local size=$1 v=$2 rep=$3
+  local size=$1 v=$2 rep=$3 mps=${4:-max} name=${5:-tp-$1}
+  local rateopt=(--pps max)
+  if [ "$mps" != max ]; then rateopt=(--mps "$mps"); fi
   env_for "$v" busy
   PORT=$((PORT + 1))
   local srv=$WORK/tp-$size-$v-$rep.server out=$WORK/tp-$size-$v-$rep.client rc=0
   start_server "$srv" "${ENVV[@]}" -- sr -i "$A_IP" -p "$PORT" --nonblocked
   wait_port "$PORT" || true
-  client "$out" "${ENVV[@]}" -- tp -i "$A_IP" -p "$PORT" -m "$size" -t "$DURATION" --pps max --nonblocked || rc=$?
+  client "$out" "${ENVV[@]}" -- tp -i "$A_IP" -p "$PORT" -m "$size" -t "$DURATION" "${rateopt[@]}" --nonblocked || rc=$?
   sleep 0.5
   stop_server "$SRV_PID" "$srv"
   local sent secs rate recvd
@@ -200,9 +205,9 @@ tp() {
     lossp=$(awk -v l="$loss" -v s="$sent" 'BEGIN {printf "%.3f", s ? 100 * l / s : 0}')
     rxrate=$(awk -v r="$recvd" -v t="$secs" 'BEGIN {printf "%.0f", r / t}')
   fi
-  put "tp-$size" "$v" "$rep" rate "$rate"; put "tp-$size" "$v" "$rep" loss "$loss"
-  put "tp-$size" "$v" "$rep" lossp "$lossp"; put "tp-$size" "$v" "$rep" rxrate "$rxrate"
-  log "tp $size $v rep $rep: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+  put "$name" "$v" "$rep" rate "$rate"; put "$name" "$v" "$rep" loss "$loss"
+  put "$name" "$v" "$rep" lossp "$lossp"; put "$name" "$v" "$rep" rxrate "$rxrate"
+  log "tp $size $v rep $rep mps $mps: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
 }
 
 VARIANTS=(kernel)
@@ -215,6 +220,30 @@ for rep in $(seq "$REPS"); do
   log "repetition $rep/$REPS (order: ${ORDER[*]})"
   for t in busy blocking; do for v in "${ORDER[@]}"; do pp "$t" "$v" "$rep"; done; done
   for size in 64 1472; do for v in "${ORDER[@]}"; do tp "$size" "$v" "$rep"; done; done
+done
+
+# ---- lossless rate: paced runs, downward from the median unpaced rate, until one loses nothing
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+median_of() { # test variant metric (defined again below for the report)
+  awk -F'\t' -v t="$1" -v v="$2" -v m="$3" '$1 == t && $2 == v && $4 == m && $5 != "NA" && $5 != "" {print $5}' "$RES" \
+    | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "NA"; else print a[int((NR + 1) / 2)]}'
+}
+for size in 64 1472; do
+  for v in "${VARIANTS[@]}"; do
+    base=$(median_of "tp-$size" "$v" rate)
+    [ "$base" = NA ] && continue
+    for f in $LOSSLESS_FRACTIONS; do
+      mps=$(awk -v b="$base" -v f="$f" 'BEGIN {printf "%d", b * f}')
+      tp "$size" "$v" "$f" "$mps" "paced-$size"
+      loss=$(awk -F'\t' -v t="paced-$size" -v v="$v" -v r="$f" '$1 == t && $2 == v && $3 == r && $4 == "loss" {print $5}' "$RES" | tail -n1)
+      if [ "$loss" = 0 ]; then
+        rx=$(awk -F'\t' -v t="paced-$size" -v v="$v" -v r="$f" '$1 == t && $2 == v && $3 == r && $4 == "rxrate" {print $5}' "$RES" | tail -n1)
+        put "lossless-$size" "$v" 1 rate "$rx"; put "lossless-$size" "$v" 1 mps "$mps"
+        log "lossless $size $v: $rx msg/s (paced at $mps)"
+        break
+      fi
+    done
+  done
 done
 LOAD_END=$(cut -d" " -f1-3 /proc/loadavg)
 
@@ -257,6 +286,18 @@ SECTION=$WORK/section.md
     for v in "${VARIANTS[@]}"; do
       rx=$(median "tp-$size" "$v" rxrate)
       echo "| $size B | $v | $(median "tp-$size" "$v" rate) | $rx | $(median "tp-$size" "$v" lossp) | $(ratio "$rx" "$krx") |"
+    done
+  done
+  echo
+  echo "### Highest lossless rate (one paced run per rate, $DURATION s, downward from the unpaced rate: ${LOSSLESS_FRACTIONS// /, })"
+  echo
+  echo "| size | variant | paced at msg/s | received msg/s, nothing lost | / kernel |"
+  echo "|---|---|---|---|---|"
+  for size in 64 1472; do
+    kll=$(median "lossless-$size" kernel rate)
+    for v in "${VARIANTS[@]}"; do
+      ll=$(median "lossless-$size" "$v" rate)
+      echo "| $size B | $v | $(median "lossless-$size" "$v" mps) | $ll | $(ratio "$ll" "$kll") |"
     done
   done
   echo
