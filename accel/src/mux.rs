@@ -706,11 +706,13 @@ unsafe fn with_waits(fds: *mut pollfd, n: usize, waits: &[c_int], call: impl FnO
         return call(fds, n as nfds_t);
     }
     let mut all: Vec<pollfd> = Vec::with_capacity(n + waits.len());
+    // SAFETY: the caller's array holds `n` pollfds (this function's contract).
     all.extend_from_slice(core::slice::from_raw_parts(fds, n));
     all.extend(waits.iter().map(|&fd| pollfd { fd, events: libc::POLLIN, revents: 0 }));
     let r = call(all.as_mut_ptr(), all.len() as nfds_t);
     if r >= 0 {
         for (i, p) in all.iter().take(n).enumerate() {
+            // SAFETY: i < n, inside the caller's array.
             (*fds.add(i)).revents = p.revents;
         }
     }
