@@ -365,7 +365,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 22;
+pub const VARIABLE_COUNT: usize = 25;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -523,10 +523,31 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         accepted: "0/1, true/false, yes/no, on/off",
         help: "same-host bypass: UDP between accelerated processes through shared-memory rings",
     },
+    Variable {
+        name: "ACCEL_XDP",
+        alias: None,
+        default: "0",
+        accepted: "0/1, true/false, yes/no, on/off",
+        help: "NIC bypass: UDP of sockets on the XDP interface through an AF_XDP socket (needs CAP_NET_ADMIN and CAP_BPF)",
+    },
+    Variable {
+        name: "ACCEL_XDP_IFNAME",
+        alias: None,
+        default: "none",
+        accepted: "an interface name; empty = the interface of the first socket's address (0.0.0.0: the only non-loopback one)",
+        help: "AF_XDP datapath: the interface whose queue 0 is opened",
+    },
+    Variable {
+        name: "ACCEL_XDP_MODE",
+        alias: None,
+        default: "auto",
+        accepted: "auto (native where the driver has XDP, else generic), native, generic",
+        help: "AF_XDP datapath: how the XDP filter program is attached",
+    },
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 42] = [
+const KNOWN_VARIABLES: [&str; 45] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -569,6 +590,9 @@ const KNOWN_VARIABLES: [&str; 42] = [
     "ACCEL_SELECT_POLL_OS_RATIO",
     "VMA_SELECT_POLL_OS_RATIO",
     "ACCEL_SHM",
+    "ACCEL_XDP",
+    "ACCEL_XDP_IFNAME",
+    "ACCEL_XDP_MODE",
 ];
 
 /// Every variable name accel reads (ours and the aliases); `exec` keeps these in the new image.
@@ -602,6 +626,9 @@ enum Key {
     RxPollOsRatio,
     SelectPollOsRatio,
     Shm,
+    Xdp,
+    XdpIfname,
+    XdpMode,
 }
 
 /// All keys, in the order of [`VARIABLES`].
@@ -628,6 +655,9 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::RxPollOsRatio,
     Key::SelectPollOsRatio,
     Key::Shm,
+    Key::Xdp,
+    Key::XdpIfname,
+    Key::XdpMode,
 ];
 
 impl Key {
@@ -713,6 +743,12 @@ pub struct Config {
     pub select_poll_os_ratio: u32,
     /// ACCEL_SHM: the same-host shared-memory datapath.
     pub shm: bool,
+    /// ACCEL_XDP: the AF_XDP (NIC bypass) datapath.
+    pub xdp: bool,
+    /// ACCEL_XDP_IFNAME: its interface (None: chosen by the first socket's address).
+    pub xdp_ifname: Option<String>,
+    /// ACCEL_XDP_MODE: how its program is attached.
+    pub xdp_mode: crate::xdp::AttachMode,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
     /// its default; it only feeds [`Config::describe`].
     pub sources: Sources,
@@ -745,6 +781,9 @@ impl Default for Config {
             rx_poll_os_ratio: 10,
             select_poll_os_ratio: 10,
             shm: true,
+            xdp: false,
+            xdp_ifname: None,
+            xdp_mode: crate::xdp::AttachMode::Auto,
             sources: Sources::default(),
         }
     }
@@ -850,6 +889,9 @@ impl Config {
             c.select_poll_os_ratio = n
         });
         reader.read(Key::Shm, parse_bool, |c, on| c.shm = on);
+        reader.read(Key::Xdp, parse_bool, |c, on| c.xdp = on);
+        reader.read(Key::XdpIfname, |raw| parse_optional_text(raw.trim()), |c, name| c.xdp_ifname = name);
+        reader.read(Key::XdpMode, parse_xdp_mode, |c, mode| c.xdp_mode = mode);
 
         (reader.config, reader.warnings)
     }
@@ -919,6 +961,9 @@ impl Config {
             Key::RxPollOsRatio => self.rx_poll_os_ratio.to_string(),
             Key::SelectPollOsRatio => self.select_poll_os_ratio.to_string(),
             Key::Shm => flag(self.shm),
+            Key::Xdp => flag(self.xdp),
+            Key::XdpIfname => self.xdp_ifname.clone().unwrap_or_default(),
+            Key::XdpMode => self.xdp_mode.name().to_string(),
         };
         Shown {
             meaning: meaning_of(key, &value),
@@ -1146,6 +1191,10 @@ fn parse_log_level(name: &str, raw: &str) -> Parsed<LogLevel> {
 }
 
 /// A path or id; empty means none, which is how a wrapper script unsets a variable it inherits.
+fn parse_xdp_mode(raw: &str) -> Parsed<crate::xdp::AttachMode> {
+    exact(crate::xdp::AttachMode::from_name(raw.trim()).ok_or_else(|| "not an XDP mode (auto, native, generic)".to_string()))
+}
+
 fn parse_optional_text(raw: &str) -> Parsed<Option<String>> {
     Ok((Some(raw.to_string()).filter(|text| !text.is_empty()), None))
 }
@@ -1292,6 +1341,9 @@ mod tests {
         ("ACCEL_SHM", "on", "1"),
         ("ACCEL_RX_POLL_OS_RATIO", "100", "100"),
         ("ACCEL_SELECT_POLL_OS_RATIO", "1", "1"),
+        ("ACCEL_XDP", "yes", "1"),
+        ("ACCEL_XDP_IFNAME", "eth1", "eth1"),
+        ("ACCEL_XDP_MODE", "SKB", "generic"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
@@ -1943,7 +1995,7 @@ mod tests {
         for (i, key) in KEYS.iter().enumerate() {
             assert_eq!(*key as usize, i);
         }
-        assert_eq!(Key::Shm as usize + 1, VARIABLE_COUNT);
+        assert_eq!(Key::XdpMode as usize + 1, VARIABLE_COUNT);
     }
 
     #[test]

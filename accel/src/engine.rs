@@ -110,7 +110,7 @@ fn build() -> Engine {
             log::debug(format_args!("libc lacks {}: those calls fail with ENOSYS", missing.join(", ")));
         }
     }
-    crate::udp::set_datapath_on(config.enable && config.shm);
+    crate::udp::set_datapath_on(config.enable && (config.shm || config.xdp));
     Engine { config, rules, program }
 }
 
@@ -269,6 +269,14 @@ pub fn release_rx(s: &Socket) {
             // What the queue already holds for this socket is still its data: keep it in the
             // stash, which receives serve before the kernel.
             crate::udp::drain_to_stashes(&*b.queue, Some((b.cookie, s)));
+            if b.kind == crate::vi::ViKind::Xdp {
+                // Frames the program redirected just before the removal reach the XSK when the
+                // driver flushes its batch (end of its poll): look again a little later.
+                for _ in 0..3 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    crate::udp::drain_to_stashes(&*b.queue, Some((b.cookie, s)));
+                }
+            }
             crate::stats::refresh(s); // stats: receive side back to the kernel
         }
     }
@@ -284,17 +292,42 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
         return;
     }
     let e = engine();
+    let filter = Filter { proto: Proto::Udp, local, remote: s.peer() };
+    // A socket on an address of the XDP interface (or on 0.0.0.0) is the AF_XDP port's; any
+    // other, and any the port refuses, is the shm VI's (if on).
+    if e.config.xdp {
+        if let Some(port) = crate::xdp::port::for_local(&e.config, *local.ip()) {
+            refresh_rcvbuf(fd, s);
+            match port.add_filter(fd, &filter, s) {
+                Ok(b) => {
+                    log::debug(format_args!(
+                        "fd={fd} udp {local}: xdp filter on {}{}, cookie {:x}",
+                        port.ifname(),
+                        filter.remote.map(|r| format!(" from {r}")).unwrap_or_default(),
+                        b.cookie
+                    ));
+                    match s.rx.set(b) {
+                        Ok(()) => crate::mux::after_rx_binding(fd),
+                        Err(b) => port.remove_filter(&b),
+                    }
+                    return;
+                }
+                Err(err) => {
+                    log::warn(format_args!("fd={fd} udp {local}: no xdp filter ({err}); kernel path"));
+                }
+            }
+        }
+    }
     if !e.config.shm {
         return;
     }
     let Some(vi) = shmvi::get(&e.config) else { return };
     refresh_rcvbuf(fd, s);
-    let filter = Filter { proto: Proto::Udp, local, remote: s.peer() };
     match vi.add_filter(fd, &filter, s) {
         Ok(b) => {
             log::debug(format_args!(
                 "fd={fd} udp {local}: shm ring {} ({} ring allocation), cookie {:x}",
-                shmvi::shm_filter(&b).ring_name, e.config.ring_allocation_rx, b.cookie
+                shmvi::shm_filter(&b).map_or("", |f| &f.ring_name), e.config.ring_allocation_rx, b.cookie
             ));
             match s.rx.set(b) {
                 Ok(()) => {
@@ -350,6 +383,11 @@ pub unsafe fn after_connect(fd: c_int, s: &Arc<Socket>, addr: *const sockaddr, l
                 let mut st = s.state.lock();
                 s.set_local(&mut st, local);
                 s.set_peer(&mut st, remote); // AF_UNSPEC dissolves the association
+            }
+            if let (Some(b), Some(port), Some(local)) = (s.rx_binding(), crate::xdp::port::existing(), local) {
+                if b.kind == crate::vi::ViKind::Xdp {
+                    port.connected(b, local, remote);
+                }
             }
             if remote.is_some() {
                 let d = decision::by_rules(&engine().rules, Role::UdpConnect, local, remote);
@@ -434,6 +472,43 @@ pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
         ));
         release_rx(s);
     }
+}
+
+/// After a successful IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP (or the source-specific ones) on
+/// a tracked socket: the membership is the kernel's (it sends the IGMP reports); a socket on the
+/// AF_XDP datapath also gets (or loses) a group:port filter — for any-source joins only, and
+/// only while it is the group's single member on the interface (see xdp/port.rs). `val` is the
+/// application's option value (`ip_mreq`, `ip_mreqn` or `ip_mreq_source`: the group first).
+pub fn after_membership(fd: c_int, s: &Socket, name: c_int, val: *const c_void, len: socklen_t) {
+    if len < 8 || !crate::udp::plausible(val, len as usize) {
+        return;
+    }
+    // SAFETY: at least 8 plausible bytes, which the kernel just read successfully.
+    let group = Ipv4Addr::from(u32::from_be(unsafe { core::ptr::read_unaligned(val as *const u32) }));
+    let e = engine();
+    if !e.config.xdp || !group.is_multicast() {
+        return;
+    }
+    let xdp = s.rx_binding().filter(|b| b.kind == crate::vi::ViKind::Xdp);
+    let (Some(b), Some(port)) = (xdp, crate::xdp::port::existing()) else {
+        // Joined without our XSK (another process has the queue, or this socket is not on
+        // the datapath): make sure no other process keeps the group to itself.
+        if name != libc::IP_DROP_MEMBERSHIP {
+            if let Some(local) = s.local() {
+                contain(fd, "setsockopt", || keep_errno(|| crate::xdp::port::joined_without_port(&e.config, group, local.port())));
+            }
+        }
+        return;
+    };
+    contain(fd, "setsockopt", || {
+        keep_errno(|| match name {
+            libc::IP_ADD_MEMBERSHIP => port.membership(b, group, true),
+            libc::IP_DROP_MEMBERSHIP => port.membership(b, group, false),
+            // Source-specific joins stay with the kernel, which filters the sources: a
+            // group:port filter would let every source through.
+            _ => log::debug(format_args!("fd={fd} udp: source-specific membership of {group}: kernel path")),
+        })
+    });
 }
 
 /// Reads the kernel socket's SO_RCVBUF (as the kernel reports it: the doubled value) into the
@@ -582,6 +657,7 @@ fn register_fork_handlers() {
         fdtable::unlock_after_fork();
         crate::shm::ring::after_fork_child();
         crate::mux::after_fork_child();
+        crate::xdp::port::after_fork_child();
         if let Some(vi) = shmvi::existing() {
             vi.forget_cache();
         }
@@ -609,6 +685,8 @@ fn register_fork_handlers() {
         if let Some(vi) = shmvi::existing() {
             vi.shutdown();
         }
+        crate::xdp::port::log_counters();
+        crate::xdp::port::shutdown();
     }
     // SAFETY: registers an extern "C" fn with no arguments.
     unsafe { libc::atexit(at_exit) };

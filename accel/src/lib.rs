@@ -18,6 +18,7 @@
 //! - [`udp`]: data calls on tracked UDP sockets.
 //! - [`exec`]: keeping LD_PRELOAD and our variables across exec.
 //! - [`stats`]: the per-process stats block in shared memory (accel stat, accel capture).
+//! - [`xdp`]: the AF_XDP datapath's building blocks (filter program, UMEM, XSK, frames, next hop).
 
 pub mod config;
 pub mod decision;
@@ -35,6 +36,7 @@ pub mod socket;
 pub mod stats;
 pub mod udp;
 pub mod vi;
+pub mod xdp;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -113,6 +113,8 @@ const EP_ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 const EP_ERR: u32 = libc::EPOLLERR as u32;
 /// The low half of the kick eventfd's tag (no fd has this number).
 const KICK_LOW: u32 = u32::MAX;
+/// The low half of the tag of an AF_XDP queue's wait fd (no fd has this number either).
+const WAIT_LOW: u32 = u32::MAX - 1;
 /// The kernel's limit on maxevents.
 const EP_MAX_EVENTS: usize = (i32::MAX as usize) / core::mem::size_of::<epoll_event>();
 /// A full pass (with the kernel) every this many spins.
@@ -623,7 +625,7 @@ unsafe fn run_poll(
     specials: &[Special],
     dl: Deadline,
     count: &dyn Fn(*const pollfd, usize) -> Result<c_int, c_int>,
-    block: &mut dyn FnMut(Option<Duration>) -> Blocked,
+    block: &mut dyn FnMut(Option<Duration>, &[c_int]) -> Blocked,
 ) -> c_int {
     let saved = errno();
     let budget = spin_budget();
@@ -669,7 +671,9 @@ unsafe fn run_poll(
         if specials.iter().any(Special::bypass_ready) {
             continue;
         }
-        let b = block(dl.remaining());
+        // Queues nobody rings a doorbell for (AF_XDP) are slept on through their own fd.
+        let waits: Vec<c_int> = rings.iter().filter_map(|r| r.wait_fd()).collect();
+        let b = block(dl.remaining(), &waits);
         drop(armed);
         spins = 0;
         match b {
@@ -692,14 +696,37 @@ unsafe fn run_poll(
     }
 }
 
+/// Calls `call` (the real poll or ppoll) on `fds`, plus read interest in `waits` when there are
+/// any (then on a copy, whose revents are copied back for the caller's entries).
+///
+/// # Safety
+/// `fds` holds `n` pollfds.
+unsafe fn with_waits(fds: *mut pollfd, n: usize, waits: &[c_int], call: impl FnOnce(*mut pollfd, nfds_t) -> c_int) -> c_int {
+    if waits.is_empty() {
+        return call(fds, n as nfds_t);
+    }
+    let mut all: Vec<pollfd> = Vec::with_capacity(n + waits.len());
+    // SAFETY: the caller's array holds `n` pollfds (this function's contract).
+    all.extend_from_slice(core::slice::from_raw_parts(fds, n));
+    all.extend(waits.iter().map(|&fd| pollfd { fd, events: libc::POLLIN, revents: 0 }));
+    let r = call(all.as_mut_ptr(), all.len() as nfds_t);
+    if r >= 0 {
+        for (i, p) in all.iter().take(n).enumerate() {
+            // SAFETY: i < n, inside the caller's array.
+            (*fds.add(i)).revents = p.revents;
+        }
+    }
+    r
+}
+
 /// poll (and the fortified `__poll_chk` once its size check passed).
 ///
 /// # Safety
 /// As poll(2).
 pub unsafe fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int {
     let Some(specials) = specials_of(fds, n as usize) else { return real::poll(fds, n, timeout) };
-    run_poll(fds, n as usize, &specials, Deadline::from_ms(timeout), &|f, k| count_poll(f, k), &mut |rem| {
-        if real::poll(fds, n, ms_ceil(rem)) < 0 {
+    run_poll(fds, n as usize, &specials, Deadline::from_ms(timeout), &|f, k| count_poll(f, k), &mut |rem, waits| {
+        if with_waits(fds, n as usize, waits, |p, k| real::poll(p, k, ms_ceil(rem))) < 0 {
             Blocked::Failed(errno())
         } else {
             Blocked::Revents
@@ -723,10 +750,10 @@ pub unsafe fn ppoll(fds: *mut pollfd, n: nfds_t, ts: *const timespec, mask: *con
         }
     };
     let Some(specials) = specials_of(fds, n as usize) else { return real::ppoll(fds, n, ts, mask) };
-    run_poll(fds, n as usize, &specials, Deadline::of(dur), &|f, k| count_poll(f, k), &mut |rem| {
+    run_poll(fds, n as usize, &specials, Deadline::of(dur), &|f, k| count_poll(f, k), &mut |rem, waits| {
         let t = rem.map(timespec_of);
         let tp = t.as_ref().map_or(core::ptr::null(), |t| t as *const timespec);
-        if real::ppoll(fds, n, tp, mask) < 0 {
+        if with_waits(fds, n as usize, waits, |p, k| real::ppoll(p, k, tp, mask)) < 0 {
             Blocked::Failed(errno())
         } else {
             Blocked::Revents
@@ -817,10 +844,19 @@ unsafe fn select_common(
     }
     let specials = specials_of(pfds.as_ptr(), pfds.len())?;
     let dl = Deadline::of(dur);
-    let c = run_poll(pfds.as_mut_ptr(), pfds.len(), &specials, dl, &|f, k| count_select(f, k), &mut |rem| {
+    let c = run_poll(pfds.as_mut_ptr(), pfds.len(), &specials, dl, &|f, k| count_select(f, k), &mut |rem, waits| {
         // Sleep in the real select, on copies of the caller's sets: its wakeups and its errors
-        // are exactly the kernel's select's.
+        // are exactly the kernel's select's (plus the wait fds of AF_XDP queues, read interest).
         let mut sets = orig;
+        let mut nfds = nfds;
+        if let Some(rs) = sets[0].as_mut() {
+            for &w in waits {
+                if (w as usize) < libc::FD_SETSIZE {
+                    libc::FD_SET(w, rs);
+                    nfds = nfds.max(w + 1);
+                }
+            }
+        }
         let ptr = |s: &mut Option<fd_set>| s.as_mut().map_or(core::ptr::null_mut(), |s| s as *mut fd_set);
         let [sr, sw, se] = &mut sets;
         let (pr, pw, pe) = (ptr(sr), ptr(sw), ptr(se));
@@ -969,6 +1005,8 @@ struct Inner {
     kick_old_phase: u32,
     kick_at: Option<Instant>,
     kick_again: bool,
+    /// Wait fds of AF_XDP queues registered in this epoll under [`WAIT_LOW`].
+    wait_fds: Vec<c_int>,
 }
 
 /// The engine's side of one epoll (one kernel epoll object, whatever numbers name it).
@@ -1002,7 +1040,7 @@ fn drop_if_unused(epfd: c_int, sh: &Arc<Shadow>) {
 }
 
 fn consumed(s: &Socket) -> u64 {
-    s.counters.shm_rx_packets.load(Relaxed)
+    s.counters.shm_rx_packets.load(Relaxed) // offloaded receives, whatever the VI
 }
 
 /// Would the bypass of this socket entry be reported now? (Updates the ET state.)
@@ -1080,6 +1118,7 @@ impl Inner {
             kick_old_phase: 0,
             kick_at: None,
             kick_again: false,
+            wait_fds: Vec::new(),
         }
     }
 
@@ -1230,7 +1269,7 @@ impl Inner {
                 continue;
             }
             let low = data as u32;
-            if low == KICK_LOW {
+            if low == KICK_LOW || low == WAIT_LOW {
                 continue;
             }
             let fd = low as c_int;
@@ -1422,6 +1461,21 @@ impl Shadow {
         let mut rings = Vec::new();
         let mut g = self.inner.lock();
         g.needed_rings(0, &mut rings);
+        // Queues nobody rings a doorbell for (AF_XDP) wake the epoll through their own fd.
+        for r in &rings {
+            if let Some(w) = r.wait_fd() {
+                if !g.wait_fds.contains(&w) {
+                    let mut ev = epoll_event { events: libc::EPOLLIN as u32, u64: tag(WAIT_LOW) };
+                    let e = errno();
+                    // SAFETY: a valid epoll_event of our own.
+                    let ok = unsafe { real::epoll_ctl(g.primary(), libc::EPOLL_CTL_ADD, w, &mut ev) } == 0;
+                    if ok || errno() == libc::EEXIST {
+                        g.wait_fds.push(w);
+                    }
+                    set_errno(e);
+                }
+            }
+        }
         g.next_id += 1;
         let id = g.next_id;
         g.sleepers.push(Sleeper { id, pid: std::process::id(), rings: rings.clone() });

@@ -188,6 +188,7 @@ impl StashGuard<'_> {
 }
 
 impl Counters {
+    /// A datagram received through the kernel socket.
     #[inline]
     pub fn rx(&self, bytes: usize) {
         self.kernel_rx_packets.fetch_add(1, Ordering::Relaxed);

@@ -30,7 +30,7 @@ use crate::real;
 use crate::shm::vi as shmvi;
 use crate::socket::{bump, Socket, Stashed, SHUT_RD_BIT, SHUT_WR_BIT};
 use crate::vi::kernel::KERNEL;
-use crate::vi::{BufId, RxDatagram, RxQueue, SleepTicket, TxOutcome, TxRequest, Vi};
+use crate::vi::{BufId, RxDatagram, RxQueue, SleepTicket, TxOutcome, TxRequest, Vi, ViKind};
 
 /// Could `len` bytes at `p` be user memory? The kernel answers EFAULT for a bad pointer; we must
 /// not fault reading or writing one first. Null, the first page and non-canonical addresses are
@@ -258,7 +258,7 @@ fn from_bypass(s: &Socket, t: &RxTarget, flags: c_int) -> Option<isize> {
 /// sleep, registers its wakeup, sees the queue empty, then checks its stash under this lock — so
 /// it either still sees the datagram in the queue or finds it in the stash, never neither.
 fn hand_over(q: &dyn RxQueue, id: BufId, d: RxDatagram<'_>) {
-    let Some(owner) = shmvi::existing().and_then(|vi| vi.socket_of(d.owner)) else {
+    let Some(owner) = crate::vi::socket_of(d.owner) else {
         q.release(id); // its socket is gone: as the kernel drops datagrams for a closed socket
         return;
     };
@@ -342,6 +342,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
     let ratio = config.rx_poll_os_ratio.max(1);
     let interrupts = crate::signals::interrupts();
     let mut spins: i64 = 0;
+    let mut rcv_deadline: Option<Option<std::time::Instant>> = None;
     loop {
         if let Some(r) = from_bypass(s, t, flags) {
             bump(&s.counters.poll_hits, 1); // stats: poll hit
@@ -405,7 +406,11 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         }
         s.counters.poll_misses.fetch_add(1, Ordering::Relaxed); // stats: poll miss (sleeps)
         let mut probe = [0u8; 1];
-        let r = real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK);
+        let r = match b.queue.wait_fd() {
+            None => real::recv(fd, probe.as_mut_ptr() as *mut c_void, 1, libc::MSG_PEEK),
+            // Nobody rings a doorbell for this queue: sleep on its fd and the socket's together.
+            Some(wfd) => sleep_two(fd, wfd, &mut rcv_deadline, interrupts),
+        };
         b.queue.disarm_for(ticket, b.cookie);
         if r < 0 {
             let e = errno();
@@ -420,6 +425,49 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         // Woken: look again, starting with the kernel (it holds a datagram or a doorbell).
         s.kernel_hint.store(true, Ordering::Relaxed);
         spins = 0;
+    }
+}
+
+/// A blocking receive's sleep on a queue with a wait fd: poll on the socket and the queue's fd.
+/// 0 = something is readable (look again); -1 with errno EAGAIN = SO_RCVTIMEO passed, EINTR = a
+/// handler without SA_RESTART ran (with SA_RESTART the sleep goes on, as recv's would). The
+/// deadline is SO_RCVTIMEO from the first sleep of this call.
+fn sleep_two(fd: c_int, wfd: c_int, deadline: &mut Option<Option<std::time::Instant>>, interrupts: u64) -> isize {
+    let dl = *deadline.get_or_insert_with(|| {
+        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let mut len = size_of::<libc::timeval>() as socklen_t;
+        // SAFETY: a timeval-sized option into our own timeval.
+        let r = unsafe { real::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &mut tv as *mut _ as *mut c_void, &mut len) };
+        let d = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32).saturating_mul(1000));
+        (r == 0 && !d.is_zero()).then(|| std::time::Instant::now() + d)
+    });
+    loop {
+        let ms = match dl {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    set_errno(libc::EAGAIN);
+                    return -1;
+                }
+                left.as_millis().clamp(1, i32::MAX as u128) as c_int
+            }
+        };
+        let mut fds = [
+            libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wfd, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two pollfds of our own.
+        let r = unsafe { real::poll(fds.as_mut_ptr(), 2, ms) };
+        if r > 0 {
+            return 0;
+        }
+        if r < 0 && errno() == libc::EINTR && crate::signals::interrupts() != interrupts {
+            return -1;
+        }
+        if r < 0 && errno() != libc::EINTR {
+            return -1;
+        }
     }
 }
 
@@ -687,11 +735,11 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
     if flags & !PLAIN != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
         return None; // after shutdown(SHUT_WR) the kernel answers EPIPE (and raises SIGPIPE)
     }
-    let vi: &dyn Vi = bypass_vi()?;
     let dest = to.or_else(|| s.peer())?;
-    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 || !vi.reaches(*dest.ip()) {
+    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 {
         return None;
     }
+    let vi: &dyn Vi = bypass_vi(s, *dest.ip())?;
     // The payload: the app's own buffer when it is one piece, else gathered; anything larger
     // than the VI carries is the kernel's.
     let max = vi.max_payload();
@@ -722,8 +770,8 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
         Some(l) if l.port() != 0 => l,
         _ => implicit_bind(fd, s)?,
     };
-    let src_ip = if !local.ip().is_unspecified() {
-        *local.ip()
+    let src_ip = if !local.ip().is_unspecified() || vi.kind() == ViKind::Xdp {
+        *local.ip() // xdp: 0.0.0.0 takes the route's preferred source
     } else if dest.ip().is_loopback() {
         Ipv4Addr::LOCALHOST
     } else {
@@ -748,14 +796,27 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
     }
 }
 
-/// The bypass VI sends try, if any is on in this process.
+/// The bypass VI a send to `dest` tries, if any: shm for a destination on this host, the AF_XDP
+/// port for one beyond its interface (when the socket's address is one of the port's).
 #[inline]
-fn bypass_vi() -> Option<&'static dyn Vi> {
+fn bypass_vi(s: &Socket, dest: Ipv4Addr) -> Option<&'static dyn Vi> {
     let e = engine::engine();
-    if !e.config.shm {
-        return None;
+    if e.config.shm {
+        if let Some(vi) = shmvi::get(&e.config) {
+            if vi.reaches(dest) {
+                return Some(vi);
+            }
+        }
     }
-    shmvi::get(&e.config).map(|v| v as &'static dyn Vi)
+    if e.config.xdp {
+        let local = s.local().map_or(Ipv4Addr::UNSPECIFIED, |l| *l.ip());
+        if let Some(port) = crate::xdp::port::for_local(&e.config, local) {
+            if port.reaches(dest) {
+                return Some(port);
+            }
+        }
+    }
+    None
 }
 
 /// Binds an unbound sender to an ephemeral port through the kernel (as its first sendto would),

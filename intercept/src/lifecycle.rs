@@ -129,6 +129,11 @@ pub unsafe extern "C-unwind" fn setsockopt(fd: c_int, level: c_int, name: c_int,
     if r == 0 && fdtable::is_ours(fd) {
         if let Some(s) = fdtable::get(fd) {
             engine::after_setsockopt(fd, &s, level, name);
+            if level == libc::IPPROTO_IP
+                && matches!(name, libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP | libc::IP_ADD_SOURCE_MEMBERSHIP)
+            {
+                engine::after_membership(fd, &s, name, val, len);
+            }
         }
     }
     r

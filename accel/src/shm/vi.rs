@@ -76,9 +76,10 @@ pub struct ShmFilter {
 }
 
 /// The shm part of a binding this VI installed.
-pub fn shm_filter(b: &RxBinding) -> &ShmFilter {
+pub fn shm_filter(b: &RxBinding) -> Option<&ShmFilter> {
     match &b.state {
-        FilterState::Shm(f) => f,
+        FilterState::Shm(f) => Some(f),
+        _ => None,
     }
 }
 
@@ -399,7 +400,7 @@ impl ShmVi {
         if b.pid != std::process::id() {
             return;
         }
-        let f = shm_filter(b);
+        let Some(f) = shm_filter(b) else { return };
         self.registry.unpublish(&f.publication.lock());
         // A per-socket ring goes with its socket.
         if f.ring_key.starts_with("sock-") {
@@ -420,8 +421,8 @@ impl ShmVi {
         let mut out = Vec::new();
         for s in socks {
             if let Some(b) = s.rx.get() {
-                if b.pid == me && !s.rx_off.load(Ordering::Relaxed) {
-                    self.registry.unpublish(&shm_filter(b).publication.lock());
+                if let Some(f) = shm_filter(b).filter(|_| b.pid == me && !s.rx_off.load(Ordering::Relaxed)) {
+                    self.registry.unpublish(&f.publication.lock());
                     out.push(s);
                 }
             }
@@ -433,8 +434,8 @@ impl ShmVi {
     pub fn republish(&self, socks: &[Arc<Socket>]) {
         for s in socks {
             let Some(b) = s.rx.get() else { continue };
+            let Some(f) = shm_filter(b) else { continue };
             let inode = registry::socket_inode(b.fd).unwrap_or(0);
-            let f = shm_filter(b);
             let info = MemberInfo {
                 pid: b.pid,
                 fd: b.fd,
@@ -456,7 +457,8 @@ impl ShmVi {
         if b.pid != std::process::id() || member_flags(b.fd) & registry::FLAG_SHARED_PORT == 0 {
             return;
         }
-        let p = shm_filter(b).publication.lock();
+        let Some(f) = shm_filter(b) else { return };
+        let p = f.publication.lock();
         if let Ok(ep) = EndpointMap::open(&p.path) {
             ep.add_flags(p.index, p.cookie, registry::FLAG_SHARED_PORT);
         }
@@ -472,8 +474,8 @@ impl ShmVi {
         let cookies: Vec<Arc<Socket>> = self.sockets.lock().values().filter_map(Weak::upgrade).collect();
         for s in cookies {
             if let Some(b) = s.rx.get() {
-                if b.pid == std::process::id() {
-                    self.registry.unpublish(&shm_filter(b).publication.lock());
+                if let Some(f) = shm_filter(b).filter(|_| b.pid == std::process::id()) {
+                    self.registry.unpublish(&f.publication.lock());
                 }
             }
         }

@@ -132,6 +132,11 @@ pub trait RxQueue: Send + Sync + fmt::Debug {
     fn disarm_for(&self, ticket: SleepTicket, owner: u64);
     /// Current and highest fill level, for statistics.
     fn fill(&self) -> (u64, u64);
+    /// A kernel fd that turns readable when the queue receives, for a queue no sender can ring
+    /// a doorbell for (AF_XDP: the XSK). Sleepers wait on it next to the socket's own fd.
+    fn wait_fd(&self) -> Option<c_int> {
+        None
+    }
 }
 
 /// A send, as a VI sees it.
@@ -161,6 +166,7 @@ pub enum TxOutcome {
 #[derive(Debug)]
 pub enum FilterState {
     Shm(crate::shm::vi::ShmFilter),
+    Xdp(crate::xdp::port::XdpFilter),
 }
 
 /// A socket's receive side on a bypass VI: the filter that steers its datagrams and the queue
@@ -209,8 +215,17 @@ pub fn by_kind(kind: ViKind) -> Option<&'static dyn Vi> {
     match kind {
         ViKind::Kernel => Some(&kernel::KERNEL),
         ViKind::Shm => crate::shm::vi::existing().map(|v| v as &'static dyn Vi),
-        ViKind::Xdp | ViKind::Efvi => None,
+        ViKind::Xdp => crate::xdp::port::existing().map(|v| v as &'static dyn Vi),
+        ViKind::Efvi => None,
     }
+}
+
+/// The socket of this process whose binding has `cookie`, on any bypass VI.
+pub fn socket_of(cookie: u64) -> Option<Arc<Socket>> {
+    if let Some(s) = crate::shm::vi::existing().and_then(|vi| vi.socket_of(cookie)) {
+        return Some(s);
+    }
+    crate::xdp::port::existing().and_then(|p| p.socket_of(cookie))
 }
 
 /// A short description for logs: "shm ring R (…)".

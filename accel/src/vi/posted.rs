@@ -59,6 +59,8 @@ pub struct PostedQueue<P> {
     inner: Mutex<Inner<P>>,
     /// The device queue's depth.
     capacity: u32,
+    /// See [`RxQueue::wait_fd`].
+    wait_fd: Option<libc::c_int>,
 }
 
 impl<P: PostedRx> fmt::Debug for PostedQueue<P> {
@@ -74,9 +76,16 @@ impl<P: PostedRx> PostedQueue<P> {
         let q = PostedQueue {
             inner: Mutex::new(Inner { dev, ready: VecDeque::new(), free: buffers, scratch: Vec::new(), bad: 0, max_fill: 0 }),
             capacity,
+            wait_fd: None,
         };
         q.inner.lock().restock();
         q
+    }
+
+    /// The fd sleepers wait on for this queue ([`RxQueue::wait_fd`]).
+    pub fn with_wait_fd(mut self, fd: libc::c_int) -> PostedQueue<P> {
+        self.wait_fd = Some(fd);
+        self
     }
 
     /// Frames the device side rejected (bad length, bad checksum, ...).
@@ -185,6 +194,10 @@ impl<P: PostedRx> RxQueue for PostedQueue<P> {
     fn fill(&self) -> (u64, u64) {
         let g = self.inner.lock();
         (g.ready.len() as u64, g.max_fill)
+    }
+
+    fn wait_fd(&self) -> Option<libc::c_int> {
+        self.wait_fd
     }
 }
 

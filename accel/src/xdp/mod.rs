@@ -1,0 +1,557 @@
+//! The AF_XDP datapath: UDP datagrams straight between the NIC queue and the process.
+//!
+//! An [`XdpVi`] ("virtual interface", as in ef_vi) is one process's handle on one receive/send
+//! queue of one interface. Its parts, one module each:
+//!
+//! - [`loader`]: the XDP filter program shared by all processes on the interface, its maps
+//!   (which datagrams are steered to which AF_XDP socket) and its life cycle.
+//! - [`umem`]: the packet-buffer memory shared with the kernel.
+//! - [`xsk`]: the AF_XDP socket and its four rings.
+//! - [`frame`]: parsing received frames and building frames to send, checksums included.
+//! - [`route`]: the next hop of a destination (route + ARP), from the kernel, cached.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # use accel_engine::{config::Config, xdp::*};
+//! let mut vi = XdpVi::open("eth0", 0, &Config::default())?;  // Err → use the kernel
+//! vi.add_filter(Filter::udp("10.0.0.1:5000".parse().unwrap()))?;
+//! vi.rx_burst(|d| println!("{} -> {}: {} bytes", d.src, d.dst, d.payload.len()));
+//! match vi.send("10.0.0.1:5000".parse().unwrap(), "10.0.0.2:6000".parse().unwrap(), b"hi") {
+//!     Ok(_) => {}
+//!     Err(not_sent) => { /* send it through the kernel socket instead */ }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Several processes
+//!
+//! The program is shared (see [`loader`]); sockets are not: each `XdpVi` binds its own XSK with
+//! its own UMEM, and the kernel allows one such socket per queue. A second process opening the
+//! same interface and queue gets `EBUSY` from bind, i.e. an error from [`XdpVi::open`] — its
+//! sockets stay with the kernel. Two processes can both be accelerated on one interface only on
+//! different queues, and a datagram then reaches its socket only if the NIC's RSS puts its flow
+//! on that queue (the filter passes frames from other queues to the kernel). Sharing one queue
+//! between processes would need a UMEM shared through `XDP_SHARED_UMEM` — not done.
+//!
+//! Filters are exclusive: a local endpoint (or 5-tuple) already steered to a live process's
+//! socket cannot be taken by another ([`XdpVi::add_filter`] fails with `AddrInUse`).
+
+pub mod frame;
+pub mod loader;
+pub mod port;
+pub mod route;
+pub mod umem;
+pub mod xsk;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::RawFd;
+
+use crate::config::Config;
+use frame::{Checksum, DropReason, FrameHeader};
+pub use loader::{AttachMode, ProgramStats};
+use loader::{ConnKey, FilterKey, Program};
+use route::{NoNextHop, Resolver};
+use umem::{Umem, FRAME_SIZE};
+use xsk::{BindMode, RingSizes, XdpDesc, Xsk};
+
+/// IP protocol number of UDP, the only protocol filters steer so far.
+pub const IPPROTO_UDP: u8 = 17;
+/// Most datagrams handled by one [`XdpVi::rx_burst`].
+pub const RX_BATCH: u32 = 64;
+
+/// Which datagrams to steer to this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filter {
+    /// IP protocol; [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// The local address and port. 0.0.0.0 = every local unicast address; a multicast group
+    /// address = that group (the socket must also have joined it in the kernel, so that the
+    /// host sends IGMP reports and the NIC accepts the group's frames).
+    pub local: SocketAddrV4,
+    /// For a connected socket: only datagrams from this address and port.
+    pub remote: Option<SocketAddrV4>,
+}
+
+impl Filter {
+    /// A bound UDP socket's filter.
+    pub fn udp(local: SocketAddrV4) -> Filter {
+        Filter { proto: IPPROTO_UDP, local, remote: None }
+    }
+
+    /// A connected UDP socket's filter.
+    pub fn udp_connected(local: SocketAddrV4, remote: SocketAddrV4) -> Filter {
+        Filter { proto: IPPROTO_UDP, local, remote: Some(remote) }
+    }
+}
+
+/// One received datagram, borrowed from the UMEM for the duration of the callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxDatagram<'a> {
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+    pub payload: &'a [u8],
+}
+
+/// Where a received datagram lies in its frame, and its addresses ([`XdpVi::poll_rx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxMeta {
+    pub offset: u32,
+    pub len: u32,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+}
+
+/// A datagram handed to the NIC queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes on the wire (headers included, no FCS).
+    pub frame_len: usize,
+}
+
+/// Why a datagram was not sent; the caller sends it through the kernel instead. Nothing was
+/// queued, so doing so neither duplicates nor reorders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// The route or the neighbour is not usable here (see [`NoNextHop`]).
+    NextHop(NoNextHop),
+    /// The IP datagram would exceed the MTU (interface, VMA_MTU, or a UMEM frame).
+    TooBig,
+    /// No free send frame or TX ring slot right now.
+    RingFull,
+}
+
+impl NotSent {
+    /// Index into [`XdpCounters::tx_not_sent`].
+    pub fn index(self) -> usize {
+        match self {
+            NotSent::NextHop(NoNextHop::NoRoute) => 0,
+            NotSent::NextHop(NoNextHop::LocalOrBroadcast) => 1,
+            NotSent::NextHop(NoNextHop::OtherInterface) => 2,
+            NotSent::NextHop(NoNextHop::Unresolved) => 3,
+            NotSent::NextHop(NoNextHop::Netlink) => 4,
+            NotSent::TooBig => 5,
+            NotSent::RingFull => 6,
+        }
+    }
+
+    /// Counter names, in [`NotSent::index`] order.
+    pub const NAMES: [&'static str; 7] =
+        ["no_route", "local_or_broadcast", "other_interface", "unresolved", "netlink", "too_big", "ring_full"];
+}
+
+/// What this `XdpVi` has done, for statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    /// Received frames dropped, indexed by `DropReason as usize`.
+    pub rx_dropped: [u64; DropReason::COUNT],
+    /// Accepted datagrams whose UDP checksum was 0 (none).
+    pub rx_checksum_none: u64,
+    /// Accepted datagrams with a partial (pseudo-header only) checksum (see [`frame`]).
+    pub rx_checksum_partial: u64,
+    /// Valid datagrams no socket of this process claims (a filter removed while in flight).
+    pub rx_unclaimed: u64,
+    pub tx_datagrams: u64,
+    pub tx_bytes: u64,
+    /// Datagrams handed back to the caller, indexed by [`NotSent::index`].
+    pub tx_not_sent: [u64; 7],
+    /// Kicks the kernel refused with a hard error (interface down...). The frames stay on the
+    /// TX ring: handing them back could duplicate them if a later kick sends them.
+    pub tx_kick_errors: u64,
+}
+
+/// One process's AF_XDP queue on one interface. See the module doc.
+pub struct XdpVi {
+    ifname: String,
+    ifindex: u32,
+    queue: u32,
+    src_mac: [u8; 6],
+    /// Largest IP datagram we send (interface MTU, VMA_MTU and the frame size, whichever is
+    /// smallest).
+    max_ip_len: usize,
+    resolver: Resolver,
+    /// Send frames that are ours (not on the TX or completion ring).
+    tx_free: Vec<u64>,
+    /// Receive frames that did not fit on the fill ring.
+    rx_spare: Vec<u64>,
+    ip_id: u16,
+    counters: XdpCounters,
+    // Drop order matters: the socket first (it stops using the UMEM and leaves the XSKMAP),
+    // then the UMEM, then our membership of the program (which may detach it).
+    xsk: Xsk,
+    umem: Umem,
+    program: Program,
+}
+
+impl XdpVi {
+    /// Opens queue `queue` of interface `ifname` (in the calling thread's network namespace),
+    /// attaching the shared filter program if needed ([`AttachMode::Auto`]). Sizes come from
+    /// `config`: VMA_RX_BUFS/VMA_TX_BUFS frames, VMA_RX_WRE fill and RX ring depth, VMA_TX_WRE
+    /// TX and completion ring depth, VMA_MTU.
+    ///
+    /// Any error means "not here": missing privileges (`PermissionDenied`), no such interface
+    /// (`NotFound`), the queue taken by another process (`EBUSY`), a kernel without AF_XDP...
+    /// The caller keeps its sockets on the kernel and logs the error once.
+    pub fn open(ifname: &str, queue: u32, config: &Config) -> io::Result<XdpVi> {
+        XdpVi::open_with_mode(ifname, queue, config, AttachMode::Auto)
+    }
+
+    /// As [`XdpVi::open`], choosing how the program is attached when this call attaches it (a
+    /// program already attached by another process is joined as it is).
+    pub fn open_with_mode(ifname: &str, queue: u32, config: &Config, mode: AttachMode) -> io::Result<XdpVi> {
+        let (src_mac, if_mtu) = route::interface_mac_and_mtu(ifname)?;
+        let mut program = Program::acquire(ifname, queue, mode)?;
+        let ifindex = loader_ifindex(ifname)?;
+        let umem = Umem::new(config.rx_bufs, config.tx_bufs, config.mem_alloc)?;
+        let sizes = RingSizes {
+            fill: config.rx_wre,
+            rx: config.rx_wre,
+            tx: config.tx_wre,
+            completion: config.tx_wre,
+        };
+        let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy) {
+            Ok(x) => x,
+            // Drivers without zero-copy (veth, most virtual NICs) refuse it; copy mode works
+            // everywhere. A busy queue stays an error: copy mode would be refused the same way.
+            Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
+                Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy)?
+            }
+            // EBUSY: the queue already has an AF_XDP socket (another process?). Kept raw, so
+            // the caller can tell.
+            Err(e) => return Err(e),
+        };
+        program.register_socket(xsk.fd())?;
+        let max_ip_len = (if_mtu as usize)
+            .min(config.mtu as usize)
+            .min(FRAME_SIZE as usize - frame::ETH_HEADER);
+        let mut vi = XdpVi {
+            ifname: ifname.to_string(),
+            ifindex,
+            queue,
+            src_mac,
+            max_ip_len,
+            resolver: Resolver::new(ifindex)?,
+            tx_free: umem.tx_addrs().collect(),
+            rx_spare: umem.rx_addrs().collect(),
+            ip_id: (std::process::id() as u16).wrapping_mul(31),
+            counters: XdpCounters::default(),
+            xsk,
+            umem,
+            program,
+        };
+        vi.refill();
+        Ok(vi)
+    }
+
+    /// Steers datagrams matching `filter` to this queue's socket. `AddrInUse` when another
+    /// live process has the same filter.
+    pub fn add_filter(&mut self, filter: Filter) -> io::Result<()> {
+        match filter.remote {
+            None => self.program.add_filter(FilterKey::new(filter.proto, filter.local)),
+            Some(remote) => self.program.add_conn(ConnKey::new(filter.proto, filter.local, remote)),
+        }
+    }
+
+    /// Stops steering `filter` here (datagrams go to the kernel again). `NotFound` when it is
+    /// not ours.
+    pub fn remove_filter(&mut self, filter: Filter) -> io::Result<()> {
+        match filter.remote {
+            None => self.program.remove_filter(FilterKey::new(filter.proto, filter.local)),
+            Some(remote) => self.program.remove_conn(ConnKey::new(filter.proto, filter.local, remote)),
+        }
+    }
+
+    /// Delivers up to [`RX_BATCH`] received datagrams to `deliver`, in arrival order, and
+    /// returns how many. Frames that fail validation are counted by [`DropReason`] and never
+    /// delivered. Every frame goes back to the fill ring afterwards.
+    pub fn rx_burst(&mut self, mut deliver: impl FnMut(RxDatagram<'_>)) -> usize {
+        let ready = self.xsk.rx.available().min(RX_BATCH);
+        let mut delivered = 0;
+        for i in 0..ready {
+            let XdpDesc { addr, len, .. } = self.xsk.rx.peek(i);
+            match self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(frame::parse_udp4) {
+                Ok(d) => {
+                    self.counters.rx_datagrams += 1;
+                    self.counters.rx_bytes += d.payload.len() as u64;
+                    match d.checksum {
+                        Checksum::None => self.counters.rx_checksum_none += 1,
+                        Checksum::Partial => self.counters.rx_checksum_partial += 1,
+                        Checksum::Verified => {}
+                    }
+                    delivered += 1;
+                    deliver(RxDatagram { src: d.src, dst: d.dst, payload: d.payload });
+                }
+                Err(reason) => self.counters.rx_dropped[reason as usize] += 1,
+            }
+            // The frame's start (in aligned mode the kernel may add headroom to `addr`).
+            self.rx_spare.push(addr - addr % u64::from(FRAME_SIZE));
+        }
+        if ready > 0 {
+            self.xsk.rx.release(ready);
+        }
+        self.refill();
+        delivered
+    }
+
+    /// The receive frames not on the fill ring (for a caller that manages posting itself:
+    /// [`XdpVi::post_rx`], [`XdpVi::poll_rx`]). `rx_burst` must not be used after this.
+    pub fn take_spare_rx(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.rx_spare)
+    }
+
+    /// Puts one receive frame (a frame start) on the fill ring; false when the ring is full.
+    /// [`XdpVi::post_done`] publishes what was put.
+    pub fn post_rx(&mut self, frame: u64) -> bool {
+        if self.xsk.fill.free(1) == 0 {
+            return false;
+        }
+        self.xsk.fill.push(frame)
+    }
+
+    /// Publishes the frames given by [`XdpVi::post_rx`], waking the kernel if it asked.
+    pub fn post_done(&mut self) {
+        self.xsk.fill.submit();
+        if self.xsk.fill.needs_wakeup() {
+            self.xsk.kick_rx();
+        }
+    }
+
+    /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
+    /// start, parse result with the payload's offset from the frame start and its length). The
+    /// frames are the caller's until it posts them again. Counted as in `rx_burst`.
+    pub fn poll_rx(&mut self, max: u32, mut each: impl FnMut(u64, Result<RxMeta, DropReason>)) {
+        let ready = self.xsk.rx.available().min(max);
+        for i in 0..ready {
+            let XdpDesc { addr, len, .. } = self.xsk.rx.peek(i);
+            let frame_start = addr - addr % u64::from(FRAME_SIZE);
+            let parsed = self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
+                let d = frame::parse_udp4(bytes)?;
+                let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
+                Ok((d, offset))
+            });
+            let meta = match parsed {
+                Ok((d, offset)) => {
+                    self.counters.rx_datagrams += 1;
+                    self.counters.rx_bytes += d.payload.len() as u64;
+                    match d.checksum {
+                        Checksum::None => self.counters.rx_checksum_none += 1,
+                        Checksum::Partial => self.counters.rx_checksum_partial += 1,
+                        Checksum::Verified => {}
+                    }
+                    Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
+                }
+                Err(reason) => {
+                    self.counters.rx_dropped[reason as usize] += 1;
+                    Err(reason)
+                }
+            };
+            each(frame_start, meta);
+        }
+        if ready > 0 {
+            self.xsk.rx.release(ready);
+        }
+    }
+
+    /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).
+    pub fn frame(&self, frame: u64) -> &[u8] {
+        self.umem.bytes(frame, FRAME_SIZE).unwrap_or(&[])
+    }
+
+    /// The fill ring's size.
+    pub fn fill_depth(&self) -> u32 {
+        self.xsk.fill.size()
+    }
+
+    /// The largest UDP payload [`XdpVi::send`] takes.
+    pub fn max_payload(&self) -> usize {
+        self.max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER
+    }
+
+    /// Counts a received frame its caller dropped after parsing (no socket for it).
+    pub fn count_unclaimed(&mut self) {
+        self.counters.rx_unclaimed += 1;
+    }
+
+    /// Sends one UDP datagram from `src` to `dst` through the NIC queue. `src` with address
+    /// 0.0.0.0 takes the route's preferred source. On `Err` nothing was queued: the caller
+    /// sends it through the kernel.
+    pub fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        let result = self.queue_one(src, dst, payload);
+        if result.is_ok() {
+            self.xsk.tx.submit();
+            self.kick();
+        }
+        result
+    }
+
+    /// Sends a batch with one kick; stops at the first datagram that cannot go this way.
+    /// Returns how many were queued and, if it stopped early, why (the caller sends
+    /// `batch[sent..]` through the kernel, in order).
+    pub fn send_burst(&mut self, src: SocketAddrV4, batch: &[(SocketAddrV4, &[u8])]) -> (usize, Option<NotSent>) {
+        let mut sent = 0;
+        let mut stopped = None;
+        for (dst, payload) in batch {
+            match self.queue_one(src, *dst, payload) {
+                Ok(_) => sent += 1,
+                Err(why) => {
+                    stopped = Some(why);
+                    break;
+                }
+            }
+        }
+        if sent > 0 {
+            self.xsk.tx.submit();
+            self.kick();
+        }
+        (sent, stopped)
+    }
+
+    /// The socket's fd, readable when datagrams are waiting (for poll/epoll).
+    pub fn fd(&self) -> RawFd {
+        self.xsk.fd()
+    }
+
+    pub fn counters(&self) -> &XdpCounters {
+        &self.counters
+    }
+
+    /// The shared program's verdict counters (every process on this interface).
+    pub fn program_stats(&self) -> ProgramStats {
+        self.program.stats()
+    }
+
+    /// The kernel's counters for this socket (drops for a full RX ring, an empty fill ring...).
+    pub fn socket_stats(&self) -> io::Result<libc::xdp_statistics> {
+        self.xsk.statistics()
+    }
+
+    /// Whether the socket is bound in zero-copy mode (else copy mode).
+    pub fn zero_copy(&self) -> bool {
+        self.xsk.mode() == BindMode::ZeroCopy
+    }
+
+    /// How this process attached the program, or `None` if it joined an attached one.
+    pub fn attach_mode(&self) -> Option<AttachMode> {
+        self.program.attached_mode()
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// Builds one frame into a free TX frame and puts it on the TX ring (not yet submitted).
+    fn queue_one(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        let result = self.try_queue_one(src, dst, payload);
+        match result {
+            Ok(sent) => {
+                self.counters.tx_datagrams += 1;
+                self.counters.tx_bytes += payload.len() as u64;
+                Ok(sent)
+            }
+            Err(why) => {
+                self.counters.tx_not_sent[why.index()] += 1;
+                Err(why)
+            }
+        }
+    }
+
+    fn try_queue_one(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        if frame::IPV4_HEADER + frame::UDP_HEADER + payload.len() > self.max_ip_len {
+            return Err(NotSent::TooBig);
+        }
+        let hop = self.resolver.lookup(*dst.ip()).map_err(NotSent::NextHop)?;
+        let src_ip = match (*src.ip(), hop.src_ip) {
+            (ip, _) if ip != Ipv4Addr::UNSPECIFIED => ip,
+            (_, Some(preferred)) => preferred,
+            (_, None) => return Err(NotSent::NextHop(NoNextHop::NoRoute)),
+        };
+        self.reap_completions();
+        if self.xsk.tx.free(1) == 0 {
+            return Err(NotSent::RingFull);
+        }
+        let addr = self.tx_free.pop().ok_or(NotSent::RingFull)?;
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let header = FrameHeader {
+            src_mac: self.src_mac,
+            dst_mac: hop.dst_mac,
+            src: SocketAddrV4::new(src_ip, src.port()),
+            dst,
+            ip_id: self.ip_id,
+        };
+        let written = self.umem.frame_mut(addr).and_then(|buf| frame::write_udp4(buf, &header, payload));
+        let Some(frame_len) = written else {
+            self.tx_free.push(addr);
+            return Err(NotSent::TooBig);
+        };
+        let pushed = self.xsk.tx.push(XdpDesc { addr, len: frame_len as u32, options: 0 });
+        debug_assert!(pushed, "free(1) was checked");
+        Ok(Sent { frame_len })
+    }
+
+    /// Makes the kernel transmit what is on the TX ring. In copy mode each `sendto` sends a
+    /// bounded number of frames, so it is repeated while the kernel keeps taking them.
+    /// A hard error is counted ([`XdpCounters::tx_kick_errors`]).
+    fn kick(&mut self) {
+        if self.xsk.mode() == BindMode::ZeroCopy && !self.xsk.tx.needs_wakeup() {
+            return;
+        }
+        for _ in 0..64 {
+            let before = self.xsk.tx.outstanding();
+            if self.xsk.kick_tx().is_err() {
+                self.counters.tx_kick_errors += 1;
+                return;
+            }
+            let after = self.xsk.tx.outstanding();
+            if after == 0 || after >= before {
+                return;
+            }
+        }
+    }
+
+    /// Moves sent frames from the completion ring back to our free list.
+    fn reap_completions(&mut self) {
+        let done = self.xsk.completion.available();
+        for i in 0..done {
+            self.tx_free.push(self.xsk.completion.peek(i));
+        }
+        if done > 0 {
+            self.xsk.completion.release(done);
+        }
+    }
+
+    /// Puts spare receive frames on the fill ring, waking the kernel if it asked.
+    fn refill(&mut self) {
+        let room = self.xsk.fill.free(self.rx_spare.len() as u32) as usize;
+        let n = room.min(self.rx_spare.len());
+        if n == 0 {
+            return;
+        }
+        for addr in self.rx_spare.drain(self.rx_spare.len() - n..) {
+            self.xsk.fill.push(addr);
+        }
+        self.xsk.fill.submit();
+        if self.xsk.fill.needs_wakeup() {
+            self.xsk.kick_rx();
+        }
+    }
+}
+
+fn loader_ifindex(ifname: &str) -> io::Result<u32> {
+    let name = std::ffi::CString::new(ifname).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}"))),
+        n => Ok(n),
+    }
+}

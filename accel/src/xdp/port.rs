@@ -1,0 +1,601 @@
+//! The AF_XDP datapath as one of the engine's VIs ([`crate::vi::Vi`]).
+//!
+//! One [`XdpPort`] per process: queue 0 of one interface (`ACCEL_XDP_IFNAME`, else the interface
+//! that owns the address of the first socket that asks, else the only non-loopback interface
+//! with an IPv4 address, for a socket bound to 0.0.0.0), opened on first use. If it cannot be
+//! opened (no CAP_NET_ADMIN/CAP_BPF, no XDP, the queue taken by another process...) the process
+//! says so in one log line and every socket stays on the kernel (and shm, if on).
+//!
+//! - **Receive**: a socket bound (or connected) on an address of the interface, or on 0.0.0.0,
+//!   gets a filter in the shared XDP program steering its datagrams to our XSK. The XSK's frames
+//!   are served through [`PostedQueue`] (the fill ring is the "post", the RX ring the
+//!   completions); a datagram is demultiplexed to its socket by destination (and source, for a
+//!   connected filter) and copied once, into the application's buffer. The kernel socket is
+//!   still read (dual path): whatever the program passes (other queues, frames it does not
+//!   parse, datagrams from this host) arrives there.
+//! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
+//!   the XSK fd as its [`RxQueue::wait_fd`](crate::vi::RxQueue::wait_fd): blocking receives and
+//!   the poll/select/epoll loops sleep on it next to the application's fds.
+//! - **Send**: Ethernet/IPv4/UDP built in a UMEM frame, checksums complete, next hop from
+//!   rtnetlink (cached, see [`super::route`]). An unresolved neighbour, no route through this
+//!   interface, a local or broadcast destination, a datagram over the MTU or a full ring →
+//!   [`TxOutcome::NotServed`], i.e. the kernel sends it (and resolves the neighbour meanwhile).
+//! - **fork**: the child must not touch the parent's rings (one consumer per ring): in the child
+//!   the port serves nothing, its sockets are the kernel's (the parent keeps receiving).
+//! - **exit**: [`shutdown`] (atexit) closes the XSK and leaves the program, detaching it if we
+//!   were its last user. After kill -9 the next user reclaims it (see [`super::loader`]).
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use libc::c_int;
+use parking_lot::Mutex;
+
+use super::{AttachMode, Filter as XdpFilterSpec, NotSent, XdpCounters, XdpVi};
+use crate::config::Config;
+use crate::socket::{Proto, Socket};
+use crate::vi::posted::{Completion, PostedQueue, PostedRx};
+use crate::vi::{BufId, Filter, FilterState, RxBinding, RxModel, RxQueue, TxOutcome, TxRequest, Vi, ViKind};
+
+/// The XDP part of a socket's [`RxBinding`]: what to remove at close.
+#[derive(Debug)]
+pub struct XdpFilter {
+    pub spec: XdpFilterSpec,
+    /// The 5-tuple filter added when the bound socket connected (see [`XdpPort::connected`]).
+    pub conn: Mutex<Option<(SocketAddrV4, SocketAddrV4)>>,
+}
+
+/// The device side of the port's receive queue: the XdpVi (None after shutdown or in a forked
+/// child) and who owns which destination.
+pub struct XdpDev {
+    vi: Option<XdpVi>,
+    /// Bound filters: local address (0.0.0.0 = any) and port → cookies, the latest last (it
+    /// gets the datagrams, as the kernel gives them to the latest of several sockets bound with
+    /// SO_REUSEADDR); the program's entry goes when the last one does.
+    binds: HashMap<SocketAddrV4, Vec<u64>>,
+    /// Connected filters: (local, remote) → cookies, likewise.
+    conns: HashMap<(SocketAddrV4, SocketAddrV4), Vec<u64>>,
+    /// Filters removed in the last [`RETIRED_FOR`]: frames the program redirected before the
+    /// removal still reach the XSK, and still belong to that socket (a socket going back to the
+    /// kernel keeps them in its stash; a closed one drops them, as the kernel would).
+    retired: Vec<(XdpFilterSpec, u64, std::time::Instant)>,
+    /// Multicast memberships of our sockets: (group:port, cookie, filter installed).
+    groups: Vec<(SocketAddrV4, u64, bool)>,
+    /// When the memberships were last compared with /proc/net/igmp.
+    groups_checked: std::time::Instant,
+    ifname: String,
+    depth: u32,
+}
+
+/// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
+const GROUP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// How long a removed filter's owner is remembered ([`XdpDev::retired`]).
+const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl XdpDev {
+    fn owner_of(&self, dst: SocketAddrV4, src: SocketAddrV4) -> Option<u64> {
+        if let Some(&c) = self.conns.get(&(dst, src)).and_then(|v| v.last()) {
+            return Some(c);
+        }
+        if let Some(&c) = self.binds.get(&dst).and_then(|v| v.last()) {
+            return Some(c);
+        }
+        if let Some(&c) = self.binds.get(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port())).and_then(|v| v.last()) {
+            return Some(c);
+        }
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, dst.port());
+        self.retired.iter().rev().find(|(spec, _, _)| {
+            (spec.local == dst || spec.local == any) && spec.remote.is_none_or(|r| r == src)
+        }).map(|&(_, c, _)| c)
+    }
+
+    /// Steers `spec` to `cookie` (the program's entry is added for the first owner).
+    fn add(&mut self, spec: XdpFilterSpec, cookie: u64) -> io::Result<()> {
+        let owners = match spec.remote {
+            None => self.binds.get(&spec.local),
+            Some(r) => self.conns.get(&(spec.local, r)),
+        };
+        if owners.is_none_or(Vec::is_empty) {
+            self.usable().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?.add_filter(spec)?;
+        }
+        match spec.remote {
+            None => self.binds.entry(spec.local).or_default().push(cookie),
+            Some(r) => self.conns.entry((spec.local, r)).or_default().push(cookie),
+        }
+        Ok(())
+    }
+
+    /// Withdraws `cookie` from `spec` (the program's entry goes with the last owner).
+    fn remove(&mut self, spec: XdpFilterSpec, cookie: u64) {
+        let owners = match spec.remote {
+            None => self.binds.get_mut(&spec.local),
+            Some(r) => self.conns.get_mut(&(spec.local, r)),
+        };
+        let Some(owners) = owners else { return };
+        owners.retain(|&c| c != cookie);
+        let now = std::time::Instant::now();
+        self.retired.retain(|(_, _, at)| now.duration_since(*at) < RETIRED_FOR);
+        self.retired.push((spec, cookie, now));
+        if !owners.is_empty() {
+            return;
+        }
+        match spec.remote {
+            None => self.binds.remove(&spec.local),
+            Some(r) => self.conns.remove(&(spec.local, r)),
+        };
+        if let Some(vi) = self.usable() {
+            if let Err(e) = vi.remove_filter(spec) {
+                crate::log::debug(format_args!("xdp: removing filter {}: {e}", spec.local));
+            }
+        }
+    }
+
+    fn usable(&mut self) -> Option<&mut XdpVi> {
+        if FORKED.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.vi.as_mut()
+    }
+}
+
+impl XdpDev {
+    /// The multicast rule: a group:port is steered to our XSK only while its socket is the
+    /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
+    /// (another socket, ours or another process's, accelerated or not) the program passes the
+    /// group's datagrams to the kernel, which gives each member its copy; our socket still gets
+    /// its own through the kernel socket (dual path).
+    fn check_groups(&mut self) {
+        self.groups_checked = std::time::Instant::now();
+        if self.groups.is_empty() {
+            return;
+        }
+        let users = igmp_users(&self.ifname);
+        for i in 0..self.groups.len() {
+            let (gp, cookie, installed) = self.groups[i];
+            let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
+            let spec = XdpFilterSpec::udp(gp);
+            if alone && !installed {
+                match self.add(spec, cookie) {
+                    Ok(()) => self.groups[i].2 = true,
+                    Err(e) => crate::log::debug(format_args!("xdp: group filter {gp}: {e}")),
+                }
+            } else if !alone && installed {
+                self.remove(spec, cookie);
+                self.groups[i].2 = false;
+                crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+            }
+        }
+    }
+}
+
+/// (group, members) on `ifname`, from /proc/net/igmp.
+fn igmp_users(ifname: &str) -> Vec<(Ipv4Addr, u32)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/igmp") else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut ours = false;
+    for line in text.lines().skip(1) {
+        if !line.starts_with('\t') {
+            // "4\teth0      :     1      V3"
+            ours = line.split_whitespace().nth(1) == Some(ifname);
+            continue;
+        }
+        if !ours {
+            continue;
+        }
+        // "\t\t\t\t010000E0     1 0:00000000\t\t0": the group as the kernel's u32, in hex.
+        let mut f = line.split_whitespace();
+        let (Some(g), Some(n)) = (f.next(), f.next()) else { continue };
+        if let (Ok(g), Ok(n)) = (u32::from_str_radix(g, 16), n.parse::<u32>()) {
+            out.push((Ipv4Addr::from(g.to_le_bytes()), n));
+        }
+    }
+    out
+}
+
+impl PostedRx for XdpDev {
+    fn post(&mut self, bufs: &[BufId]) -> usize {
+        let Some(vi) = self.usable() else { return 0 };
+        let mut n = 0;
+        for b in bufs {
+            if !vi.post_rx(b.0) {
+                break;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            vi.post_done();
+        }
+        n
+    }
+
+    fn poll(&mut self, out: &mut Vec<Result<Completion, BufId>>, max: usize) {
+        if !self.groups.is_empty() && self.groups_checked.elapsed() >= GROUP_CHECK_EVERY {
+            self.check_groups();
+        }
+        let Some(vi) = self.usable() else { return };
+        let mut got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)> = Vec::new();
+        vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
+        let mut unclaimed = 0;
+        for (frame, meta) in got {
+            let c = meta.ok().and_then(|m| {
+                let owner = self.owner_of(m.dst, m.src);
+                if owner.is_none() {
+                    unclaimed += 1;
+                }
+                Some(Completion { buf: BufId(frame), offset: m.offset, len: m.len, owner: owner?, src: m.src })
+            });
+            out.push(c.ok_or(BufId(frame)));
+        }
+        if let Some(vi) = self.vi.as_mut() {
+            for _ in 0..unclaimed {
+                vi.count_unclaimed();
+            }
+        }
+    }
+
+    fn buffer(&self, buf: BufId) -> &[u8] {
+        self.vi.as_ref().map_or(&[], |vi| vi.frame(buf.0))
+    }
+
+    fn depth(&self) -> u32 {
+        self.depth
+    }
+}
+
+/// One process's AF_XDP port. See the module docs.
+pub struct XdpPort {
+    queue: Arc<PostedQueue<XdpDev>>,
+    ifname: String,
+    /// The interface's IPv4 addresses when the port opened.
+    addresses: Vec<Ipv4Addr>,
+    max_payload: usize,
+    sockets: Mutex<HashMap<u64, Weak<Socket>>>,
+    cookie_seq: AtomicU64,
+    mode: Option<AttachMode>,
+}
+
+impl std::fmt::Debug for XdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPort").field("ifname", &self.ifname).finish()
+    }
+}
+
+static PORT: OnceLock<Option<XdpPort>> = OnceLock::new();
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// The port, if it is open.
+pub fn existing() -> Option<&'static XdpPort> {
+    if FORKED.load(Ordering::Relaxed) {
+        return None;
+    }
+    PORT.get().and_then(|p| p.as_ref())
+}
+
+/// The port serving a socket bound to `local` (0.0.0.0 = any), opening it on first use. None:
+/// this socket is not for the AF_XDP datapath (or the port could not open: logged once).
+pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
+    if FORKED.load(Ordering::Relaxed) || local.is_loopback() || local.is_multicast() {
+        return None;
+    }
+    let port = match PORT.get() {
+        Some(p) => p.as_ref()?,
+        None => {
+            let ifname = match &config.xdp_ifname {
+                Some(name) => name.clone(),
+                None if local.is_unspecified() => single_interface()?,
+                None => interface_of(local)?,
+            };
+            PORT.get_or_init(|| match XdpPort::open(&ifname, config) {
+                Ok(p) => {
+                    crate::log::debug(format_args!(
+                        "xdp: {} queue 0 open ({} mode{}), {} receive frames",
+                        ifname,
+                        p.mode.map_or("joined", AttachMode::name),
+                        if p.zero_copy() { ", zero copy" } else { ", copy" },
+                        config.rx_bufs
+                    ));
+                    Some(p)
+                }
+                Err(e) => {
+                    crate::log::warn(format_args!(
+                        "xdp: cannot open {ifname} queue 0 ({e}); its sockets stay on the kernel path"
+                    ));
+                    None
+                }
+            })
+            .as_ref()?
+        }
+    };
+    (local.is_unspecified() || port.addresses.contains(&local)).then_some(port)
+}
+
+/// A socket without the AF_XDP datapath joined `group` for `port`: if another process steers
+/// that group:port to its XSK, take the entry out, so the kernel gives every member (this one
+/// included) its copy. The owner sees the group's second member and does not put it back.
+pub fn joined_without_port(config: &Config, group: Ipv4Addr, port: u16) {
+    let Some(ifname) = config.xdp_ifname.clone().or_else(single_interface) else { return };
+    let key = super::loader::FilterKey::new(super::IPPROTO_UDP, SocketAddrV4::new(group, port));
+    match super::loader::remove_filter_of_anyone(&ifname, key) {
+        Ok(true) => crate::log::debug(format_args!("xdp: {group}:{port} handed back to the kernel (a second member)")),
+        Ok(false) => {}
+        Err(e) => crate::log::debug(format_args!("xdp: cannot look at {ifname}'s filters: {e}")),
+    }
+}
+
+/// In a forked child: the parent's rings are not ours to use.
+pub fn after_fork_child() {
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// At exit, with debug logging: the port's counters (what went through the AF_XDP socket).
+pub fn log_counters() {
+    if FORKED.load(Ordering::Relaxed) || !crate::log::enabled(crate::config::LogLevel::Debug) {
+        return;
+    }
+    if let Some(p) = existing() {
+        let st = p.queue.with_device(|d| d.vi.as_ref().and_then(|vi| vi.socket_stats().ok()));
+        if let Some(st) = st {
+            crate::log::debug(format_args!(
+                "xdp socket: rx_dropped={} rx_invalid_descs={} rx_ring_full={} rx_fill_ring_empty_descs={} tx_invalid_descs={}",
+                st.rx_dropped, st.rx_invalid_descs, st.rx_ring_full, st.rx_fill_ring_empty_descs, st.tx_invalid_descs
+            ));
+        }
+    }
+    if let Some(c) = existing().and_then(XdpPort::counters) {
+        let dropped: u64 = c.rx_dropped.iter().sum();
+        let not_sent: u64 = c.tx_not_sent.iter().sum();
+        crate::log::debug(format_args!(
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}",
+            c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kick_errors
+        ));
+    }
+}
+
+/// At exit: closes the XSK and leaves the program (detaching it if we were the last user).
+pub fn shutdown() {
+    if FORKED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(p) = PORT.get().and_then(|p| p.as_ref()) {
+        let vi = p.queue.with_device(|d| {
+            d.binds.clear();
+            d.conns.clear();
+            d.vi.take()
+        });
+        drop(vi);
+    }
+}
+
+impl XdpPort {
+    fn open(ifname: &str, config: &Config) -> io::Result<XdpPort> {
+        let mut vi = XdpVi::open_with_mode(ifname, 0, config, config.xdp_mode)?;
+        let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
+        let depth = vi.fill_depth();
+        let fd = vi.fd();
+        let max_payload = vi.max_payload();
+        let mode = vi.attach_mode();
+        let dev = XdpDev {
+            vi: Some(vi),
+            binds: HashMap::new(),
+            conns: HashMap::new(),
+            retired: Vec::new(),
+            groups: Vec::new(),
+            groups_checked: std::time::Instant::now(),
+            ifname: ifname.to_string(),
+            depth,
+        };
+        let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
+        Ok(XdpPort {
+            queue,
+            ifname: ifname.to_string(),
+            addresses: addresses_of(ifname),
+            max_payload,
+            sockets: Mutex::new(HashMap::new()),
+            cookie_seq: AtomicU64::new(seed),
+            mode,
+        })
+    }
+
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    pub fn zero_copy(&self) -> bool {
+        self.queue.with_device(|d| d.vi.as_ref().is_some_and(XdpVi::zero_copy))
+    }
+
+    /// The XdpVi's counters (None after shutdown).
+    pub fn counters(&self) -> Option<XdpCounters> {
+        self.queue.with_device(|d| d.vi.as_ref().map(|vi| vi.counters().clone()))
+    }
+
+    pub fn socket_of(&self, cookie: u64) -> Option<Arc<Socket>> {
+        self.sockets.lock().get(&cookie).and_then(Weak::upgrade)
+    }
+
+    fn spec(filter: &Filter) -> XdpFilterSpec {
+        match filter.remote {
+            None => XdpFilterSpec::udp(filter.local),
+            Some(r) => XdpFilterSpec::udp_connected(filter.local, r),
+        }
+    }
+}
+
+impl XdpPort {
+    /// A socket with a bound filter connected to `remote` (None: dissolved) from `local`: its
+    /// datagrams from `remote` are steered by a 5-tuple filter too, so that a socket bound to
+    /// the same address later (iperf3 does this) does not take them, as in the kernel.
+    pub fn connected(&self, binding: &RxBinding, local: SocketAddrV4, remote: Option<SocketAddrV4>) {
+        let FilterState::Xdp(f) = &binding.state else { return };
+        if f.spec.remote.is_some() || binding.pid != std::process::id() {
+            return;
+        }
+        let mut conn = f.conn.lock();
+        let new = remote.map(|r| (local, r));
+        if *conn == new {
+            return;
+        }
+        self.queue.with_device(|d| {
+            if let Some((l, r)) = conn.take() {
+                d.remove(XdpFilterSpec::udp_connected(l, r), binding.cookie);
+            }
+            if let Some((l, r)) = new {
+                match d.add(XdpFilterSpec::udp_connected(l, r), binding.cookie) {
+                    Ok(()) => *conn = new,
+                    Err(e) => crate::log::debug(format_args!("xdp: 5-tuple filter {l} from {r}: {e}")),
+                }
+            }
+        });
+    }
+}
+
+impl XdpPort {
+    /// The socket of `binding` joined (`join`) or left `group` in the kernel: its group:port
+    /// filter follows, under the single-member rule ([`XdpDev::check_groups`]).
+    pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, join: bool) {
+        if binding.pid != std::process::id() || binding.local.port() == 0 {
+            return;
+        }
+        let gp = SocketAddrV4::new(group, binding.local.port());
+        self.queue.with_device(|d| {
+            if join {
+                if !d.groups.iter().any(|g| g.0 == gp && g.1 == binding.cookie) {
+                    d.groups.push((gp, binding.cookie, false));
+                }
+            } else if let Some(i) = d.groups.iter().position(|g| g.0 == gp && g.1 == binding.cookie) {
+                let (_, cookie, installed) = d.groups.remove(i);
+                if installed {
+                    d.remove(XdpFilterSpec::udp(gp), cookie);
+                }
+            }
+            d.check_groups();
+        });
+    }
+}
+
+impl Vi for XdpPort {
+    fn kind(&self) -> ViKind {
+        ViKind::Xdp
+    }
+
+    fn rx_model(&self) -> RxModel {
+        RxModel::Posted
+    }
+
+    fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn reaches(&self, ip: Ipv4Addr) -> bool {
+        !(ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || self.addresses.contains(&ip))
+    }
+
+    fn add_filter(&self, fd: c_int, filter: &Filter, owner: &Arc<Socket>) -> io::Result<RxBinding> {
+        if filter.proto != Proto::Udp {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        let spec = XdpPort::spec(filter);
+        let cookie = (self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) & !1).max(2);
+        self.queue.with_device(|d| d.add(spec, cookie))?;
+        let mut sockets = self.sockets.lock();
+        sockets.retain(|_, w| w.strong_count() > 0);
+        sockets.insert(cookie, Arc::downgrade(owner));
+        Ok(RxBinding {
+            kind: ViKind::Xdp,
+            queue: self.queue.clone() as Arc<dyn RxQueue>,
+            cookie,
+            local: filter.local,
+            pid: std::process::id(),
+            fd,
+            state: FilterState::Xdp(XdpFilter { spec, conn: Mutex::new(None) }),
+        })
+    }
+
+    fn remove_filter(&self, binding: &RxBinding) {
+        // The socket stays findable by its cookie while it lives (see XdpDev::retired); closed
+        // sockets' entries are pruned at the next add_filter.
+        if binding.pid != std::process::id() {
+            return;
+        }
+        let FilterState::Xdp(f) = &binding.state else { return };
+        let conn = f.conn.lock().take();
+        self.queue.with_device(|d| {
+            let mine: Vec<(SocketAddrV4, bool)> =
+                d.groups.iter().filter(|g| g.1 == binding.cookie).map(|g| (g.0, g.2)).collect();
+            d.groups.retain(|g| g.1 != binding.cookie);
+            for (gp, installed) in mine {
+                if installed {
+                    d.remove(XdpFilterSpec::udp(gp), binding.cookie);
+                }
+            }
+            if let Some((local, remote)) = conn {
+                d.remove(XdpFilterSpec::udp_connected(local, remote), binding.cookie);
+            }
+            d.remove(f.spec, binding.cookie);
+        });
+    }
+
+    fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
+        if tx.payload.len() > self.max_payload || !self.reaches(*tx.dest.ip()) {
+            return TxOutcome::NotServed;
+        }
+        let r = self.queue.with_device(|d| d.usable().map(|vi| vi.send(tx.src, tx.dest, tx.payload)));
+        match r {
+            Some(Ok(_)) => TxOutcome::Sent { woke: false },
+            // Nothing was queued: the kernel sends it (and resolves the neighbour meanwhile).
+            Some(Err(NotSent::NextHop(_) | NotSent::TooBig | NotSent::RingFull)) | None => TxOutcome::NotServed,
+        }
+    }
+}
+
+/// The IPv4 addresses of each interface (getifaddrs).
+fn interface_addresses() -> Vec<(String, Ipv4Addr)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: `p` is a node of the list getifaddrs returned, alive until freeifaddrs; its
+        // name is a NUL-terminated string and its address, when AF_INET, a sockaddr_in.
+        unsafe {
+            let ifa = &*p;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let name = CStr::from_ptr(ifa.ifa_name).to_string_lossy().into_owned();
+                out.push((name, Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            }
+            p = ifa.ifa_next;
+        }
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// The interface that owns `ip`.
+pub fn interface_of(ip: Ipv4Addr) -> Option<String> {
+    interface_addresses().into_iter().find(|(_, a)| *a == ip).map(|(n, _)| n)
+}
+
+/// The IPv4 addresses of `ifname`.
+pub fn addresses_of(ifname: &str) -> Vec<Ipv4Addr> {
+    interface_addresses().into_iter().filter(|(n, _)| n == ifname).map(|(_, a)| a).collect()
+}
+
+/// The only interface with a non-loopback IPv4 address, if there is exactly one.
+pub fn single_interface() -> Option<String> {
+    let mut names: Vec<String> =
+        interface_addresses().into_iter().filter(|(_, a)| !a.is_loopback()).map(|(n, _)| n).collect();
+    names.dedup();
+    (names.len() == 1).then(|| names.remove(0))
+}

@@ -1,0 +1,452 @@
+//! An AF_XDP socket (XSK) and its four rings, with raw system calls.
+//!
+//! An XSK is bound to one queue of one interface. It talks to the kernel through four
+//! single-producer/single-consumer rings in memory shared with the kernel:
+//!
+//! ```text
+//!   fill ring  (we produce, kernel consumes)  empty receive frames for the kernel to fill
+//!   RX ring    (kernel produces, we consume)  received frames: {addr, len}
+//!   TX ring    (we produce, kernel consumes)  frames to send: {addr, len}
+//!   completion (kernel produces, we consume)  sent frames, ours again
+//! ```
+//!
+//! Each ring is a power-of-two array of descriptors plus a producer and a consumer index
+//! (free-running u32s) and a flags word. The side that produces writes descriptors, then
+//! publishes them with a release store of its index; the side that consumes reads the index
+//! with an acquire load, reads the descriptors, and hands the slots back with a release store
+//! of its own index. Both sides cache the other's index and re-read it only when the cached one
+//! says the ring is full (producer) or empty (consumer).
+//!
+//! # Wakeups
+//!
+//! Bound with `XDP_USE_NEED_WAKEUP`, the kernel sets `XDP_RING_NEED_WAKEUP` in a ring's flags
+//! when it will not look at that ring again until told to. For the TX ring the telling is
+//! `sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)`; in copy mode that call is what actually sends
+//! (the kernel builds an skb per descriptor inside it, at most a small budget per call), so in
+//! copy mode every TX batch is kicked, flag or not. For the fill ring, `recvfrom` with
+//! `MSG_DONTWAIT` (or a `poll`) does it.
+//!
+//! # Why raw system calls and not a crate
+//!
+//! What this needs is small (socket, five setsockopts, one getsockopt, four mmaps, bind, the
+//! ring protocol), `libc` already has the structures, and owning it means every `unsafe` is
+//! ours to justify, no libbpf/libxdp at run time, and no dependency whose ring API has to be
+//! matched to how the rest of the datapath batches. `xdpilone` (pure Rust, maintained) would
+//! also fit; it was not needed.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::umem::{Umem, FRAME_SIZE};
+
+/// One RX/TX ring descriptor (`struct xdp_desc`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpDesc {
+    /// Byte offset of the frame data in the UMEM.
+    pub addr: u64,
+    /// Bytes of frame data.
+    pub len: u32,
+    pub options: u32,
+}
+
+/// Depths of the four rings; each is rounded up to a power of two (the kernel requires it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSizes {
+    pub fill: u32,
+    pub rx: u32,
+    pub tx: u32,
+    pub completion: u32,
+}
+
+/// How the socket shares frames with the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindMode {
+    /// The driver DMAs straight into the UMEM. Needs driver support (veth has none).
+    ZeroCopy,
+    /// The kernel copies between its buffers and the UMEM. Works on every interface.
+    Copy,
+}
+
+/// A shared-memory mapping of one ring, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: a mapping made by `map_ring`, unmapped exactly once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// The parts common to both ends of a ring.
+struct Ring<T> {
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    descs: *mut T,
+    mask: u32,
+    size: u32,
+    _map: Mapping,
+}
+
+impl<T: Copy> Ring<T> {
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: points into `_map`, which lives as long as `self`, at the offset the kernel
+        // reported; the kernel places these u32s at 4-byte-aligned offsets.
+        unsafe { &*self.producer }
+    }
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as for `producer`.
+        unsafe { &*self.consumer }
+    }
+    fn needs_wakeup(&self) -> bool {
+        // SAFETY: as for `producer`.
+        let flags = unsafe { &*self.flags };
+        flags.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+    fn slot(&self, index: u32) -> *mut T {
+        // SAFETY: `index & mask` < size, and the mapping holds `size` descriptors at `descs`.
+        unsafe { self.descs.add((index & self.mask) as usize) }
+    }
+}
+
+/// Our end of a ring we produce into (fill, TX).
+pub struct Producer<T> {
+    ring: Ring<T>,
+    /// Our producer index, published by [`Producer::submit`].
+    next: u32,
+    /// The last consumer index we read.
+    consumed: u32,
+}
+
+impl<T: Copy> Producer<T> {
+    fn new(ring: Ring<T>) -> Self {
+        Producer { ring, next: 0, consumed: 0 }
+    }
+
+    /// Free slots, re-reading the kernel's consumer index only when the cached one shows fewer
+    /// than `wanted`.
+    pub fn free(&mut self, wanted: u32) -> u32 {
+        let free = self.ring.size - self.next.wrapping_sub(self.consumed);
+        if free >= wanted {
+            return free;
+        }
+        // Acquire: the kernel has finished reading the slots it hands back.
+        self.consumed = self.ring.consumer().load(Ordering::Acquire);
+        self.ring.size - self.next.wrapping_sub(self.consumed)
+    }
+
+    /// Writes one descriptor into the next slot; invisible to the kernel until `submit`.
+    /// Returns false (writing nothing) when the ring is full.
+    pub fn push(&mut self, item: T) -> bool {
+        if self.free(1) == 0 {
+            return false;
+        }
+        // SAFETY: the slot is free (checked above), so the kernel does not read it until we
+        // publish; `slot` stays inside the mapping.
+        unsafe { self.ring.slot(self.next).write_volatile(item) };
+        self.next = self.next.wrapping_add(1);
+        true
+    }
+
+    /// Publishes every pushed descriptor (release: their contents are visible first).
+    pub fn submit(&mut self) {
+        self.ring.producer().store(self.next, Ordering::Release);
+    }
+
+    /// Descriptors published but not yet taken by the kernel.
+    pub fn outstanding(&self) -> u32 {
+        self.next
+            .wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
+    }
+
+    pub fn needs_wakeup(&self) -> bool {
+        self.ring.needs_wakeup()
+    }
+
+    pub fn size(&self) -> u32 {
+        self.ring.size
+    }
+}
+
+/// Our end of a ring we consume from (RX, completion).
+pub struct Consumer<T> {
+    ring: Ring<T>,
+    /// Our consumer index, published by [`Consumer::release`].
+    next: u32,
+    /// The last producer index we read.
+    produced: u32,
+}
+
+impl<T: Copy> Consumer<T> {
+    fn new(ring: Ring<T>) -> Self {
+        Consumer { ring, next: 0, produced: 0 }
+    }
+
+    /// Descriptors ready to read, re-reading the kernel's producer index when the cached one
+    /// shows none.
+    pub fn available(&mut self) -> u32 {
+        if self.produced == self.next {
+            // Acquire: the descriptors up to the index are written before we read them.
+            self.produced = self.ring.producer().load(Ordering::Acquire);
+        }
+        self.produced.wrapping_sub(self.next)
+    }
+
+    /// The `i`th ready descriptor (`i` < [`Consumer::available`]).
+    pub fn peek(&self, i: u32) -> T {
+        // SAFETY: published by the kernel (below `produced`) and not yet released by us.
+        unsafe { self.ring.slot(self.next.wrapping_add(i)).read_volatile() }
+    }
+
+    /// Hands `n` read descriptors' slots back to the kernel (release: our reads are done).
+    pub fn release(&mut self, n: u32) {
+        self.next = self.next.wrapping_add(n);
+        self.ring.consumer().store(self.next, Ordering::Release);
+    }
+
+    pub fn size(&self) -> u32 {
+        self.ring.size
+    }
+}
+
+/// A bound AF_XDP socket with its rings. The UMEM it registered must outlive it.
+pub struct Xsk {
+    pub rx: Consumer<XdpDesc>,
+    pub tx: Producer<XdpDesc>,
+    pub fill: Producer<u64>,
+    pub completion: Consumer<u64>,
+    mode: BindMode,
+    // Last: the rings are unmapped before the socket is closed.
+    fd: OwnedFd,
+}
+
+// SAFETY: the raw pointers point into mappings owned by this value; using them needs `&mut`.
+unsafe impl Send for Xsk {}
+
+/// The error of a failed call, as the kernel's errno (kept raw, so callers can match EBUSY,
+/// EOPNOTSUPP...); `what` names the call in the debug log.
+fn check(ret: libc::c_int, what: &str) -> io::Result<()> {
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        crate::log::debug(format_args!("xdp: {what}: {e}"));
+        Err(e)
+    } else {
+        Ok(())
+    }
+}
+
+fn set_opt<T>(fd: RawFd, opt: libc::c_int, value: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` and its size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            opt,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(r, what)
+}
+
+fn map_ring<T>(
+    fd: RawFd,
+    offsets: &libc::xdp_ring_offset,
+    size: u32,
+    pgoff: libc::off_t,
+) -> io::Result<Ring<T>> {
+    let len = offsets.desc as usize + size as usize * size_of::<T>();
+    // SAFETY: maps the kernel's ring for this socket at the documented page offset; the
+    // result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            pgoff,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mmap of an AF_XDP ring: {e}")));
+    }
+    let base = p.cast::<u8>();
+    // SAFETY (all four): the kernel-reported offsets lie inside the `len` bytes just mapped.
+    unsafe {
+        Ok(Ring {
+            producer: base.add(offsets.producer as usize).cast(),
+            consumer: base.add(offsets.consumer as usize).cast(),
+            flags: base.add(offsets.flags as usize).cast(),
+            descs: base.add(offsets.desc as usize).cast(),
+            mask: size - 1,
+            size,
+            _map: Mapping { ptr: base, len },
+        })
+    }
+}
+
+impl Xsk {
+    /// Creates a socket on `ifindex`/`queue`, registers `umem`, sets up and maps the rings and
+    /// binds in `mode` with `XDP_USE_NEED_WAKEUP`. Nothing is put on the fill ring yet.
+    ///
+    /// A queue already served by another XSK (another process, without a shared UMEM) makes
+    /// bind fail with `EBUSY`.
+    pub fn open(
+        umem: &Umem,
+        ifindex: u32,
+        queue: u32,
+        sizes: RingSizes,
+        mode: BindMode,
+    ) -> io::Result<Xsk> {
+        // SAFETY: plain socket(2); the result is checked and owned at once.
+        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        check(raw, "socket(AF_XDP)")?;
+        // SAFETY: `raw` is a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let raw = fd.as_raw_fd();
+
+        let reg = libc::xdp_umem_reg {
+            addr: umem.base() as u64,
+            len: umem.len() as u64,
+            chunk_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        set_opt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        let pow2 = |n: u32| n.max(1).next_power_of_two();
+        let sizes = RingSizes {
+            fill: pow2(sizes.fill),
+            rx: pow2(sizes.rx),
+            tx: pow2(sizes.tx),
+            completion: pow2(sizes.completion),
+        };
+        set_opt(raw, libc::XDP_UMEM_FILL_RING, &sizes.fill, "XDP_UMEM_FILL_RING")?;
+        set_opt(raw, libc::XDP_UMEM_COMPLETION_RING, &sizes.completion, "XDP_UMEM_COMPLETION_RING")?;
+        set_opt(raw, libc::XDP_RX_RING, &sizes.rx, "XDP_RX_RING")?;
+        set_opt(raw, libc::XDP_TX_RING, &sizes.tx, "XDP_TX_RING")?;
+
+        // SAFETY: zeroed is a valid value of this plain-integer struct.
+        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+        let mut optlen = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+        // SAFETY: `off` and `optlen` are live and sized as the kernel expects.
+        let r = unsafe {
+            libc::getsockopt(
+                raw,
+                libc::SOL_XDP,
+                libc::XDP_MMAP_OFFSETS,
+                (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+                &mut optlen,
+            )
+        };
+        check(r, "XDP_MMAP_OFFSETS")?;
+        if optlen as usize != size_of::<libc::xdp_mmap_offsets>() {
+            // Kernels before 5.4 lack the flags word, which need-wakeup relies on.
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP: kernel too old (no ring flags)"));
+        }
+
+        let rx = map_ring::<XdpDesc>(raw, &off.rx, sizes.rx, libc::XDP_PGOFF_RX_RING)?;
+        let tx = map_ring::<XdpDesc>(raw, &off.tx, sizes.tx, libc::XDP_PGOFF_TX_RING)?;
+        let fill = map_ring::<u64>(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)?;
+        let comp = map_ring::<u64>(raw, &off.cr, sizes.completion, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t)?;
+
+        let mode_flag = match mode {
+            BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
+            BindMode::Copy => libc::XDP_COPY,
+        };
+        let sa = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: mode_flag | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: `sa` is a live sockaddr_xdp and its size is passed with it.
+        let r = unsafe {
+            libc::bind(
+                raw,
+                (&sa as *const libc::sockaddr_xdp).cast(),
+                size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        check(r, "bind(AF_XDP)")?;
+
+        Ok(Xsk {
+            rx: Consumer::new(rx),
+            tx: Producer::new(tx),
+            fill: Producer::new(fill),
+            completion: Consumer::new(comp),
+            mode,
+            fd,
+        })
+    }
+
+    /// The socket's fd: readable (POLLIN) when the RX ring has frames.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn mode(&self) -> BindMode {
+        self.mode
+    }
+
+    /// Tells the kernel to process the TX ring. `Ok` also when it is merely busy (`EAGAIN`,
+    /// `EBUSY`, `ENOBUFS`: the descriptors stay queued for the next kick).
+    pub fn kick_tx(&self) -> io::Result<()> {
+        // SAFETY: a zero-length sendto with no buffer and no address, as AF_XDP defines it.
+        let r = unsafe {
+            libc::sendto(self.fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+        };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Ok(()),
+            _ => Err(e),
+        }
+    }
+
+    /// Tells the kernel the fill ring has frames again (only needed when it asked).
+    pub fn kick_rx(&self) {
+        // SAFETY: a zero-length recvfrom with no buffer, as AF_XDP defines the wakeup.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// The kernel's drop counters for this socket (`XDP_STATISTICS`).
+    pub fn statistics(&self) -> io::Result<libc::xdp_statistics> {
+        // SAFETY: zeroed is a valid value of this plain-integer struct.
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live and sized as the kernel expects.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                (&mut st as *mut libc::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
+        check(r, "XDP_STATISTICS").map(|_| st)
+    }
+}

@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# AF_XDP datapath benchmark (a benchmark, not a test): sockperf across a veth pair between two
+# network namespaces, the kernel's UDP vs accel with ACCEL_XDP=1 on both ends, the XDP program
+# attached in native and in generic mode, alternating, REPS repetitions.
+#
+#  1. ping-pong, UDP 64 B: busy (--nonblocked on both sides; accel with ACCEL_PROFILE=latency)
+#     and blocking (accel with the default profile); p50/p99/p99.9/avg of the half round trip,
+#     median over repetitions, accel/kernel ratio.
+#  2. throughput, UDP 64 B and 1472 B, --pps max: client msg/s, the server's received count
+#     (sockperf sr prints it on SIGINT), loss = sent - received, received msg/s.
+#
+# The namespaces (bxa-$$ with 10.207.0.1 on xa, bxb-$$ with 10.207.0.2 on xb, one queue each
+# way) are this script's own; processes enter them with `nsenter --net` (not `ip netns exec`,
+# which hides /sys/fs/bpf). Server (sockperf sr) in A on core SERVER_CPU, client in B on
+# CLIENT_CPU. Every process is bounded by `timeout`; the trap kills only the processes this
+# script started and deletes the namespaces (which detaches the XDP programs).
+#
+# Results replace the section between <!-- xdp:begin --> and <!-- xdp:end --> of
+# docs/benchmarks.md.
+#
+#  3. the highest paced rate (--mps) at which nothing is lost, searched downward from the unpaced
+#     rate (LOSSLESS_FRACTIONS of it), 64 B and 1472 B.
+#
+# Environment: REPS (3), DURATION (3, seconds per sockperf run), XDP_MODES ("native generic"),
+#              NO_BUILD=1 to skip cargo build, KEEP=1 to keep raw outputs, SERVER_CPU (0),
+#              CLIENT_CPU (1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+REPS=${REPS:-3}
+DURATION=${DURATION:-3}
+XDP_MODES=${XDP_MODES:-native generic}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+DOC=$ROOT/docs/benchmarks.md
+
+for tool in cargo sockperf taskset timeout nsenter ip awk; do
+  command -v "$tool" >/dev/null || { echo "bench-xdp: $tool missing" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "bench-xdp: needs root (namespaces, XDP)" >&2; exit 1; }
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cargo build --release --workspace
+fi
+LIB=$ROOT/target/release/libaccel.so
+[ -f "$LIB" ] || { echo "bench-xdp: $LIB missing: cargo build --release --workspace" >&2; exit 1; }
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes')"
+
+while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(\(ACCEL\|VMA\)_[A-Za-z0-9_]*\)=.*/\1/p')
+unset LD_PRELOAD
+
+NSA=bxa-$$
+NSB=bxb-$$
+A_IP=10.207.0.1
+B_IP=10.207.0.2
+WORK=$(mktemp -d /tmp/accel-bench-xdp.XXXXXX)
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+  done
+  ip netns del "$NSA" 2>/dev/null || true
+  ip netns del "$NSB" 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "bench-xdp: raw outputs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$NSA"
+ip netns add "$NSB"
+ip -n "$NSA" link add xa numrxqueues 1 numtxqueues 1 type veth peer xb numrxqueues 1 numtxqueues 1
+ip -n "$NSA" link set xb netns "$NSB"
+ip -n "$NSA" addr add "$A_IP/24" dev xa
+ip -n "$NSB" addr add "$B_IP/24" dev xb
+for ns in "$NSA" "$NSB"; do ip -n "$ns" link set lo up; done
+ip -n "$NSA" link set xa up
+ip -n "$NSB" link set xb up
+# Both neighbour entries known before the first run (the first datagrams of a fresh pair go
+# through the kernel while it resolves them).
+ip netns exec "$NSB" ping -c 1 -W 2 "$A_IP" > /dev/null
+
+RES=$WORK/results.tsv      # test <TAB> variant <TAB> rep <TAB> metric <TAB> value
+: > "$RES"
+FAIL=$WORK/failures.md
+: > "$FAIL"
+log() { printf 'bench-xdp: %s\n' "$*" >&2; }
+put() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$RES"; }
+fail() {
+  log "FAILED: $1"
+  { printf -- '- %s\n\n```\n' "$1"; tail -n 15 "$2" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g'; printf '```\n\n'; } >> "$FAIL"
+}
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+
+# variant: kernel | accel-native | accel-generic; profile: busy | blocking -> ENVV
+env_for() {
+  case $1 in
+    kernel) ENVV=(env -u LD_PRELOAD) ;;
+    accel-*) ENVV=(env LD_PRELOAD="$LIB" ACCEL_XDP=1 ACCEL_XDP_MODE="${1#accel-}")
+             if [ "$2" = busy ]; then ENVV+=(ACCEL_PROFILE=latency); fi ;;
+  esac
+}
+env_text() {
+  case $1 in
+    kernel) echo "" ;;
+    accel-*) echo "LD_PRELOAD=target/release/libaccel.so ACCEL_XDP=1 ACCEL_XDP_MODE=${1#accel-}$([ "$2" = busy ] && echo " ACCEL_PROFILE=latency") " ;;
+  esac
+}
+
+PORT=$((20000 + $$ % 20000))
+SRV_PID=""
+start_server() { # out-file, env..., -- sockperf args...
+  local out=$1; shift
+  local envv=()
+  while [ "$1" != -- ]; do envv+=("$1"); shift; done
+  shift
+  timeout -k 5 $((DURATION + 60)) nsenter --net=/var/run/netns/"$NSA" taskset -c "$SERVER_CPU" "${envv[@]}" sockperf "$@" > "$out" 2>&1 &
+  SRV_PID=$!
+  PIDS+=("$SRV_PID")
+}
+wait_port() {
+  local i
+  for i in $(seq 50); do
+    ip netns exec "$NSA" ss -Hlun "( sport = :$1 )" 2>/dev/null | grep -q . && return 0
+    sleep 0.1
+  done
+  log "port $1: nothing bound after 5 s"
+  return 1
+}
+stop_server() {
+  local pid=$1 out=$2 i
+  # The process under timeout/nsenter/taskset/env is sockperf itself (they exec): signal the
+  # group's leaf through timeout, which forwards SIGINT.
+  kill -INT "$pid" 2>/dev/null || true
+  for i in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "server (timeout pid $pid) still running 5 s after SIGINT; killed" "$out"
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+client() { # out-file, env..., -- sockperf args...
+  local out=$1; shift
+  local envv=()
+  while [ "$1" != -- ]; do envv+=("$1"); shift; done
+  shift
+  timeout -k 5 $((DURATION + 30)) nsenter --net=/var/run/netns/"$NSB" taskset -c "$CLIENT_CPU" "${envv[@]}" sockperf "$@" > "$out" 2>&1
+}
+
+# pp TEST(busy|blocking) VARIANT REP
+pp() {
+  local test=$1 v=$2 rep=$3 nb=()
+  if [ "$test" = busy ]; then nb=(--nonblocked); fi
+  env_for "$v" "$test"
+  PORT=$((PORT + 1))
+  local srv=$WORK/pp-$test-$v-$rep.server out=$WORK/pp-$test-$v-$rep.client rc=0
+  start_server "$srv" "${ENVV[@]}" -- sr -i "$A_IP" -p "$PORT" "${nb[@]}"
+  wait_port "$PORT" || true
+  client "$out" "${ENVV[@]}" -- pp -i "$A_IP" -p "$PORT" -m 64 -t "$DURATION" --mps 3000000 "${nb[@]}" || rc=$?
+  stop_server "$SRV_PID" "$srv"
+  local p50 p99 p999 avg
+  p50=$(strip "$out" | awk '/percentile 50.000 =/ {print $NF}' | tail -n1)
+  p99=$(strip "$out" | awk '/percentile 99.000 =/ {print $NF}' | tail -n1)
+  p999=$(strip "$out" | awk '/percentile 99.900 =/ {print $NF}' | tail -n1)
+  avg=$(strip "$out" | awk '/Summary: Latency is/ {print $(NF-1)}' | tail -n1)
+  if [ "$rc" != 0 ] || [ -z "$p50" ]; then
+    fail "ping-pong $test $v rep $rep: client exit status $rc: \`$(env_text "$v" "$test")sockperf pp -i $A_IP -p $PORT -m 64 -t $DURATION --mps 3000000 ${nb[*]}\`" "$out"
+    p50=NA p99=NA p999=NA avg=NA
+  fi
+  put "pp-$test" "$v" "$rep" p50 "$p50"; put "pp-$test" "$v" "$rep" p99 "$p99"
+  put "pp-$test" "$v" "$rep" p999 "$p999"; put "pp-$test" "$v" "$rep" avg "$avg"
+  log "pp $test $v rep $rep: p50=$p50 p99=$p99 p99.9=$p999 avg=$avg"
+}
+
+# tp SIZE VARIANT REP [MPS [NAME]] (busy receiver: --nonblocked; MPS "max" = --pps max)
+tp() {
+  local size=$1 v=$2 rep=$3 mps=${4:-max} name=${5:-tp-$1}
+  local rateopt=(--pps max)
+  if [ "$mps" != max ]; then rateopt=(--mps "$mps"); fi
+  env_for "$v" busy
+  PORT=$((PORT + 1))
+  local srv=$WORK/tp-$size-$v-$rep.server out=$WORK/tp-$size-$v-$rep.client rc=0
+  start_server "$srv" "${ENVV[@]}" -- sr -i "$A_IP" -p "$PORT" --nonblocked
+  wait_port "$PORT" || true
+  client "$out" "${ENVV[@]}" -- tp -i "$A_IP" -p "$PORT" -m "$size" -t "$DURATION" "${rateopt[@]}" --nonblocked || rc=$?
+  sleep 0.5
+  stop_server "$SRV_PID" "$srv"
+  local sent secs rate recvd
+  sent=$(strip "$out" | awk '/Total of .* messages sent in/ {print $4}' | tail -n1)
+  secs=$(strip "$out" | awk '/Total of .* messages sent in/ {print $(NF-1)}' | tail -n1)
+  rate=$(strip "$out" | awk '/Summary: Message Rate is/ {print $(NF-1)}' | tail -n1)
+  recvd=$(strip "$srv" | awk '/messages received and handled/ {print $3}' | tail -n1)
+  if [ "$rc" != 0 ] || [ -z "$sent" ] || [ -z "$rate" ]; then
+    fail "throughput $size B $v rep $rep: client exit status $rc" "$out"
+    sent=NA secs=NA rate=NA
+  fi
+  [ -n "$recvd" ] || { fail "throughput $size B $v rep $rep: no received count from the server" "$srv"; recvd=NA; }
+  local loss=NA lossp=NA rxrate=NA
+  if [ "$sent" != NA ] && [ "$recvd" != NA ]; then
+    loss=$((sent - recvd))
+    lossp=$(awk -v l="$loss" -v s="$sent" 'BEGIN {printf "%.3f", s ? 100 * l / s : 0}')
+    rxrate=$(awk -v r="$recvd" -v t="$secs" 'BEGIN {printf "%.0f", r / t}')
+  fi
+  put "$name" "$v" "$rep" rate "$rate"; put "$name" "$v" "$rep" loss "$loss"
+  put "$name" "$v" "$rep" lossp "$lossp"; put "$name" "$v" "$rep" rxrate "$rxrate"
+  log "tp $size $v rep $rep mps $mps: rate=$rate sent=$sent received=$recvd loss=$loss ($lossp%)"
+}
+
+VARIANTS=(kernel)
+for m in $XDP_MODES; do VARIANTS+=("accel-$m"); done
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
+for rep in $(seq "$REPS"); do
+  ORDER=("${VARIANTS[@]}")
+  if [ $((rep % 2)) = 0 ]; then ORDER=(); for ((i = ${#VARIANTS[@]} - 1; i >= 0; i--)); do ORDER+=("${VARIANTS[$i]}"); done; fi
+  log "repetition $rep/$REPS (order: ${ORDER[*]})"
+  for t in busy blocking; do for v in "${ORDER[@]}"; do pp "$t" "$v" "$rep"; done; done
+  for size in 64 1472; do for v in "${ORDER[@]}"; do tp "$size" "$v" "$rep"; done; done
+done
+
+# ---- lossless rate: paced runs, downward from the median unpaced rate, until one loses nothing
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+median_of() { # test variant metric (defined again below for the report)
+  awk -F'\t' -v t="$1" -v v="$2" -v m="$3" '$1 == t && $2 == v && $4 == m && $5 != "NA" && $5 != "" {print $5}' "$RES" \
+    | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "NA"; else print a[int((NR + 1) / 2)]}'
+}
+for size in 64 1472; do
+  for v in "${VARIANTS[@]}"; do
+    base=$(median_of "tp-$size" "$v" rate)
+    [ "$base" = NA ] && continue
+    for f in $LOSSLESS_FRACTIONS; do
+      mps=$(awk -v b="$base" -v f="$f" 'BEGIN {printf "%d", b * f}')
+      tp "$size" "$v" "$f" "$mps" "paced-$size"
+      loss=$(awk -F'\t' -v t="paced-$size" -v v="$v" -v r="$f" '$1 == t && $2 == v && $3 == r && $4 == "loss" {print $5}' "$RES" | tail -n1)
+      if [ "$loss" = 0 ]; then
+        rx=$(awk -F'\t' -v t="paced-$size" -v v="$v" -v r="$f" '$1 == t && $2 == v && $3 == r && $4 == "rxrate" {print $5}' "$RES" | tail -n1)
+        put "lossless-$size" "$v" 1 rate "$rx"; put "lossless-$size" "$v" 1 mps "$mps"
+        log "lossless $size $v: $rx msg/s (paced at $mps)"
+        break
+      fi
+    done
+  done
+done
+LOAD_END=$(cut -d" " -f1-3 /proc/loadavg)
+
+# ---- report --------------------------------------------------------------------------------
+median() { # test variant metric -> median over reps (NA if none)
+  awk -F'\t' -v t="$1" -v v="$2" -v m="$3" '$1 == t && $2 == v && $4 == m && $5 != "NA" && $5 != "" {print $5}' "$RES" \
+    | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "NA"; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+ratio() { awk -v a="$1" -v k="$2" 'BEGIN {if (a == "NA" || k == "NA" || k == 0) print "NA"; else printf "%.2f\n", a / k}'; }
+
+SECTION=$WORK/section.md
+{
+  echo "<!-- xdp:begin -->"
+  echo "## AF_XDP datapath (scripts/bench-xdp.sh)"
+  echo
+  echo "Run $STARTED, commit $COMMIT, $REPS repetitions of ${DURATION} s, kernel and accel alternating"
+  echo "(order reversed every other repetition). sockperf across a veth pair between two network"
+  echo "namespaces (one queue each way), server in A on core $SERVER_CPU, client in B on core $CLIENT_CPU;"
+  echo "accel = \`ACCEL_XDP=1\` on both ends (veth: AF_XDP copy mode; the program in native or generic"
+  echo "mode). Load average at start $LOAD_START, at end $LOAD_END. Medians over repetitions."
+  echo
+  echo "### Ping-pong, 64 B, half round trip (usec)"
+  echo
+  echo "| test | variant | p50 | p99 | p99.9 | avg | p50 / kernel |"
+  echo "|---|---|---|---|---|---|---|"
+  for t in busy blocking; do
+    k50=$(median "pp-$t" kernel p50)
+    for v in "${VARIANTS[@]}"; do
+      p50=$(median "pp-$t" "$v" p50)
+      echo "| $t | $v | $p50 | $(median "pp-$t" "$v" p99) | $(median "pp-$t" "$v" p999) | $(median "pp-$t" "$v" avg) | $(ratio "$p50" "$k50") |"
+    done
+  done
+  echo
+  echo "### Throughput, --pps max, busy receiver"
+  echo
+  echo "| size | variant | sent msg/s | received msg/s | loss % | received / kernel |"
+  echo "|---|---|---|---|---|---|"
+  for size in 64 1472; do
+    krx=$(median "tp-$size" kernel rxrate)
+    for v in "${VARIANTS[@]}"; do
+      rx=$(median "tp-$size" "$v" rxrate)
+      echo "| $size B | $v | $(median "tp-$size" "$v" rate) | $rx | $(median "tp-$size" "$v" lossp) | $(ratio "$rx" "$krx") |"
+    done
+  done
+  echo
+  echo "### Highest lossless rate (one paced run per rate, $DURATION s, downward from the unpaced rate: ${LOSSLESS_FRACTIONS// /, })"
+  echo
+  echo "| size | variant | paced at msg/s | received msg/s, nothing lost | / kernel |"
+  echo "|---|---|---|---|---|"
+  for size in 64 1472; do
+    kll=$(median "lossless-$size" kernel rate)
+    for v in "${VARIANTS[@]}"; do
+      ll=$(median "lossless-$size" "$v" rate)
+      echo "| $size B | $v | $(median "lossless-$size" "$v" mps) | $ll | $(ratio "$ll" "$kll") |"
+    done
+  done
+  echo
+  echo "Targets of issue 4: accel p50 ≤ 0.65× kernel; throughput ≥ 2× kernel with zero loss at the"
+  echo "reported rate. The loss column says whether the received rate above was lossless."
+  if [ -s "$FAIL" ]; then
+    echo
+    echo "### Runs that failed"
+    echo
+    cat "$FAIL"
+  fi
+  echo "<!-- xdp:end -->"
+} > "$SECTION"
+
+[ -f "$DOC" ] || printf '# Benchmarks\n\n' > "$DOC"
+if grep -q '<!-- xdp:begin -->' "$DOC"; then
+  awk -v f="$SECTION" '
+    /<!-- xdp:begin -->/ {while ((getline l < f) > 0) print l; skip = 1; next}
+    /<!-- xdp:end -->/ {skip = 0; next}
+    !skip {print}' "$DOC" > "$WORK/doc.md"
+  cp "$WORK/doc.md" "$DOC"
+else
+  { echo; cat "$SECTION"; } >> "$DOC"
+fi
+cat "$SECTION"
