@@ -455,38 +455,15 @@ fi
 [ -n "$PLOT_NOTE" ] && log "histogram: $PLOT_NOTE"
 
 # ---- percentile plot: the same samples, latency at each percentile ---------------------------
-pcts() { # csv -> "nines percentile latency" lines; nines = -log10(1 - p/100); the max at x = 4.5
-  awk -F', *' '/^[0-9]+, / && $4 + 0 > 0 {print $4 + 0}' "$1" | sort -g | awk '
-    {v[NR] = $1}
-    END {
-      if (NR == 0) exit
-      split("1 5 10 25 50 75 90 95 99 99.5 99.9 99.95 99.99", P, " ")
-      for (i = 1; i in P; i++) {
-        p = P[i]; k = int(p / 100 * NR + 0.999999); if (k < 1) k = 1; if (k > NR) k = NR
-        printf "%.6g %s %.6g\n", -log(1 - p / 100) / log(10), p, v[k]
-      }
-      printf "4.5 max %.6g\n", v[NR]
-    }'
-}
+. "$ROOT/scripts/bench/percentiles.sh"   # pcts, percentile_plot
 PCT_NOTE=""
 if [ -s "$KCSV" ] && [ -s "$ACSV" ]; then
   pcts "$KCSV" > "$WORK/pct-kernel.dat"
   pcts "$ACSV" > "$WORK/pct-accel.dat"
-  gnuplot <<EOF || PCT_NOTE="gnuplot failed"
-set terminal pngcairo size 1000,600 font "DejaVu Sans,11" noenhanced
-set encoding utf8
-set output "$PCT"
-set title "UDP ping-pong 64 B over loopback, busy mode: half-RTT by percentile (sockperf, rep $REPS of $REPS, $(date -u "+%Y-%m-%d %H:%M UTC"))"
-set xlabel "percentile"
-set ylabel "half round-trip latency (µs, log scale)"
-set logscale y 10
-set format y "%g"
-set grid xtics ytics
-set key top left box opaque
-set xtics ("p50" 0.30103, "p90" 1, "p99" 2, "p99.9" 3, "p99.99" 4, "max" 4.5)
-plot "$WORK/pct-kernel.dat" using 1:3 with linespoints pt 7 ps 0.7 lw 2 lc rgb "#d62728" title "kernel UDP loopback", \
-     "$WORK/pct-accel.dat" using 1:3 with linespoints pt 5 ps 0.7 lw 2 lc rgb "#1f77b4" title "accel ACCEL_SHM=1 ACCEL_PROFILE=latency"
-EOF
+  percentile_plot "$PCT" \
+    "UDP ping-pong 64 B over loopback, busy mode: half-RTT by percentile (sockperf, rep $REPS of $REPS, $(date -u "+%Y-%m-%d %H:%M UTC"))" \
+    "$WORK/pct-kernel.dat|kernel UDP loopback|#d62728" \
+    "$WORK/pct-accel.dat|accel ACCEL_SHM=1 ACCEL_PROFILE=latency|#1f77b4" || PCT_NOTE="gnuplot failed"
 else
   PCT_NOTE="no --full-log data from the last repetition"
 fi

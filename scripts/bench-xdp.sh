@@ -34,8 +34,10 @@ XDP_MODES=${XDP_MODES:-native generic}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 DOC=$ROOT/docs/benchmarks.md
+PCT_REL=img/xdp-percentiles.png
+PCT=$ROOT/docs/$PCT_REL
 
-for tool in cargo sockperf taskset timeout nsenter ip awk; do
+for tool in cargo sockperf taskset timeout nsenter ip awk gnuplot; do
   command -v "$tool" >/dev/null || { echo "bench-xdp: $tool missing" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "bench-xdp: needs root (namespaces, XDP)" >&2; exit 1; }
@@ -153,14 +155,16 @@ client() { # out-file, env..., -- sockperf args...
 
 # pp TEST(busy|blocking) VARIANT REP
 pp() {
-  local test=$1 v=$2 rep=$3 nb=()
+  local test=$1 v=$2 rep=$3 nb=() flog=()
   if [ "$test" = busy ]; then nb=(--nonblocked); fi
+  # every sample of the last repetition's busy runs, for the percentile plot
+  if [ "$test" = busy ] && [ "$rep" = "$REPS" ]; then flog=(--full-log "$WORK/pp-busy-$v.csv"); fi
   env_for "$v" "$test"
   PORT=$((PORT + 1))
   local srv=$WORK/pp-$test-$v-$rep.server out=$WORK/pp-$test-$v-$rep.client rc=0
   start_server "$srv" "${ENVV[@]}" -- sr -i "$A_IP" -p "$PORT" "${nb[@]}"
   wait_port "$PORT" || true
-  client "$out" "${ENVV[@]}" -- pp -i "$A_IP" -p "$PORT" -m 64 -t "$DURATION" --mps 3000000 "${nb[@]}" || rc=$?
+  client "$out" "${ENVV[@]}" -- pp -i "$A_IP" -p "$PORT" -m 64 -t "$DURATION" --mps 3000000 "${nb[@]}" "${flog[@]}" || rc=$?
   stop_server "$SRV_PID" "$srv"
   local p50 p99 p999 avg
   p50=$(strip "$out" | awk '/percentile 50.000 =/ {print $NF}' | tail -n1)
@@ -254,6 +258,27 @@ median() { # test variant metric -> median over reps (NA if none)
 }
 ratio() { awk -v a="$1" -v k="$2" 'BEGIN {if (a == "NA" || k == "NA" || k == 0) print "NA"; else printf "%.2f\n", a / k}'; }
 
+# ---- percentile plot of the last repetition's busy ping-pongs ------------------------------
+. "$ROOT/scripts/bench/percentiles.sh"   # pcts, percentile_plot
+PCT_NOTE="" SERIES=()
+COLORS=("#d62728" "#1f77b4" "#2ca02c")
+i=0
+for v in "${VARIANTS[@]}"; do
+  if [ -s "$WORK/pp-busy-$v.csv" ]; then
+    pcts "$WORK/pp-busy-$v.csv" > "$WORK/pct-$v.dat"
+    SERIES+=("$WORK/pct-$v.dat|$v|${COLORS[$i]}")
+  fi
+  i=$((i + 1))
+done
+if [ "${#SERIES[@]}" -gt 1 ]; then
+  percentile_plot "$PCT" \
+    "UDP ping-pong 64 B across a veth pair, busy mode: half-RTT by percentile (sockperf, rep $REPS of $REPS, $(date -u "+%Y-%m-%d %H:%M UTC"))" \
+    "${SERIES[@]}" || PCT_NOTE="gnuplot failed"
+else
+  PCT_NOTE="no --full-log data from the last repetition"
+fi
+[ -n "$PCT_NOTE" ] && log "percentile plot: $PCT_NOTE"
+
 SECTION=$WORK/section.md
 {
   echo "<!-- xdp:begin -->"
@@ -264,6 +289,17 @@ SECTION=$WORK/section.md
   echo "namespaces (one queue each way), server in A on core $SERVER_CPU, client in B on core $CLIENT_CPU;"
   echo "accel = \`ACCEL_XDP=1\` on both ends (veth: AF_XDP copy mode; the program in native or generic"
   echo "mode). Load average at start $LOAD_START, at end $LOAD_END. Medians over repetitions."
+  echo "Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)), Linux $(uname -r);"
+  echo "$(sockperf --version 2>&1 | head -n1 | sed 's/^sockperf, //;s/^/sockperf /'). Command: \`scripts/bench-xdp.sh\` with REPS=$REPS DURATION=$DURATION XDP_MODES=\"$XDP_MODES\"."
+  echo
+  echo '```'
+  echo "# server in namespace A ($A_IP), client in B ($B_IP), one-queue veth pair"
+  echo "[ENV] taskset -c $SERVER_CPU sockperf sr -i $A_IP -p PORT [--nonblocked]"
+  echo "[ENV] taskset -c $CLIENT_CPU sockperf pp -i $A_IP -p PORT -m 64 -t $DURATION --mps 3000000 [--nonblocked]"
+  echo "[ENV] taskset -c $CLIENT_CPU sockperf tp -i $A_IP -p PORT -m SIZE -t $DURATION (--pps max | --mps RATE) --nonblocked"
+  echo "#   ENV = (none) for kernel; $(env_text accel-native busy)for accel-native (busy; blocking without ACCEL_PROFILE);"
+  echo "#   accel-generic likewise with ACCEL_XDP_MODE=generic"
+  echo '```'
   echo
   echo "### Ping-pong, 64 B, half round trip (usec)"
   echo
@@ -303,6 +339,14 @@ SECTION=$WORK/section.md
   echo
   echo "Targets of issue 4: accel p50 ≤ 0.65× kernel; throughput ≥ 2× kernel with zero loss at the"
   echo "reported rate. The loss column says whether the received rate above was lossless."
+  echo
+  if [ -z "$PCT_NOTE" ]; then
+    echo "![half-RTT by percentile, kernel vs accel, busy mode, across veth]($PCT_REL)"
+    echo
+    echo "Every sample of the last repetition's busy-mode ping-pongs (\`--full-log\`), by percentile."
+  else
+    echo "(No percentile plot: $PCT_NOTE.)"
+  fi
   if [ -s "$FAIL" ]; then
     echo
     echo "### Runs that failed"
