@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Demo: sockperf UDP ping-pong over loopback, plain kernel vs both ends under `accel run` with the
 # same-host bypass on (ACCEL_SHM=1), side by side; the kernel's own UDP receive counter shows
-# which run went through the kernel. Then `accel run --check` and what the library logged
-# (decisions, the shm rings it used).
+# which run went through the kernel; `accel stat` taken while the accelerated pair runs shows their
+# sockets and live counters. Then `accel run --check` and what the library logged (decisions, the
+# shm rings it used).
 #
 # Usage: scripts/demo.sh [--no-build] [--seconds S]      (bounded: well under 30 s once built)
 set -euo pipefail
@@ -66,7 +67,15 @@ run_pp() {
   wait_bound "$port"
   # --mps sizes sockperf's sequence table (its default, about 600K/s, is too small for accel).
   timeout $((SECS + 20)) "${pre[@]}" sockperf pp -i 127.0.0.1 -p "$port" -t "$SECS" --mps 3000000 \
-    >"$WORK/client-$mode.log" 2>&1
+    >"$WORK/client-$mode.log" 2>&1 &
+  local client=$!
+  if [ "$mode" = accel ]; then
+    # What the library shows about the two running programs while they run (sockperf's client
+    # spends its first ~2 s on warm-up).
+    sleep "$SECS"
+    "$ACCEL" stat >"$WORK/stat.txt" 2>&1 || true
+  fi
+  wait "$client" || true
   echo $(( $(udp_in) - before )) >"$WORK/udp-in-$mode"
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
@@ -101,6 +110,10 @@ done
 printf '%-24s %14s %14s\n' "round trips measured" "$(metric "$WORK/client-kernel.log" msgs)" "$(metric "$WORK/client-accel.log" msgs)"
 printf '%-24s %14s %14s\n' "kernel UDP InDatagrams" "$(cat "$WORK/udp-in-kernel")" "$(cat "$WORK/udp-in-accel")"
 echo "(InDatagrams: /proc/net/snmp, whole host; the accel run's few are wake-up doorbells)"
+
+echo
+echo "---- accel stat during the accel run (live counters of both programs) ----"
+cat "$WORK/stat.txt"
 
 echo
 echo "---- accel run --check ----"
