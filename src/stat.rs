@@ -96,12 +96,30 @@ pub fn collect(dir: &Path, pid: Option<u32>, clean: bool) -> Snapshot {
             continue;
         }
         let sockets = view.sockets();
-        let rings: Vec<(RingEntry, Option<RingStats>)> =
-            view.rings().into_iter().map(|r| { let st = ring_stats(dir, &r.name); (r, st) }).collect();
+        let rings: Vec<(RingEntry, Option<RingStats>)> = view
+            .rings()
+            .into_iter()
+            .map(|r| {
+                let st = match r.in_memory {
+                    // An AF_XDP queue: what the process published in its block.
+                    Some((fill, max_fill, _)) => Some(RingStats {
+                        capacity: r.capacity,
+                        slot_size: r.slot_size,
+                        len: fill,
+                        max_fill,
+                        creator_pid: header.pid,
+                        ..RingStats::default()
+                    }),
+                    None => ring_stats(dir, &r.name),
+                };
+                (r, st)
+            })
+            .collect();
         let mut by_name = HashMap::new();
         for s in &sockets {
             if !s.ring.is_empty() && !by_name.contains_key(&s.ring) {
-                if let Some(st) = ring_stats(dir, &s.ring) {
+                let mine = rings.iter().find(|(r, _)| r.name == s.ring && r.in_memory.is_some()).and_then(|(_, st)| *st);
+                if let Some(st) = mine.or_else(|| ring_stats(dir, &s.ring)) {
                     by_name.insert(s.ring.clone(), st);
                 }
             }
@@ -382,6 +400,10 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
             let _ = writeln!(out, "    drops: ring full {}, rcvbuf {}, not from peer {}, bad frame {}, too large {}; doorbells sent {} received {}", c("drop_ring_full"), c("drop_rcvbuf"), c("drop_not_peer"), c("drop_bad_frame"), c("drop_too_large"), c("doorbells_sent"), c("doorbells_received"));
         }
         for (r, st) in &p.rings {
+            if let (Some((fill, max_fill, spare)), Some(st)) = (r.in_memory, st) {
+                let _ = writeln!(out, "  ring {} ({}): owner pid {}, depth {}, frame {} B, fill {fill} (max {max_fill}), buffers in use {} of {} (spare {spare}), in the process's memory", r.name, r.key, st.creator_pid, r.capacity, r.slot_size, xdp_in_use(p, spare).map_or("?".into(), |u| u.to_string()), xdp_total(p).map_or("?".into(), |t| t.to_string()));
+                continue;
+            }
             match st {
                 Some(st) => {
                     let _ = writeln!(out, "  ring {} ({}): owner pid {}, depth {}, slot {} B, fill {} (max {}), published {}, consumed {}, drops full {}, too big {}, bad frames {}, waiters {}", r.name, r.key, st.creator_pid, st.capacity, st.slot_size, st.len, st.max_fill, st.published, st.consumed, st.drops_full, st.drops_too_big, st.corrupt, if st.waiters { "yes" } else { "no" });
@@ -407,11 +429,22 @@ fn datapaths_text(bits: u64) -> String {
     if v.is_empty() { "none".into() } else { v.join(", ") }
 }
 
-/// The packet buffers of a process (VMA_RX_BUFS; each ring slot is one): (given to its rings,
-/// holding a datagram now, the configured total).
+/// The receive buffers of an AF_XDP queue: its UMEM receive frames (ACCEL_RX_BUFS).
+fn xdp_total(p: &ProcInfo) -> Option<u64> {
+    p.header.config.lines().find_map(|l| l.strip_prefix("ACCEL_RX_BUFS=")?.split('\t').next()?.parse().ok())
+}
+
+/// Of those, the ones posted to the device or holding a datagram (not spare).
+fn xdp_in_use(p: &ProcInfo, spare: u64) -> Option<u64> {
+    xdp_total(p).map(|t| t.saturating_sub(spare))
+}
+
+/// The packet buffers of a process's shm rings (VMA_RX_BUFS; each ring slot is one): (given to
+/// its rings, holding a datagram now, the configured total).
 fn buffers(p: &ProcInfo) -> (u64, u64, Option<u64>) {
-    let given = p.rings.iter().map(|(r, _)| u64::from(r.capacity)).sum();
-    let held = p.rings.iter().filter_map(|(_, st)| st.as_ref().map(|s| s.len)).sum();
+    let shm = || p.rings.iter().filter(|(r, _)| r.in_memory.is_none());
+    let given = shm().map(|(r, _)| u64::from(r.capacity)).sum();
+    let held = shm().filter_map(|(_, st)| st.as_ref().map(|s| s.len)).sum();
     let total = p.header.config.lines().find_map(|l| l.strip_prefix("ACCEL_RX_BUFS=")?.split('\t').next()?.parse().ok());
     (given, held, total)
 }
@@ -421,7 +454,7 @@ fn buffers_text(p: &ProcInfo) -> String {
     format!(
         "packet buffers: {given} of {} (ACCEL_RX_BUFS) given to {} ring(s), {held} holding datagrams now",
         total.map_or("?".into(), |t| t.to_string()),
-        p.rings.len()
+        p.rings.iter().filter(|(r, _)| r.in_memory.is_none()).count()
     )
 }
 
@@ -496,6 +529,11 @@ pub fn to_json(snap: &Snapshot, rates: Option<&Rates>, interval: Option<f64>) ->
                     let mut f = vec![("name", J::s(r.name.clone())), ("key", J::s(r.key.clone())), ("owner", J::U(owner.into())), ("depth", J::U(r.capacity.into()))];
                     if let Some(st) = st {
                         f.push(("stats", ring_json(st)));
+                    }
+                    if let Some((_, _, spare)) = r.in_memory {
+                        f.push(("in_memory", J::Bool(true)));
+                        f.push(("spare_buffers", J::U(spare)));
+                        f.push(("buffers_in_use", xdp_in_use(p, spare).map_or(J::Null, J::U)));
                     }
                     J::obj(f)
                 })

@@ -26,6 +26,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const A_IP: &str = "10.203.0.1";
+/// The veth end in namespace A.
+const A_DEV: &str = "xa";
 const B_IP: &str = "10.203.0.2";
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -371,6 +373,7 @@ fn xdp_socat() {
     client.assert_success();
     assert!(wait_file_len(&server.out, data.len() as u64, Duration::from_secs(15)), "socat wrote {} bytes", server.stdout_bytes().len());
     std::thread::sleep(Duration::from_millis(200));
+    assert_stat_shows_xdp_queue(&env, server.pid, &format!("{A_IP}:{port}"), 400);
     server.stop();
     assert_same_bytes("socat output", &server.stdout_bytes(), &data);
     let kernel_in = env.a.in_datagrams() - in_before;
@@ -379,6 +382,44 @@ fn xdp_socat() {
     assert_eq!(kernel_in, 0, "A's kernel received datagrams");
     assert_eq!(env.xdp_counter(client_pid, "tx_datagrams") + kernel_out, 400);
     assert!(kernel_out <= 20, "B's kernel sent {kernel_out} of 400");
+}
+
+/// `accel stat --json -p PID` of an accelerated receiver in A: its socket on `local` is offloaded
+/// through xdp, names the AF_XDP queue as its ring with depth and fill, counts `datagrams`
+/// offloaded, and the queue is listed as a ring in the process's memory with its buffers.
+#[track_caller]
+fn assert_stat_shows_xdp_queue(env: &XdpEnv, pid: u32, local: &str, datagrams: u64) {
+    let mut cmd = Command::new(accel_tool());
+    for (k, _) in std::env::vars_os() {
+        let ks = k.to_string_lossy();
+        if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.args(["stat", "--json", "-p", &pid.to_string()]);
+    let out = run(cmd, env.cx.dir(), "stat-xdp", None);
+    out.assert_success();
+    let doc = JsonDoc::parse(&out.stdout_text(), env.cx.dir());
+    let sock = (0..)
+        .map(|i| format!("processes.0.sockets.{i}"))
+        .take_while(|k| doc.get(&format!("{k}.proto")).is_some())
+        .find(|k| doc.get(&format!("{k}.local")) == Some(local))
+        .unwrap_or_else(|| panic!("no socket on {local} in accel stat:\n{}", doc.text));
+    let ring = format!("xsk-{}-q0", A_DEV);
+    assert_eq!(doc.get(&format!("{sock}.vi")), Some(format!("xdp/{A_DEV}").as_str()), "{}", doc.text);
+    assert_eq!(doc.get(&format!("{sock}.ring")), Some(ring.as_str()), "{}", doc.text);
+    assert!(doc.u(&format!("{sock}.ring_depth")) > 0, "{}", doc.text);
+    assert!(doc.get(&format!("{sock}.ring_fill")).is_some_and(|v| v != "null"), "{}", doc.text);
+    assert_eq!(doc.u(&format!("{sock}.counters.shm_rx_packets")), datagrams, "offloaded receives\n{}", doc.text);
+    let r = (0..)
+        .map(|i| format!("processes.0.rings.{i}"))
+        .take_while(|k| doc.get(&format!("{k}.name")).is_some())
+        .find(|k| doc.get(&format!("{k}.name")) == Some(ring.as_str()))
+        .unwrap_or_else(|| panic!("the AF_XDP queue is not among the rings:\n{}", doc.text));
+    assert_eq!(doc.get(&format!("{r}.in_memory")), Some("true"), "{}", doc.text);
+    assert_eq!(doc.u(&format!("{r}.owner")), u64::from(pid));
+    let in_use = doc.u(&format!("{r}.buffers_in_use"));
+    assert!(in_use > 0 && in_use <= doc.u(&format!("{r}.depth")) + 64, "buffers in use {in_use}\n{}", doc.text);
 }
 
 /// nc -u accelerated in B (stdin a seqpacket socket) to nc -u -l accelerated in A: 400 messages

@@ -671,6 +671,11 @@ impl Block {
 
     /// Lists a ring this process created (once).
     fn note_ring(&self, name: &str, key: &str, capacity: u32, slot_size: u32) {
+        self.note_ring_as(name, key, capacity, slot_size, 0);
+    }
+
+    /// Lists a ring (once) with `flags` in its first word; returns its slot.
+    fn note_ring_as(&self, name: &str, key: &str, capacity: u32, slot_size: u32, flags: u64) -> Option<usize> {
         let name_words = pack_text(name, 8);
         let mut free = None;
         for i in 0..RING_SLOTS {
@@ -678,20 +683,24 @@ impl Block {
             let w0 = slot.meta(0).load(Ordering::Relaxed);
             if w0 as u8 == OPEN {
                 if (0..8).all(|k| slot.meta(2 + k).load(Ordering::Relaxed) == name_words[k]) {
-                    return;
+                    return Some(i);
                 }
                 // A ring whose file is gone (a per-socket ring after its socket closed): reusable.
-                if free.is_none() && !self.path.with_file_name(unpack_text(&(0..8).map(|k| slot.meta(2 + k).load(Ordering::Relaxed)).collect::<Vec<_>>())).exists() {
+                if free.is_none()
+                    && w0 & RING_IN_MEMORY == 0
+                    && !self.path.with_file_name(unpack_text(&(0..8).map(|k| slot.meta(2 + k).load(Ordering::Relaxed)).collect::<Vec<_>>())).exists()
+                {
                     free = Some(i);
                 }
             } else if free.is_none() {
                 free = Some(i);
             }
         }
-        let Some(i) = free else { return };
+        let i = free?;
         let slot = self.map.ring_slot(i);
-        let Some(locked) = slot.lock() else { return };
-        slot.meta(0).store(u64::from(OPEN) | u64::from(capacity) << 32, Ordering::Relaxed);
+        let locked = slot.lock()?;
+        slot.meta(0).store(u64::from(OPEN) | flags | u64::from(capacity) << 32, Ordering::Relaxed);
+        slot.meta(14).store(0, Ordering::Relaxed);
         slot.meta(1).store(u64::from(slot_size), Ordering::Relaxed);
         for (k, w) in name_words.iter().enumerate() {
             slot.meta(2 + k).store(*w, Ordering::Relaxed);
@@ -700,7 +709,49 @@ impl Block {
             slot.meta(10 + k).store(*w, Ordering::Relaxed);
         }
         slot.unlock(locked);
+        Some(i)
     }
+}
+
+/// Flag in a ring slot's first word: the ring lives in the process's memory (an AF_XDP queue),
+/// not in a file `accel stat` can open; the process publishes its state in the slot's last word
+/// ([`MemoryRing::set`]).
+const RING_IN_MEMORY: u64 = 1 << 8;
+
+/// The state of an in-memory ring, packed in one word: fill (21 bits), most ever waiting (21
+/// bits), spare buffers (22 bits), each saturating.
+fn pack_ring_state(fill: u64, max_fill: u64, spare: u64) -> u64 {
+    fill.min((1 << 21) - 1) | max_fill.min((1 << 21) - 1) << 21 | spare.min((1 << 22) - 1) << 42
+}
+
+/// What [`pack_ring_state`] packed: (fill, max_fill, spare).
+pub fn unpack_ring_state(w: u64) -> (u64, u64, u64) {
+    (w & ((1 << 21) - 1), w >> 21 & ((1 << 21) - 1), w >> 42)
+}
+
+/// A ring in this process's memory, listed in its stats block ([`memory_ring`]).
+#[derive(Debug)]
+pub struct MemoryRing {
+    word: &'static AtomicU64,
+}
+
+impl MemoryRing {
+    /// Publishes the ring's state: one relaxed store (called by the ring's consumer after it
+    /// changed).
+    #[inline]
+    pub fn set(&self, fill: u64, max_fill: u64, spare: u64) {
+        self.word.store(pack_ring_state(fill, max_fill, spare), Ordering::Relaxed);
+    }
+}
+
+/// Lists an in-memory ring (an AF_XDP receive queue) in this process's stats block, so `accel
+/// stat` shows its owner, depth, fill and buffers; None without a block.
+pub fn memory_ring(name: &str, key: &str, capacity: u32, slot_size: u32) -> Option<MemoryRing> {
+    let b = block()?;
+    let i = b.note_ring_as(name, key, capacity, slot_size, RING_IN_MEMORY)?;
+    // The ring slot's last word (its seq word, then 15 description words).
+    let word: &'static AtomicU64 = b.map.word(RINGS_OFF + i * RING_SLOT_LEN + 8 + 14 * 8);
+    Some(MemoryRing { word })
 }
 
 fn detached_alive(pid: u32, w0: u64, inode: u64) -> bool {
@@ -905,6 +956,10 @@ fn describe_binding(r: &RxBinding) -> (String, String) {
     #[allow(unreachable_patterns)] // a VI added later without a case here shows its kind only
     match &r.state {
         FilterState::Shm(f) => (f.ring_name.clone(), format!("{}/{}", r.kind.name(), f.ring_key)),
+        FilterState::Xdp(_) => match crate::xdp::port::existing() {
+            Some(p) => (crate::xdp::port::stats_ring_name(p.ifname()), format!("{}/{}", r.kind.name(), p.ifname())),
+            None => (String::new(), r.kind.name().to_string()),
+        },
         _ => (String::new(), r.kind.name().to_string()),
     }
 }
@@ -1041,6 +1096,8 @@ pub struct RingEntry {
     pub key: String,
     pub capacity: u32,
     pub slot_size: u32,
+    /// For a ring in the process's memory (no file): (fill, max_fill, spare buffers).
+    pub in_memory: Option<(u64, u64, u64)>,
 }
 
 /// What a reader got from the capture ring.
@@ -1199,10 +1256,12 @@ impl View {
                     return None;
                 }
                 let name = unpack_text(&w[2..10]);
-                if name.is_empty() || name.contains('/') || !dir.join(&name).exists() {
+                let in_memory = (w[0] & RING_IN_MEMORY != 0)
+                    .then(|| unpack_ring_state(self.map.ring_slot(i).meta(14).load(Ordering::Relaxed)));
+                if name.is_empty() || name.contains('/') || (in_memory.is_none() && !dir.join(&name).exists()) {
                     return None;
                 }
-                Some(RingEntry { name, key: unpack_text(&w[10..14]), capacity: (w[0] >> 32) as u32, slot_size: w[1] as u32 })
+                Some(RingEntry { name, key: unpack_text(&w[10..14]), capacity: (w[0] >> 32) as u32, slot_size: w[1] as u32, in_memory })
             })
             .collect()
     }

@@ -41,6 +41,9 @@ pub trait PostedRx: Send {
     fn arm(&mut self) -> bool {
         true
     }
+    /// The queue's state after it changed, for statistics: datagrams waiting (`fill`), the most
+    /// ever waiting, and buffers not free (posted to the device or holding a datagram).
+    fn queue_state(&mut self, _fill: u64, _max_fill: u64, _spare: u64) {}
 }
 
 struct Inner<P> {
@@ -133,6 +136,12 @@ impl<P: PostedRx> Inner<P> {
         self.scratch = scratch;
         self.max_fill = self.max_fill.max(self.ready.len() as u64);
         self.restock();
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let (fill, max, spare) = (self.ready.len() as u64, self.max_fill, self.free.len() as u64);
+        self.dev.queue_state(fill, max, spare);
     }
 }
 
@@ -160,6 +169,7 @@ impl<P: PostedRx> RxQueue for PostedQueue<P> {
         g.ready.pop_front();
         g.free.push(id);
         g.restock();
+        g.publish();
         true
     }
 

@@ -365,6 +365,11 @@ impl XdpVi {
         self.xsk.fill.size()
     }
 
+    /// How many UMEM frames receive (posted, holding a datagram, or spare).
+    pub fn rx_frames(&self) -> u32 {
+        self.umem.rx_frames()
+    }
+
     /// The largest UDP payload [`XdpVi::send`] takes.
     pub fn max_payload(&self) -> usize {
         self.max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER

@@ -67,6 +67,8 @@ pub struct XdpDev {
     groups: Vec<(SocketAddrV4, u64, bool)>,
     /// When the memberships were last compared with /proc/net/igmp.
     groups_checked: std::time::Instant,
+    /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
+    stats: Option<crate::stats::MemoryRing>,
     ifname: String,
     depth: u32,
 }
@@ -245,6 +247,17 @@ impl PostedRx for XdpDev {
     fn depth(&self) -> u32 {
         self.depth
     }
+
+    fn queue_state(&mut self, fill: u64, max_fill: u64, spare: u64) {
+        if let Some(s) = &self.stats {
+            s.set(fill, max_fill, spare);
+        }
+    }
+}
+
+/// The name `accel stat` shows for the AF_XDP receive queue of `ifname` (queue 0).
+pub fn stats_ring_name(ifname: &str) -> String {
+    format!("xsk-{ifname}-q0")
 }
 
 /// One process's AF_XDP port. See the module docs.
@@ -388,6 +401,7 @@ impl XdpPort {
             groups_checked: std::time::Instant::now(),
             ifname: ifname.to_string(),
             depth,
+            stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
         };
         let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);

@@ -77,6 +77,11 @@ impl Umem {
         self.len == 0
     }
 
+    /// How many frames are for receiving.
+    pub fn rx_frames(&self) -> u32 {
+        self.rx_frames
+    }
+
     /// The addresses of the receive frames.
     pub fn rx_addrs(&self) -> impl Iterator<Item = u64> {
         (0..u64::from(self.rx_frames)).map(|i| i * u64::from(FRAME_SIZE))
