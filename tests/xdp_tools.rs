@@ -389,13 +389,7 @@ fn xdp_socat() {
 /// offloaded, and the queue is listed as a ring in the process's memory with its buffers.
 #[track_caller]
 fn assert_stat_shows_xdp_queue(env: &XdpEnv, pid: u32, local: &str, datagrams: u64) {
-    let mut cmd = Command::new(accel_tool());
-    for (k, _) in std::env::vars_os() {
-        let ks = k.to_string_lossy();
-        if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
-            cmd.env_remove(&k);
-        }
-    }
+    let mut cmd = accel_tool_command();
     cmd.args(["stat", "--json", "-p", &pid.to_string()]);
     let out = run(cmd, env.cx.dir(), "stat-xdp", None);
     out.assert_success();

@@ -1401,13 +1401,7 @@ impl ShmEnv {
     /// during a bypassed transfer (each wakes a sleeping receiver through its kernel socket).
     #[track_caller]
     pub fn doorbells_received(&self, pid: u32) -> u64 {
-        let mut cmd = Command::new(accel_tool());
-        for (k, _) in std::env::vars_os() {
-            let ks = k.to_string_lossy();
-            if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
-                cmd.env_remove(&k);
-            }
-        }
+        let mut cmd = accel_tool_command();
         cmd.args(["stat", "--json", "-p", &pid.to_string()]);
         let out = run(cmd, self.cx.dir(), "stat-doorbells", None);
         out.assert_success();
@@ -1708,6 +1702,18 @@ pub fn accel_tool() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_accel"))
 }
 
+/// The `accel` tool, not preloaded and without the caller's ACCEL_*/VMA_* settings.
+pub fn accel_tool_command() -> Command {
+    let mut cmd = Command::new(accel_tool());
+    for (k, _) in std::env::vars_os() {
+        let ks = k.to_string_lossy();
+        if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
 /// A JSON document, parsed by python's `json` module (the test checks it parses) and flattened
 /// to `path → scalar`: `processes.0.sockets.1.counters.shm_rx_packets` → "1001". Strings are
 /// unquoted, `null` is "null", booleans are "true"/"false".
@@ -1815,13 +1821,7 @@ impl OpsEnv {
 
     /// The `accel` tool (not preloaded, outside the namespace) looking at this test's registry.
     pub fn tool(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(accel_tool());
-        for (k, _) in std::env::vars_os() {
-            let ks = k.to_string_lossy();
-            if ks == "LD_PRELOAD" || ks.starts_with("ACCEL_") || ks.starts_with("VMA_") {
-                cmd.env_remove(&k);
-            }
-        }
+        let mut cmd = accel_tool_command();
         cmd.env("ACCEL_SHM_DIR", &self.registry).args(args);
         cmd
     }
