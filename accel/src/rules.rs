@@ -1044,15 +1044,30 @@ mod tests {
         let _ = pattern.to_string();
     }
 
-    fn scratch_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("accel-rules-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A directory of one test's own, removed with everything in it when the test ends (pass or fail).
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(test: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!(
+                "accel-rules-test-{}-{test}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn load_reads_a_file() {
-        let path = scratch_dir().join("libvma.conf");
+        let scratch = Scratch::new("load");
+        let path = scratch.0.join("libvma.conf");
         std::fs::write(
             &path,
             b"application-id app B1\nuse os udp_receiver *:5001\nnonsense\n",
@@ -1069,7 +1084,8 @@ mod tests {
 
     #[test]
     fn load_survives_invalid_utf8() {
-        let path = scratch_dir().join("binary.conf");
+        let scratch = Scratch::new("utf8");
+        let path = scratch.0.join("binary.conf");
         std::fs::write(
             &path,
             b"use os tcp_server *:1\n\xff\xfe use\nuse os tcp_server *:3\n",
@@ -1099,7 +1115,8 @@ mod tests {
         );
 
         // A directory opens but cannot be read.
-        let (set, warnings) = RuleSet::load(&scratch_dir(), "p", None);
+        let scratch = Scratch::new("dir");
+        let (set, warnings) = RuleSet::load(&scratch.0, "p", None);
         assert!(set.is_empty());
         assert_eq!(warnings.len(), 1);
         assert_eq!(warnings[0].used, "no rules");
@@ -1107,7 +1124,8 @@ mod tests {
 
     #[test]
     fn an_oversized_file_is_refused() {
-        let path = scratch_dir().join("huge.conf");
+        let scratch = Scratch::new("huge");
+        let path = scratch.0.join("huge.conf");
         let line = "use os tcp_server *:1\n";
         let copies = (MAX_RULES_FILE_BYTES as usize / line.len()) + 1;
         std::fs::write(&path, line.repeat(copies)).unwrap();
