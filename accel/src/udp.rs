@@ -494,7 +494,8 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
     if !name_ok || (len > 0 && !plausible(buf, len)) {
         return receive_then_fault(fd, &s, flags);
     }
-    if flags & !libc::MSG_DONTWAIT == 0 {
+    // MSG_NOSIGNAL means nothing to a receive (sockperf passes it on every call).
+    if flags & !(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 0 {
         if let Some(r) = recv_ready(&s, buf, len, flags, a, al) {
             return r;
         }
@@ -517,7 +518,8 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
 }
 
 /// The common case of recv/recvfrom/read, without the general receive's set-up: a datagram for
-/// this socket is at the head of its queue, and the call has no flags but MSG_DONTWAIT. None =
+/// this socket is at the head of its queue, and the call has no flags but MSG_DONTWAIT (and the
+/// meaningless MSG_NOSIGNAL). None =
 /// anything else (the general path then decides, as if this had not run).
 ///
 /// # Safety
