@@ -726,6 +726,193 @@ fn xdp_multicast_members_each_get_every_datagram() {
     assert_eq!(env.a.in_datagrams() - before, 2 * count as u64);
 }
 
+/// A multicast member for the tests below: binds 0.0.0.0:port (SO_REUSEADDR), joins `group` on
+/// `iface` (`any`: IP_ADD_MEMBERSHIP; `src=S[+S2...]`: IP_ADD_SOURCE_MEMBERSHIP for each
+/// source), says "joined", then counts datagrams "p<phase>-<i>:" (the tag repeated to 300
+/// bytes; anything else is "bad"). `phases` is "PHASE:COUNT,...": when a phase has all its
+/// datagrams it prints "phase P complete N dup D". It prints "first P from ADDR" at the first
+/// datagram of each phase. After the phase `leave_after` (or "-": never) is complete it drops
+/// its membership (the same option family it joined with), prints "left" and exits; otherwise
+/// it exits when every listed phase is complete, or after `quiet` seconds of silence, printing
+/// "summary" with every phase's count.
+const MMEMBER: &str = r#"
+import socket, sys
+group, iface, port, how, phases, leave_after, quiet = sys.argv[1:8]
+port, quiet = int(port), float(quiet)
+want = {int(p): int(n) for p, n in (x.split(":") for x in phases.split(",") if x)}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", port))
+g, i = socket.inet_aton(group), socket.inet_aton(iface)
+sources = how[4:].split("+") if how.startswith("src=") else []
+if sources:
+    for src in sources:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, g + i)
+print("joined", flush=True)
+s.settimeout(quiet)
+seen, dup, bad, senders = {}, {}, 0, {}
+def leave():
+    if sources:
+        for src in sources:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, g + i)
+try:
+    while any(len(seen.get(p, ())) < n for p, n in want.items()):
+        d, a = s.recvfrom(2048)
+        try:
+            tag = d.split(b":", 1)[0]
+            p, n = (int(x) for x in tag[1:].split(b"-"))
+            assert tag.startswith(b"p") and d == ((tag + b":") * 300)[:300]
+        except Exception:
+            bad += 1
+            continue
+        if p not in seen:
+            seen[p] = set()
+            print("first", p, "from", a[0], flush=True)
+        if n in seen[p]:
+            dup[p] = dup.get(p, 0) + 1
+        seen[p].add(n)
+        senders.setdefault(p, set()).add(a[0])
+        if p in want and len(seen[p]) == want[p]:
+            print("phase", p, "complete", want[p], "dup", dup.get(p, 0), flush=True)
+            if str(p) == leave_after:
+                leave()
+                print("left", flush=True)
+                break
+except socket.timeout:
+    pass
+print("summary", " ".join("%d:%d" % (p, len(v)) for p, v in sorted(seen.items())),
+      "bad", bad, "dup", sum(dup.values()),
+      "senders", " ".join("%d=%s" % (p, "+".join(sorted(v))) for p, v in sorted(senders.items())), flush=True)
+"#;
+
+/// The datagram `i` of phase `phase` as [`MMEMBER`] checks it.
+fn mpayload(phase: u32, i: u32) -> Vec<u8> {
+    let tag = format!("p{phase}-{i}:");
+    tag.as_bytes().iter().copied().cycle().take(300).collect()
+}
+
+/// Sends datagrams `range` of `phase` to group:port from a socket of the test process in B
+/// bound to `src` (an address of xb), paced (a 2 ms pause every 20).
+fn msend_from(env: &XdpEnv, src: &str, group: &str, port: u16, phase: u32, range: std::ops::Range<u32>) {
+    let (src, dest) = (format!("{src}:0"), format!("{group}:{port}"));
+    env.b.run_in(move || {
+        let s = std::net::UdpSocket::bind(src.as_str()).expect("sender socket in B");
+        for i in range {
+            s.send_to(&mpayload(phase, i), dest.as_str()).expect("send to the group");
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    })
+}
+
+/// Waits (bounded) until `p` printed a line containing `needle`, sending datagram after datagram
+/// of phase `phase` (one every 20 ms) meanwhile; returns how many were sent.
+#[track_caller]
+fn probe_until(env: &XdpEnv, p: &mut Proc, needle: &str, group: &str, port: u16, phase: u32) -> u32 {
+    for i in 0..250 {
+        if p.stdout_text().contains(needle) {
+            return i;
+        }
+        assert!(p.try_exited().is_none(), "{} exited\n{}\n{}", p.name, p.stdout_text(), p.stderr_text());
+        msend_from(env, B_IP, group, port, phase, i..i + 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{}: no `{needle}` after 250 probes (5 s)\n{}", p.name, p.stdout_text());
+}
+
+/// Sends probes of `phase` (one every 20 ms, at most 5 s) until three in a row leave A's
+/// `Udp: InDatagrams` unchanged: the group is steered to the XSK again. Returns the time it took.
+#[track_caller]
+fn probe_until_steered(env: &XdpEnv, group: &str, port: u16, phase: u32) -> Duration {
+    let start = Instant::now();
+    let mut flat = 0;
+    let mut last = env.a.in_datagrams();
+    for i in 0..250 {
+        msend_from(env, B_IP, group, port, phase, i..i + 1);
+        std::thread::sleep(Duration::from_millis(20));
+        let now = env.a.in_datagrams();
+        flat = if now == last { flat + 1 } else { 0 };
+        last = now;
+        if flat == 3 {
+            return start.elapsed();
+        }
+    }
+    panic!("{group}:{port} still reaches A's kernel after 250 probes (5 s)");
+}
+
+/// The single-member rule both ways: an accelerated member alone has the group through the
+/// XSK; a second member joins (a plain process without the library; then an accelerated one,
+/// which cannot have the queue) and, once the owner has seen it, both get every datagram
+/// through the kernel; the second member drops its membership (IP_DROP_MEMBERSHIP) and within a
+/// bounded time the group is steered to the XSK again: A's kernel then receives none of the
+/// next datagrams, which all reach the owner intact.
+#[test]
+fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
+    let env = XdpEnv::new("xdp_mcast_leave");
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let n = 500u32;
+    for (second_accel, group, port) in [(false, "239.1.2.4", 7100u16), (true, "239.1.2.5", 7101)] {
+        let what = if second_accel { "accelerated second member" } else { "plain second member" };
+        let phases = format!("0:{n},2:{n},4:{n}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &phases, "-", "20"]);
+        let mut owner = env.spawn(cmd, &format!("owner-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+
+        // Alone: through the XSK.
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 0, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: alone, the owner's datagrams reached A's kernel");
+
+        // A second member: once the owner has seen it (a few probes), the kernel serves both.
+        let mut cmd = env.cmd(Side::A, second_accel, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("2:{n}"), "2", "20"]);
+        let mut second = env.spawn(cmd, &format!("second-{port}"));
+        wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
+        let probes = probe_until(&env, &mut second, "first 1 ", group, port, 1);
+        eprintln!("{what}: got a datagram after {probes} probes");
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 2, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 2 complete {n} dup 0"), CHILD_TIMEOUT);
+        let st = second.wait_timeout(CHILD_TIMEOUT);
+        let out = second.stdout_text();
+        assert!(
+            st.success() && out.contains(&format!("phase 2 complete {n} dup 0")) && out.contains("left"),
+            "{what}: {out}\n{}",
+            second.stderr_text()
+        );
+        let through_kernel = env.a.in_datagrams() - before;
+        assert!(through_kernel >= 2 * u64::from(n), "{what}: the kernel delivered {through_kernel}, not each member's copy");
+
+        // The second member left: the group goes back to the XSK, within a bounded time.
+        let took = probe_until_steered(&env, group, port, 3);
+        eprintln!("{what}: steered to the XSK again {took:?} after the second member left");
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 4, 0..n);
+        let st = owner.wait_timeout(CHILD_TIMEOUT);
+        let out = owner.stdout_text();
+        let log = env.log_of(owner.pid);
+        assert!(st.success() && out.contains(&format!("phase 4 complete {n} dup 0")), "{what}: {out}\n{}", owner.stderr_text());
+        assert!(out.contains("bad 0 dup 0"), "{what}: {out}");
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: steered again, A's kernel received the owner's datagrams");
+        // Steered at the join, handed to the kernel, steered again.
+        assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered")).count(), 2, "{what}\n{log}");
+        assert_eq!(log.matches(&format!("xdp: {group}:{port} has other members")).count(), 1, "{what}\n{log}");
+        // Phases 0 and 4 (and the probes after the re-steer) came through the XSK.
+        assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{what}\n{log}");
+        assert_eq!(env.xdp_counter(owner.pid, "rx_dropped"), 0, "{what}");
+    }
+}
+
 /// Injects hand-made frames from B with a raw (AF_PACKET) socket on xb: per round, a set of
 /// malformed frames addressed to A's port, then one valid datagram "v<round>"; finally "END".
 const INJECTOR: &str = r#"

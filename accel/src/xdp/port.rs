@@ -163,7 +163,10 @@ impl XdpDev {
             let spec = XdpFilterSpec::udp(gp);
             if alone && !installed {
                 match self.add(spec, cookie) {
-                    Ok(()) => self.groups[i].2 = true,
+                    Ok(()) => {
+                        self.groups[i].2 = true;
+                        crate::log::debug(format_args!("xdp: {gp} has a single member: steered to the XSK"));
+                    }
                     Err(e) => crate::log::debug(format_args!("xdp: group filter {gp}: {e}")),
                 }
             } else if !alone && installed {
