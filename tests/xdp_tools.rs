@@ -727,41 +727,61 @@ fn xdp_multicast_members_each_get_every_datagram() {
 }
 
 /// A multicast member for the tests below: binds 0.0.0.0:port (SO_REUSEADDR), joins `group` on
-/// `iface` (`any`: IP_ADD_MEMBERSHIP; `src=S[+S2...]`: IP_ADD_SOURCE_MEMBERSHIP for each
-/// source), says "joined", then counts datagrams "p<phase>-<i>:" (the tag repeated to 300
-/// bytes; anything else is "bad"). `phases` is "PHASE:COUNT,...": when a phase has all its
-/// datagrams it prints "phase P complete N dup D". It prints "first P from ADDR" at the first
-/// datagram of each phase. After the phase `leave_after` (or "-": never) is complete it drops
-/// its membership (the same option family it joined with), prints "left" and exits; otherwise
-/// it exits when every listed phase is complete, or after `quiet` seconds of silence, printing
-/// "summary" with every phase's count.
+/// the interface with address `iface` (named `ifname`, for the MCAST_* options) as `how` says,
+/// says "joined", then counts datagrams "p<phase>-<i>:" (the tag repeated to 300 bytes;
+/// anything else is "bad"). `how`: `any` (IP_ADD_MEMBERSHIP); `any-block=S` (then
+/// IP_BLOCK_SOURCE S); `src=S[+S2...]` (IP_ADD_SOURCE_MEMBERSHIP for each source);
+/// `mcast-src=S[+S2...]` (MCAST_JOIN_SOURCE_GROUP for each). `phases` is "PHASE:COUNT,...":
+/// when a phase has all its datagrams it prints "phase P complete N dup D". It prints "first P
+/// from ADDR" at the first datagram of each phase. After the phase `leave_after` ("-": never)
+/// is complete it drops its membership (the same option family it joined with; the sources one
+/// by one) and prints "left"; then it exits, or with a `+` after the phase keeps receiving until
+/// `quiet` seconds of silence. Otherwise it exits when every listed phase is complete, or after
+/// `quiet` seconds of silence. Last it prints "summary" with every phase's count.
 const MMEMBER: &str = r#"
-import socket, sys
-group, iface, port, how, phases, leave_after, quiet = sys.argv[1:8]
+import socket, struct, sys
+group, iface, port, how, phases, leave_after, quiet, ifname = sys.argv[1:9]
 port, quiet = int(port), float(quiet)
 want = {int(p): int(n) for p, n in (x.split(":") for x in phases.split(",") if x)}
+# Not in the socket module of every python: the Linux values.
+IP_UNBLOCK_SOURCE, IP_BLOCK_SOURCE, IP_ADD_SOURCE_MEMBERSHIP, IP_DROP_SOURCE_MEMBERSHIP = 37, 38, 39, 40
+MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 s.bind(("0.0.0.0", port))
 g, i = socket.inet_aton(group), socket.inet_aton(iface)
-sources = how[4:].split("+") if how.startswith("src=") else []
-if sources:
+kind, _, rest = how.partition("=")
+sources = rest.split("+") if kind in ("src", "mcast-src") else []
+def storage(a):
+    return struct.pack("=H2x4s", socket.AF_INET, socket.inet_aton(a)).ljust(128, b"\0")
+def gsr(src):
+    return struct.pack("=I4x", socket.if_nametoindex(ifname)) + storage(group) + storage(src)
+if kind == "src":
     for src in sources:
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+        s.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+elif kind == "mcast-src":
+    for src in sources:
+        s.setsockopt(socket.IPPROTO_IP, MCAST_JOIN_SOURCE_GROUP, gsr(src))
 else:
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, g + i)
+    if kind == "any-block":
+        s.setsockopt(socket.IPPROTO_IP, IP_BLOCK_SOURCE, g + i + socket.inet_aton(rest))
 print("joined", flush=True)
 s.settimeout(quiet)
 seen, dup, bad, senders = {}, {}, 0, {}
+lingering = False
 def leave():
-    if sources:
+    if kind == "src":
         for src in sources:
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+            s.setsockopt(socket.IPPROTO_IP, IP_DROP_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+    elif kind == "mcast-src":
+        for src in sources:
+            s.setsockopt(socket.IPPROTO_IP, MCAST_LEAVE_SOURCE_GROUP, gsr(src))
     else:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, g + i)
 try:
-    while any(len(seen.get(p, ())) < n for p, n in want.items()):
+    while lingering or any(len(seen.get(p, ())) < n for p, n in want.items()):
         d, a = s.recvfrom(2048)
         try:
             tag = d.split(b":", 1)[0]
@@ -779,10 +799,12 @@ try:
         senders.setdefault(p, set()).add(a[0])
         if p in want and len(seen[p]) == want[p]:
             print("phase", p, "complete", want[p], "dup", dup.get(p, 0), flush=True)
-            if str(p) == leave_after:
+            if leave_after.rstrip("+") == str(p):
                 leave()
                 print("left", flush=True)
-                break
+                if not leave_after.endswith("+"):
+                    break
+                lingering = True
 except socket.timeout:
     pass
 print("summary", " ".join("%d:%d" % (p, len(v)) for p, v in sorted(seen.items())),
@@ -863,7 +885,7 @@ fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
         let what = if second_accel { "accelerated second member" } else { "plain second member" };
         let phases = format!("0:{n},2:{n},4:{n}");
         let mut cmd = env.cmd(Side::A, true, &py);
-        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &phases, "-", "20"]);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &phases, "-", "20", A_DEV]);
         let mut owner = env.spawn(cmd, &format!("owner-{port}"));
         wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
 
@@ -875,7 +897,7 @@ fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
 
         // A second member: once the owner has seen it (a few probes), the kernel serves both.
         let mut cmd = env.cmd(Side::A, second_accel, &py);
-        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("2:{n}"), "2", "20"]);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("2:{n}"), "2", "20", A_DEV]);
         let mut second = env.spawn(cmd, &format!("second-{port}"));
         wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
         let probes = probe_until(&env, &mut second, "first 1 ", group, port, 1);
@@ -911,6 +933,120 @@ fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
         assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{what}\n{log}");
         assert_eq!(env.xdp_counter(owner.pid, "rx_dropped"), 0, "{what}");
     }
+}
+
+/// A second address of B's veth end: a source the members below did not join.
+const B_IP2: &str = "10.203.0.3";
+
+/// Source-specific multicast on the datapath: a member that joined group G for source S only
+/// (IP_ADD_SOURCE_MEMBERSHIP; then MCAST_JOIN_SOURCE_GROUP) gets S's datagrams through the XSK
+/// (A's kernel sees none of them) and none of another source's, which the program passes to the
+/// kernel and the kernel's source filter drops; once it dropped the source nothing more reaches
+/// it. Only what it joined ever reached the XSK. An any-source member that blocks a source
+/// (IP_BLOCK_SOURCE) is served by the kernel, which keeps the blocked source out; a second
+/// member of a source-specific group (a plain process) makes the kernel serve both.
+#[test]
+fn xdp_multicast_source_specific_members() {
+    let env = XdpEnv::new("xdp_mcast_ssm");
+    env.b.exec(&["ip", "addr", "add", &format!("{B_IP2}/24"), "dev", "xb"]);
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let n = 400u32;
+
+    for (how, joined, other, group, port) in [
+        ("src", B_IP, B_IP2, "232.1.2.3", 7200u16),
+        ("mcast-src", B_IP2, B_IP, "232.1.2.4", 7201),
+    ] {
+        let what = format!("{how}={joined}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &what, &format!("0:{n},2:{n}"), "2+", "1.5", A_DEV]);
+        let mut owner = env.spawn(cmd, &format!("ssm-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+        let before = env.a.in_datagrams();
+        // The other source first, then the joined one; then the joined one again after a pause
+        // (the other source's datagrams, had they been delivered, would be in by then).
+        msend_from(&env, other, group, port, 1, 0..n);
+        msend_from(&env, joined, group, port, 0, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(300));
+        msend_from(&env, joined, group, port, 2, 0..n);
+        wait_stdout_line(&mut owner, "left", CHILD_TIMEOUT);
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: A's kernel received datagrams of the group");
+        // Dropped the source: the next datagrams from it reach nobody.
+        msend_from(&env, joined, group, port, 3, 0..50);
+        let st = owner.wait_timeout(CHILD_TIMEOUT);
+        let out = owner.stdout_text();
+        let log = env.log_of(owner.pid);
+        assert!(st.success(), "{what}: {st}\n{out}\n{}", owner.stderr_text());
+        let summary = out.lines().find(|l| l.starts_with("summary")).unwrap_or_else(|| panic!("{what}: {out}"));
+        assert!(
+            summary.starts_with(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={joined} 2={joined}")),
+            "{what}: the member got datagrams it did not join for: {summary}\n{log}"
+        );
+        assert!(log.contains(&format!("xdp: {group}:{port} has a single member: steered to the XSK from {joined}")), "{what}\n{log}");
+        // Only the joined source's datagrams went through the XSK, and every one had its owner.
+        assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{what}\n{log}");
+        assert_eq!(env.xdp_counter(owner.pid, "rx_unclaimed"), 0, "{what}");
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: the kernel delivered datagrams after the member left");
+    }
+
+    // Both sources joined: the datagrams of both, through the XSK (the other source's do reach A).
+    let (group, port) = ("232.1.2.6", 7204u16);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("src={B_IP}+{B_IP2}"), &format!("0:{n},1:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "ssm-two-sources");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 1, 0..n);
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("summary 0:{n} 1:{n} bad 0 dup 0 senders 0={B_IP} 1={B_IP2}\n")), "two sources: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "two sources: A's kernel received datagrams of the group");
+    assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{log}");
+    assert!(log.contains(&format!("xdp: {group}:{port}: steered to the XSK from {B_IP}, {B_IP2}")), "{log}");
+
+    // An any-source member that blocks a source: the kernel serves the group (and filters).
+    let (group, port) = ("239.1.3.1", 7202u16);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("any-block={B_IP2}"), &format!("0:{n}"), "-", "1.5", A_DEV]);
+    let mut owner = env.spawn(cmd, "asm-block");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 1, 0..n);
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("summary 0:{n} bad 0 dup 0 senders 0={B_IP}\n")), "blocked source: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, u64::from(n), "blocked source: the kernel serves the group\n{log}");
+    assert!(log.contains(&format!("xdp: {group}:{port}: a source filter the program cannot follow: the kernel serves it")), "{log}");
+
+    // A source-specific group with a second member: the kernel serves both.
+    let (group, port) = ("232.1.2.5", 7203u16);
+    let src = format!("src={B_IP}");
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "ssm-owner");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    let mut cmd = env.cmd(Side::A, false, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+    let mut second = env.spawn(cmd, "ssm-second");
+    wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
+    probe_until(&env, &mut second, "first 1 ", group, port, 1);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 3, 0..n);
+    msend_from(&env, B_IP, group, port, 2, 0..n);
+    for p in [&mut owner, &mut second] {
+        let st = p.wait_timeout(CHILD_TIMEOUT);
+        let out = p.stdout_text();
+        assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "{}: {out}\n{}", p.name, p.stderr_text());
+        assert!(!out.contains("first 3 "), "{}: got the other source's datagrams: {out}", p.name);
+    }
+    assert!(env.a.in_datagrams() - before >= 2 * u64::from(n), "two source-specific members: the kernel serves both");
+    assert!(env.log_of(owner.pid).contains(&format!("xdp: {group}:{port} has other members")), "{}", env.log_of(owner.pid));
 }
 
 /// Injects hand-made frames from B with a raw (AF_PACKET) socket on xb: per round, a set of
