@@ -737,7 +737,8 @@ fn xdp_multicast_members_each_get_every_datagram() {
 /// is complete it drops its membership (the same option family it joined with; the sources one
 /// by one) and prints "left"; then it exits, or with a `+` after the phase keeps receiving until
 /// `quiet` seconds of silence. Otherwise it exits when every listed phase is complete, or after
-/// `quiet` seconds of silence. Last it prints "summary" with every phase's count.
+/// `quiet` seconds of silence. Last it prints "summary" with every phase's count. With
+/// `any-block`, `leave_after` "uP" unblocks the source after phase P instead ("unblocked").
 const MMEMBER: &str = r#"
 import socket, struct, sys
 group, iface, port, how, phases, leave_after, quiet, ifname = sys.argv[1:9]
@@ -799,7 +800,10 @@ try:
         senders.setdefault(p, set()).add(a[0])
         if p in want and len(seen[p]) == want[p]:
             print("phase", p, "complete", want[p], "dup", dup.get(p, 0), flush=True)
-            if leave_after.rstrip("+") == str(p):
+            if kind == "any-block" and leave_after == "u%d" % p:
+                s.setsockopt(socket.IPPROTO_IP, IP_UNBLOCK_SOURCE, g + i + socket.inet_aton(rest))
+                print("unblocked", flush=True)
+            elif leave_after.rstrip("+") == str(p):
                 leave()
                 print("left", flush=True)
                 if not leave_after.endswith("+"):
@@ -942,8 +946,9 @@ const B_IP2: &str = "10.203.0.3";
 /// (IP_ADD_SOURCE_MEMBERSHIP; then MCAST_JOIN_SOURCE_GROUP) gets S's datagrams through the XSK
 /// (A's kernel sees none of them) and none of another source's, which the program passes to the
 /// kernel and the kernel's source filter drops; once it dropped the source nothing more reaches
-/// it. Only what it joined ever reached the XSK. An any-source member that blocks a source
-/// (IP_BLOCK_SOURCE) is served by the kernel, which keeps the blocked source out; a second
+/// it. Only what it joined ever reached the XSK. A member of two sources gets both through the
+/// XSK. An any-source member that blocks a source (IP_BLOCK_SOURCE) is served by the kernel,
+/// which keeps the blocked source out, and is steered again once it unblocks it; a second
 /// member of a source-specific group (a plain process) makes the kernel serve both.
 #[test]
 fn xdp_multicast_source_specific_members() {
@@ -1008,21 +1013,28 @@ fn xdp_multicast_source_specific_members() {
     assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{log}");
     assert!(log.contains(&format!("xdp: {group}:{port}: steered to the XSK from {B_IP}, {B_IP2}")), "{log}");
 
-    // An any-source member that blocks a source: the kernel serves the group (and filters).
+    // An any-source member that blocks a source: the kernel serves the group (and filters);
+    // once it unblocks the source, the group is steered again, that source included.
     let (group, port) = ("239.1.3.1", 7202u16);
     let mut cmd = env.cmd(Side::A, true, &py);
-    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("any-block={B_IP2}"), &format!("0:{n}"), "-", "1.5", A_DEV]);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("any-block={B_IP2}"), &format!("0:{n},2:{n}"), "u0", "20", A_DEV]);
     let mut owner = env.spawn(cmd, "asm-block");
     wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
     let before = env.a.in_datagrams();
     msend_from(&env, B_IP2, group, port, 1, 0..n);
     msend_from(&env, B_IP, group, port, 0, 0..n);
+    wait_stdout_line(&mut owner, "unblocked", CHILD_TIMEOUT);
+    assert_eq!(env.a.in_datagrams() - before, u64::from(n), "blocked source: the kernel serves the group\n{}", env.log_of(owner.pid));
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 2, 0..n);
     let st = owner.wait_timeout(CHILD_TIMEOUT);
     let out = owner.stdout_text();
     let log = env.log_of(owner.pid);
-    assert!(st.success() && out.contains(&format!("summary 0:{n} bad 0 dup 0 senders 0={B_IP}\n")), "blocked source: {out}\n{log}");
-    assert_eq!(env.a.in_datagrams() - before, u64::from(n), "blocked source: the kernel serves the group\n{log}");
+    assert!(st.success() && out.contains(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={B_IP} 2={B_IP2}\n")), "blocked source: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "unblocked: A's kernel received datagrams of the group\n{log}");
     assert!(log.contains(&format!("xdp: {group}:{port}: a source filter the program cannot follow: the kernel serves it")), "{log}");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered to the XSK\n")).count(), 2, "{log}");
+    assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), u64::from(n), "{log}");
 
     // A source-specific group with a second member: the kernel serves both.
     let (group, port) = ("232.1.2.5", 7203u16);
