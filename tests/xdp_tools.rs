@@ -733,7 +733,7 @@ fn xdp_multicast_members_each_get_every_datagram() {
 /// IP_BLOCK_SOURCE S); `src=S[+S2...]` (IP_ADD_SOURCE_MEMBERSHIP for each source);
 /// `mcast-src=S[+S2...]` (MCAST_JOIN_SOURCE_GROUP for each). `phases` is "PHASE:COUNT,...":
 /// when a phase has all its datagrams it prints "phase P complete N dup D". It prints "first P
-/// from ADDR" at the first datagram of each phase. After the phase `leave_after` ("-": never)
+/// from ADDR n I" at the first datagram of each phase (I: its number). After the phase `leave_after` ("-": never)
 /// is complete it drops its membership (the same option family it joined with; the sources one
 /// by one) and prints "left"; then it exits, or with a `+` after the phase keeps receiving until
 /// `quiet` seconds of silence. Otherwise it exits when every listed phase is complete, or after
@@ -793,7 +793,7 @@ try:
             continue
         if p not in seen:
             seen[p] = set()
-            print("first", p, "from", a[0], flush=True)
+            print("first", p, "from", a[0], "n", n, flush=True)
         if n in seen[p]:
             dup[p] = dup.get(p, 0) + 1
         seen[p].add(n)
@@ -1036,29 +1036,36 @@ fn xdp_multicast_source_specific_members() {
     assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered to the XSK\n")).count(), 2, "{log}");
     assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), u64::from(n), "{log}");
 
-    // A source-specific group with a second member: the kernel serves both.
-    let (group, port) = ("232.1.2.5", 7203u16);
-    let src = format!("src={B_IP}");
-    let mut cmd = env.cmd(Side::A, true, &py);
-    cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
-    let mut owner = env.spawn(cmd, "ssm-owner");
-    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
-    let mut cmd = env.cmd(Side::A, false, &py);
-    cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
-    let mut second = env.spawn(cmd, "ssm-second");
-    wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
-    probe_until(&env, &mut second, "first 1 ", group, port, 1);
-    let before = env.a.in_datagrams();
-    msend_from(&env, B_IP2, group, port, 3, 0..n);
-    msend_from(&env, B_IP, group, port, 2, 0..n);
-    for p in [&mut owner, &mut second] {
-        let st = p.wait_timeout(CHILD_TIMEOUT);
-        let out = p.stdout_text();
-        assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "{}: {out}\n{}", p.name, p.stderr_text());
-        assert!(!out.contains("first 3 "), "{}: got the other source's datagrams: {out}", p.name);
+    // A source-specific group with a second member (plain; accelerated, without the queue): the
+    // kernel serves both.
+    for (second_accel, group, port) in [(false, "232.1.2.5", 7203u16), (true, "232.1.2.7", 7205)] {
+        let src = format!("src={B_IP}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+        let mut owner = env.spawn(cmd, &format!("ssm-owner-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+        let mut cmd = env.cmd(Side::A, second_accel, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+        let mut second = env.spawn(cmd, &format!("ssm-second-{port}"));
+        wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
+        probe_until(&env, &mut second, "first 1 ", group, port, 1);
+        if second_accel {
+            // It handed the group back to the kernel at its join: the first probe reached it.
+            let first = wait_stdout_line(&mut second, "first 1 ", LISTEN_DEADLINE);
+            assert!(first.ends_with(" n 0"), "{first}\n{}", env.log_of(second.pid));
+        }
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP2, group, port, 3, 0..n);
+        msend_from(&env, B_IP, group, port, 2, 0..n);
+        for p in [&mut owner, &mut second] {
+            let st = p.wait_timeout(CHILD_TIMEOUT);
+            let out = p.stdout_text();
+            assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "{}: {out}\n{}", p.name, p.stderr_text());
+            assert!(!out.contains("first 3 "), "{}: got the other source's datagrams: {out}", p.name);
+        }
+        assert!(env.a.in_datagrams() - before >= 2 * u64::from(n), "two source-specific members: the kernel serves both");
+        assert!(env.log_of(owner.pid).contains(&format!("xdp: {group}:{port} has other members")), "{}", env.log_of(owner.pid));
     }
-    assert!(env.a.in_datagrams() - before >= 2 * u64::from(n), "two source-specific members: the kernel serves both");
-    assert!(env.log_of(owner.pid).contains(&format!("xdp: {group}:{port} has other members")), "{}", env.log_of(owner.pid));
 }
 
 /// Injects hand-made frames from B with a raw (AF_PACKET) socket on xb: per round, a set of
