@@ -678,7 +678,7 @@ for i in range(count):
 /// single-member rule. One accelerated member: every datagram through the XSK, A's kernel sees
 /// none. Two accelerated members in two processes (the second cannot have the queue, and hands
 /// the group back to the kernel as it joins), and a plain member that joined before an
-/// accelerated one: each member gets every datagram.
+/// accelerated one; two sockets of one accelerated process: each member gets every datagram.
 #[test]
 fn xdp_multicast_members_each_get_every_datagram() {
     let env = XdpEnv::new("xdp_mcast");
@@ -724,7 +724,50 @@ fn xdp_multicast_members_each_get_every_datagram() {
     let before = env.a.in_datagrams();
     run(&[(false, 0), (true, 0)], 7002);
     assert_eq!(env.a.in_datagrams() - before, 2 * count as u64);
+
+    // Two members in one accelerated process (two sockets): the kernel serves the group.
+    let two = py_args(&env.cx, MRECEIVER_TWO, "mrecv2.py");
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&two).args([group, A_IP, "7003", &count.to_string()]);
+    let mut p = env.spawn(cmd, "two-sockets");
+    wait_stdout_line(&mut p, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    let mut cmd = env.cmd(Side::B, false, &py);
+    cmd.arg(&send).args([group, B_IP, "7003", &count.to_string()]);
+    env.cx.run(cmd, "msend-7003", None).assert_success();
+    let st = p.wait_timeout(CHILD_TIMEOUT);
+    let out = p.stdout_text();
+    let log = env.log_of(p.pid);
+    assert!(st.success() && out.contains(&format!("got {count} {count} in-order {count} {count}")), "{out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 2 * count as u64, "{log}");
+    assert!(log.contains(&format!("xdp: {group}:7003 has other members: the kernel serves it")), "{log}");
 }
+
+/// Two sockets of one process, each bound to 0.0.0.0:port and a member of `group`; receives
+/// until each has `count` datagrams (or 5 s of silence); prints "got N M in-order N' M'".
+const MRECEIVER_TWO: &str = r#"
+import socket, sys, select
+group, iface, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+socks = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(iface))
+    socks.append(s)
+print("joined", flush=True)
+n, in_order = [0, 0], [0, 0]
+while min(n) < count:
+    ready = select.select(socks, [], [], 5)[0]
+    if not ready: break
+    for s in ready:
+        k = socks.index(s)
+        d, a = s.recvfrom(2048)
+        if d == b"m%d" % n[k]: in_order[k] += 1
+        n[k] += 1
+print("got", n[0], n[1], "in-order", in_order[0], in_order[1], flush=True)
+"#;
 
 /// A multicast member for the tests below: binds 0.0.0.0:port (SO_REUSEADDR), joins `group` on
 /// the interface with address `iface` (named `ifname`, for the MCAST_* options) as `how` says,
