@@ -741,6 +741,46 @@ fn xdp_multicast_members_each_get_every_datagram() {
     assert!(st.success() && out.contains(&format!("got {count} {count} in-order {count} {count}")), "{out}\n{log}");
     assert_eq!(env.a.in_datagrams() - before, 2 * count as u64, "{log}");
     assert!(log.contains(&format!("xdp: {group}:7003 has other members: the kernel serves it")), "{log}");
+
+    // Joins that name no interface are the kernel's on the interface of the route to the group.
+    // Through xa: steered. Through another interface (a dummy in A): not followed, so a plain
+    // member on xa (the only one there) keeps getting the group — and so does the accelerated
+    // socket, which Linux gives the group's datagrams on xa too (IP_MULTICAST_ALL).
+    env.a.exec(&["ip", "route", "add", "239.3.0.0/16", "dev", A_DEV]);
+    env.a.add_dummy("xd", "10.204.0.1/24");
+    env.a.exec(&["ip", "route", "add", "239.2.0.0/16", "dev", "xd"]);
+    let spawn_member = |group: &str, iface: &str, port: &str, accel: bool, name: &str| {
+        let mut cmd = env.cmd(Side::A, accel, &py);
+        // A has two interfaces now: a socket bound to 0.0.0.0 needs to be told which is the port's.
+        cmd.env("ACCEL_XDP_IFNAME", A_DEV);
+        cmd.arg(&recv).args([group, iface, port, &count.to_string()]);
+        let mut p = env.spawn(cmd, name);
+        wait_stdout_line(&mut p, "joined", LISTEN_DEADLINE);
+        p
+    };
+    let send_to = |group: &str, port: &str| {
+        let mut cmd = env.cmd(Side::B, false, &py);
+        cmd.arg(&send).args([group, B_IP, port, &count.to_string()]);
+        env.cx.run(cmd, &format!("msend-{port}"), None).assert_success();
+    };
+    let mut p = spawn_member("239.3.0.1", "0.0.0.0", "7004", true, "any-iface-xa");
+    let before = env.a.in_datagrams();
+    send_to("239.3.0.1", "7004");
+    let st = p.wait_timeout(CHILD_TIMEOUT);
+    let log = env.log_of(p.pid);
+    assert!(st.success() && p.stdout_text().contains(&format!("got {count} in-order {count}")), "{}\n{log}", p.stdout_text());
+    assert_eq!(env.a.in_datagrams() - before, 0, "joined through the route on xa: steered\n{log}");
+    let mut plain = spawn_member("239.2.0.1", A_IP, "7005", false, "plain-on-xa");
+    let mut other = spawn_member("239.2.0.1", "0.0.0.0", "7005", true, "any-iface-xd");
+    let before = env.a.in_datagrams();
+    send_to("239.2.0.1", "7005");
+    for p in [&mut plain, &mut other] {
+        let st = p.wait_timeout(CHILD_TIMEOUT);
+        assert!(st.success() && p.stdout_text().contains(&format!("got {count} in-order {count}")), "{}: {}", p.name, p.stdout_text());
+    }
+    let log = env.log_of(other.pid);
+    assert_eq!(env.a.in_datagrams() - before, 2 * count as u64, "{log}");
+    assert!(log.contains("xdp: 239.2.0.1 joined on another interface (Any): kernel path"), "{log}");
 }
 
 /// Two sockets of one process, each bound to 0.0.0.0:port and a member of `group`; receives

@@ -370,6 +370,12 @@ impl XdpVi {
         self.umem.rx_frames()
     }
 
+    /// Whether the kernel's route to `dst` leaves through this interface (a multicast join that
+    /// names no interface is made on the interface of the route to the group).
+    pub fn routes_through_here(&mut self, dst: Ipv4Addr) -> bool {
+        matches!(self.resolver.lookup(dst), Ok(_) | Err(NoNextHop::Unresolved))
+    }
+
     /// The largest UDP payload [`XdpVi::send`] takes.
     pub fn max_payload(&self) -> usize {
         self.max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER

@@ -679,20 +679,28 @@ impl XdpPort {
 impl XdpPort {
     /// The socket of `binding` changed its membership of `group` (joined, left, added or
     /// dropped a source, blocked or unblocked one...) in the kernel, on interface `iface`: its
-    /// filters follow, under the single-member rule ([`XdpDev::check_groups`]). A membership
-    /// on another interface is not ours to follow.
+    /// filters follow, under the single-member rule ([`XdpDev::check_groups`]). A join (of the
+    /// group, of a source) or an unblock on another interface is not ours to follow — a join
+    /// that names no interface is the kernel's on the interface of the route to the group;
+    /// changes that can only make the group less steerable (leave, block, a filter set
+    /// wholesale) are applied whatever interface they name: at worst the kernel serves a group
+    /// we could have steered.
     pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, iface: JoinInterface, change: GroupChange) {
         if binding.pid != std::process::id() || binding.local.port() == 0 {
             return;
         }
-        let ours = match iface {
-            JoinInterface::Any => true,
-            JoinInterface::Address(a) => self.addresses.contains(&a),
-            JoinInterface::Index(i) => i == self.ifindex,
-        };
-        if !ours {
-            crate::log::debug(format_args!("xdp: {group} on another interface ({iface:?}): kernel path"));
-            return;
+        if matches!(change, GroupChange::Join | GroupChange::JoinSource(_) | GroupChange::Unblock(_)) {
+            let ours = match iface {
+                JoinInterface::Any => {
+                    self.queue.with_device(|d| d.usable().is_some_and(|vi| vi.routes_through_here(group)))
+                }
+                JoinInterface::Address(a) => self.addresses.contains(&a),
+                JoinInterface::Index(i) => i == self.ifindex,
+            };
+            if !ours {
+                crate::log::debug(format_args!("xdp: {group} joined on another interface ({iface:?}): kernel path"));
+                return;
+            }
         }
         let gp = SocketAddrV4::new(group, binding.local.port());
         self.queue.with_device(|d| {
