@@ -1029,7 +1029,8 @@ const B_IP2: &str = "10.203.0.3";
 /// (IP_ADD_SOURCE_MEMBERSHIP; then MCAST_JOIN_SOURCE_GROUP) gets S's datagrams through the XSK
 /// (A's kernel sees none of them) and none of another source's, which the program passes to the
 /// kernel and the kernel's source filter drops; once it dropped the source nothing more reaches
-/// it. Only what it joined ever reached the XSK. A member of two sources gets both through the
+/// it. Only what it joined ever reached the XSK, and A's kernel sent the IGMPv3 records of each
+/// join and leave (captured on B's side). A member of two sources gets both through the
 /// XSK. An any-source member that blocks a source (IP_BLOCK_SOURCE) is served by the kernel,
 /// which keeps the blocked source out, and is steered again once it unblocks it; a second
 /// member of a source-specific group (a plain process) makes the kernel serve both.
@@ -1041,6 +1042,16 @@ fn xdp_multicast_source_specific_members() {
     let py = python3();
     let member = py_args(&env.cx, MMEMBER, "mmember.py");
     let n = 400u32;
+    // What A's kernel says about the memberships (IGMPv3), seen from B.
+    let pcap = env.cx.path("igmp.pcap");
+    let mut cmd = env.b.command(which("dumpcap"));
+    cmd.args(["-q", "-i", "xb", "-f", "igmp", "-a", "duration:60", "-w"]).arg(&pcap);
+    let mut capture = env.cx.spawn(cmd, "dumpcap", None);
+    let start = Instant::now();
+    while !capture.stderr_text().contains("Capturing on") {
+        assert!(capture.try_exited().is_none() && start.elapsed() < LISTEN_DEADLINE, "dumpcap: {}", capture.stderr_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     for (how, joined, other, group, port) in [
         ("src", B_IP, B_IP2, "232.1.2.3", 7200u16),
@@ -1077,6 +1088,26 @@ fn xdp_multicast_source_specific_members() {
         assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{what}\n{log}");
         assert_eq!(env.xdp_counter(owner.pid, "rx_unclaimed"), 0, "{what}");
         assert_eq!(env.a.in_datagrams() - before, 0, "{what}: the kernel delivered datagrams after the member left");
+    }
+    // IGMPv3 stayed the kernel's, and right: each join reported its source (ALLOW_NEW_SOURCES,
+    // record type 5) and each leave blocked it again (BLOCK_OLD_SOURCES, 6).
+    capture.stop();
+    let mut cmd = Command::new(which("tshark"));
+    cmd.args(["-n", "-r"]).arg(&pcap).args(["-Y", "igmp.version == 3", "-T", "fields", "-e", "igmp.record_type", "-e", "igmp.maddr", "-e", "igmp.saddr"]);
+    let out = run(cmd, env.cx.dir(), "tshark-igmp", None);
+    out.assert_success();
+    let reports = out.stdout_text();
+    eprintln!("IGMPv3 records (type, group, sources) sent by A:\n{reports}");
+    for (group, source) in [("232.1.2.3", B_IP), ("232.1.2.4", B_IP2)] {
+        for record_type in ["5", "6"] {
+            assert!(
+                reports.lines().any(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    f.len() == 3 && f[0].split(',').zip(f[1].split(',')).any(|(t, g)| t == record_type && g == group) && f[2].split(',').any(|s| s == source)
+                }),
+                "no IGMPv3 record of type {record_type} for {group} from {source}:\n{reports}"
+            );
+        }
     }
 
     // Both sources joined: the datagrams of both, through the XSK (the other source's do reach A).
