@@ -10,7 +10,8 @@
 //! /sys/fs/bpf/accel/<netns>-<ifindex>-<ifname>/
 //!     link      the bpf_link attaching the program: the attachment lives as long as this pin
 //!     filters   (proto, local ip, local port) -> (xsk slot, owner pid)
-//!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid)
+//!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid); with a group
+//!               as local ip and remote port 0: a source-specific multicast membership
 //!     xsks      XSKMAP: queue -> AF_XDP socket
 //!     users     (pid << 32 | queue) -> the pid's start time
 //!     stats     per-CPU counters of the program's verdicts

@@ -70,7 +70,9 @@ pub struct Filter {
     /// address = that group (the socket must also have joined it in the kernel, so that the
     /// host sends IGMP reports and the NIC accepts the group's frames).
     pub local: SocketAddrV4,
-    /// For a connected socket: only datagrams from this address and port.
+    /// For a connected socket: only datagrams from this address and port. With a multicast
+    /// group as `local` and port 0: the group's datagrams from this source address, whatever
+    /// their source port (a source-specific membership).
     pub remote: Option<SocketAddrV4>,
 }
 

@@ -10,9 +10,11 @@
 //!   gets a filter in the shared XDP program steering its datagrams to our XSK. The XSK's frames
 //!   are served through [`PostedQueue`] (the fill ring is the "post", the RX ring the
 //!   completions); a datagram is demultiplexed to its socket by destination (and source, for a
-//!   connected filter) and copied once, into the application's buffer. The kernel socket is
-//!   still read (dual path): whatever the program passes (other queues, frames it does not
-//!   parse, datagrams from this host) arrives there.
+//!   connected filter or a multicast member's source filter) and copied once, into the
+//!   application's buffer. The kernel socket is still read (dual path): whatever the program
+//!   passes (other queues, frames it does not parse, datagrams from this host) arrives there.
+//! - **Multicast**: memberships stay the kernel's; a member's filters follow its socket options
+//!   under the single-member rule ([`XdpPort::membership`], [`XdpDev::check_groups`]).
 //! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
 //!   the XSK fd as its [`RxQueue::wait_fd`](crate::vi::RxQueue::wait_fd): blocking receives and
 //!   the poll/select/epoll loops sleep on it next to the application's fds.
