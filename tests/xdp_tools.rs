@@ -678,7 +678,7 @@ for i in range(count):
 /// single-member rule. One accelerated member: every datagram through the XSK, A's kernel sees
 /// none. Two accelerated members in two processes (the second cannot have the queue, and hands
 /// the group back to the kernel as it joins), and a plain member that joined before an
-/// accelerated one: each member gets every datagram.
+/// accelerated one; two sockets of one accelerated process: each member gets every datagram.
 #[test]
 fn xdp_multicast_members_each_get_every_datagram() {
     let env = XdpEnv::new("xdp_mcast");
@@ -724,6 +724,462 @@ fn xdp_multicast_members_each_get_every_datagram() {
     let before = env.a.in_datagrams();
     run(&[(false, 0), (true, 0)], 7002);
     assert_eq!(env.a.in_datagrams() - before, 2 * count as u64);
+
+    // Two members in one accelerated process (two sockets): the kernel serves the group.
+    let two = py_args(&env.cx, MRECEIVER_TWO, "mrecv2.py");
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&two).args([group, A_IP, "7003", &count.to_string()]);
+    let mut p = env.spawn(cmd, "two-sockets");
+    wait_stdout_line(&mut p, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    let mut cmd = env.cmd(Side::B, false, &py);
+    cmd.arg(&send).args([group, B_IP, "7003", &count.to_string()]);
+    env.cx.run(cmd, "msend-7003", None).assert_success();
+    let st = p.wait_timeout(CHILD_TIMEOUT);
+    let out = p.stdout_text();
+    let log = env.log_of(p.pid);
+    assert!(st.success() && out.contains(&format!("got {count} {count} in-order {count} {count}")), "{out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 2 * count as u64, "{log}");
+    assert!(log.contains(&format!("xdp: {group}:7003 has other members: the kernel serves it")), "{log}");
+
+    // Joins that name no interface are the kernel's on the interface of the route to the group.
+    // Through xa: steered. Through another interface (a dummy in A): not followed, so a plain
+    // member on xa (the only one there) keeps getting the group — and so does the accelerated
+    // socket, which Linux gives the group's datagrams on xa too (IP_MULTICAST_ALL).
+    env.a.exec(&["ip", "route", "add", "239.3.0.0/16", "dev", A_DEV]);
+    env.a.add_dummy("xd", "10.204.0.1/24");
+    env.a.exec(&["ip", "route", "add", "239.2.0.0/16", "dev", "xd"]);
+    let spawn_member = |group: &str, iface: &str, port: &str, accel: bool, name: &str| {
+        let mut cmd = env.cmd(Side::A, accel, &py);
+        // A has two interfaces now: a socket bound to 0.0.0.0 needs to be told which is the port's.
+        cmd.env("ACCEL_XDP_IFNAME", A_DEV);
+        cmd.arg(&recv).args([group, iface, port, &count.to_string()]);
+        let mut p = env.spawn(cmd, name);
+        wait_stdout_line(&mut p, "joined", LISTEN_DEADLINE);
+        p
+    };
+    let send_to = |group: &str, port: &str| {
+        let mut cmd = env.cmd(Side::B, false, &py);
+        cmd.arg(&send).args([group, B_IP, port, &count.to_string()]);
+        env.cx.run(cmd, &format!("msend-{port}"), None).assert_success();
+    };
+    let mut p = spawn_member("239.3.0.1", "0.0.0.0", "7004", true, "any-iface-xa");
+    let before = env.a.in_datagrams();
+    send_to("239.3.0.1", "7004");
+    let st = p.wait_timeout(CHILD_TIMEOUT);
+    let log = env.log_of(p.pid);
+    assert!(st.success() && p.stdout_text().contains(&format!("got {count} in-order {count}")), "{}\n{log}", p.stdout_text());
+    assert_eq!(env.a.in_datagrams() - before, 0, "joined through the route on xa: steered\n{log}");
+    let mut plain = spawn_member("239.2.0.1", A_IP, "7005", false, "plain-on-xa");
+    let mut other = spawn_member("239.2.0.1", "0.0.0.0", "7005", true, "any-iface-xd");
+    let before = env.a.in_datagrams();
+    send_to("239.2.0.1", "7005");
+    for p in [&mut plain, &mut other] {
+        let st = p.wait_timeout(CHILD_TIMEOUT);
+        assert!(st.success() && p.stdout_text().contains(&format!("got {count} in-order {count}")), "{}: {}", p.name, p.stdout_text());
+    }
+    let log = env.log_of(other.pid);
+    assert_eq!(env.a.in_datagrams() - before, 2 * count as u64, "{log}");
+    assert!(log.contains("xdp: 239.2.0.1 joined on another interface (Any): kernel path"), "{log}");
+}
+
+/// Two sockets of one process, each bound to 0.0.0.0:port and a member of `group`; receives
+/// until each has `count` datagrams (or 5 s of silence); prints "got N M in-order N' M'".
+const MRECEIVER_TWO: &str = r#"
+import socket, sys, select
+group, iface, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+socks = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", port))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(iface))
+    socks.append(s)
+print("joined", flush=True)
+n, in_order = [0, 0], [0, 0]
+while min(n) < count:
+    ready = select.select(socks, [], [], 5)[0]
+    if not ready: break
+    for s in ready:
+        k = socks.index(s)
+        d, a = s.recvfrom(2048)
+        if d == b"m%d" % n[k]: in_order[k] += 1
+        n[k] += 1
+print("got", n[0], n[1], "in-order", in_order[0], in_order[1], flush=True)
+"#;
+
+/// A multicast member for the tests below: binds 0.0.0.0:port (SO_REUSEADDR), joins `group` on
+/// the interface with address `iface` (named `ifname`, for the MCAST_* options) as `how` says,
+/// says "joined", then counts datagrams "p<phase>-<i>:" (the tag repeated to 300 bytes;
+/// anything else is "bad"). `how`: `any` (IP_ADD_MEMBERSHIP); `any-block=S` (then
+/// IP_BLOCK_SOURCE S); `src=S[+S2...]` (IP_ADD_SOURCE_MEMBERSHIP for each source);
+/// `mcast-src=S[+S2...]` (MCAST_JOIN_SOURCE_GROUP for each). `phases` is "PHASE:COUNT,...":
+/// when a phase has all its datagrams it prints "phase P complete N dup D". It prints "first P
+/// from ADDR n I" at the first datagram of each phase (I: its number). After the phase `leave_after` ("-": never)
+/// is complete it drops its membership (the same option family it joined with; the sources one
+/// by one) and prints "left"; then it exits, or with a `+` after the phase keeps receiving until
+/// `quiet` seconds of silence. Otherwise it exits when every listed phase is complete, or after
+/// `quiet` seconds of silence. Last it prints "summary" with every phase's count. With
+/// `any-block`, `leave_after` "uP" unblocks the source after phase P instead ("unblocked").
+const MMEMBER: &str = r#"
+import socket, struct, sys
+group, iface, port, how, phases, leave_after, quiet, ifname = sys.argv[1:9]
+port, quiet = int(port), float(quiet)
+want = {int(p): int(n) for p, n in (x.split(":") for x in phases.split(",") if x)}
+# Not in the socket module of every python: the Linux values.
+IP_UNBLOCK_SOURCE, IP_BLOCK_SOURCE, IP_ADD_SOURCE_MEMBERSHIP, IP_DROP_SOURCE_MEMBERSHIP = 37, 38, 39, 40
+MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", port))
+g, i = socket.inet_aton(group), socket.inet_aton(iface)
+kind, _, rest = how.partition("=")
+sources = rest.split("+") if kind in ("src", "mcast-src") else []
+def storage(a):
+    return struct.pack("=H2x4s", socket.AF_INET, socket.inet_aton(a)).ljust(128, b"\0")
+def gsr(src):
+    return struct.pack("=I4x", socket.if_nametoindex(ifname)) + storage(group) + storage(src)
+if kind == "src":
+    for src in sources:
+        s.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+elif kind == "mcast-src":
+    for src in sources:
+        s.setsockopt(socket.IPPROTO_IP, MCAST_JOIN_SOURCE_GROUP, gsr(src))
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, g + i)
+    if kind == "any-block":
+        s.setsockopt(socket.IPPROTO_IP, IP_BLOCK_SOURCE, g + i + socket.inet_aton(rest))
+print("joined", flush=True)
+s.settimeout(quiet)
+seen, dup, bad, senders = {}, {}, 0, {}
+lingering = False
+def leave():
+    if kind == "src":
+        for src in sources:
+            s.setsockopt(socket.IPPROTO_IP, IP_DROP_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
+    elif kind == "mcast-src":
+        for src in sources:
+            s.setsockopt(socket.IPPROTO_IP, MCAST_LEAVE_SOURCE_GROUP, gsr(src))
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, g + i)
+try:
+    while lingering or any(len(seen.get(p, ())) < n for p, n in want.items()):
+        d, a = s.recvfrom(2048)
+        try:
+            tag = d.split(b":", 1)[0]
+            p, n = (int(x) for x in tag[1:].split(b"-"))
+            assert tag.startswith(b"p") and d == ((tag + b":") * 300)[:300]
+        except Exception:
+            bad += 1
+            continue
+        if p not in seen:
+            seen[p] = set()
+            print("first", p, "from", a[0], "n", n, flush=True)
+        if n in seen[p]:
+            dup[p] = dup.get(p, 0) + 1
+        seen[p].add(n)
+        senders.setdefault(p, set()).add(a[0])
+        if p in want and len(seen[p]) == want[p]:
+            print("phase", p, "complete", want[p], "dup", dup.get(p, 0), flush=True)
+            if kind == "any-block" and leave_after == "u%d" % p:
+                s.setsockopt(socket.IPPROTO_IP, IP_UNBLOCK_SOURCE, g + i + socket.inet_aton(rest))
+                print("unblocked", flush=True)
+            elif leave_after.rstrip("+") == str(p):
+                leave()
+                print("left", flush=True)
+                if not leave_after.endswith("+"):
+                    break
+                lingering = True
+except socket.timeout:
+    pass
+print("summary", " ".join("%d:%d" % (p, len(v)) for p, v in sorted(seen.items())),
+      "bad", bad, "dup", sum(dup.values()),
+      "senders", " ".join("%d=%s" % (p, "+".join(sorted(v))) for p, v in sorted(senders.items())), flush=True)
+"#;
+
+/// The datagram `i` of phase `phase` as [`MMEMBER`] checks it.
+fn mpayload(phase: u32, i: u32) -> Vec<u8> {
+    let tag = format!("p{phase}-{i}:");
+    tag.as_bytes().iter().copied().cycle().take(300).collect()
+}
+
+/// Sends datagrams `range` of `phase` to group:port from a socket of the test process in B
+/// bound to `src` (an address of xb), paced (a 2 ms pause every 20).
+fn msend_from(env: &XdpEnv, src: &str, group: &str, port: u16, phase: u32, range: std::ops::Range<u32>) {
+    let (src, dest) = (format!("{src}:0"), format!("{group}:{port}"));
+    env.b.run_in(move || {
+        let s = std::net::UdpSocket::bind(src.as_str()).expect("sender socket in B");
+        for i in range {
+            s.send_to(&mpayload(phase, i), dest.as_str()).expect("send to the group");
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    })
+}
+
+/// Waits (bounded) until `p` printed a line containing `needle`, sending datagram after datagram
+/// of phase `phase` (one every 20 ms) meanwhile; returns how many were sent.
+#[track_caller]
+fn probe_until(env: &XdpEnv, p: &mut Proc, needle: &str, group: &str, port: u16, phase: u32) -> u32 {
+    for i in 0..250 {
+        if p.stdout_text().contains(needle) {
+            return i;
+        }
+        assert!(p.try_exited().is_none(), "{} exited\n{}\n{}", p.name, p.stdout_text(), p.stderr_text());
+        msend_from(env, B_IP, group, port, phase, i..i + 1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{}: no `{needle}` after 250 probes (5 s)\n{}", p.name, p.stdout_text());
+}
+
+/// Sends probes of `phase` (one every 20 ms, at most 5 s) until three in a row leave A's
+/// `Udp: InDatagrams` unchanged: the group is steered to the XSK again. Returns the time it took.
+#[track_caller]
+fn probe_until_steered(env: &XdpEnv, group: &str, port: u16, phase: u32) -> Duration {
+    let start = Instant::now();
+    let mut flat = 0;
+    let mut last = env.a.in_datagrams();
+    for i in 0..250 {
+        msend_from(env, B_IP, group, port, phase, i..i + 1);
+        std::thread::sleep(Duration::from_millis(20));
+        let now = env.a.in_datagrams();
+        flat = if now == last { flat + 1 } else { 0 };
+        last = now;
+        if flat == 3 {
+            return start.elapsed();
+        }
+    }
+    panic!("{group}:{port} still reaches A's kernel after 250 probes (5 s)");
+}
+
+/// The single-member rule both ways: an accelerated member alone has the group through the
+/// XSK; a second member joins (a plain process without the library; then an accelerated one,
+/// which cannot have the queue) and, once the owner has seen it, both get every datagram
+/// through the kernel; the second member drops its membership (IP_DROP_MEMBERSHIP) and within a
+/// bounded time the group is steered to the XSK again: A's kernel then receives none of the
+/// next datagrams, which all reach the owner intact.
+#[test]
+fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
+    let env = XdpEnv::new("xdp_mcast_leave");
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let n = 500u32;
+    for (second_accel, group, port) in [(false, "239.1.2.4", 7100u16), (true, "239.1.2.5", 7101)] {
+        let what = if second_accel { "accelerated second member" } else { "plain second member" };
+        let phases = format!("0:{n},2:{n},4:{n}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &phases, "-", "20", A_DEV]);
+        let mut owner = env.spawn(cmd, &format!("owner-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+
+        // Alone: through the XSK.
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 0, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: alone, the owner's datagrams reached A's kernel");
+
+        // A second member: once the owner has seen it (a few probes), the kernel serves both.
+        let mut cmd = env.cmd(Side::A, second_accel, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("2:{n}"), "2", "20", A_DEV]);
+        let mut second = env.spawn(cmd, &format!("second-{port}"));
+        wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
+        let probes = probe_until(&env, &mut second, "first 1 ", group, port, 1);
+        eprintln!("{what}: got a datagram after {probes} probes");
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 2, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 2 complete {n} dup 0"), CHILD_TIMEOUT);
+        let st = second.wait_timeout(CHILD_TIMEOUT);
+        let out = second.stdout_text();
+        assert!(
+            st.success() && out.contains(&format!("phase 2 complete {n} dup 0")) && out.contains("left"),
+            "{what}: {out}\n{}",
+            second.stderr_text()
+        );
+        let through_kernel = env.a.in_datagrams() - before;
+        assert!(through_kernel >= 2 * u64::from(n), "{what}: the kernel delivered {through_kernel}, not each member's copy");
+
+        // The second member left: the group goes back to the XSK, within a bounded time.
+        let took = probe_until_steered(&env, group, port, 3);
+        eprintln!("{what}: steered to the XSK again {took:?} after the second member left");
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP, group, port, 4, 0..n);
+        let st = owner.wait_timeout(CHILD_TIMEOUT);
+        let out = owner.stdout_text();
+        let log = env.log_of(owner.pid);
+        assert!(st.success() && out.contains(&format!("phase 4 complete {n} dup 0")), "{what}: {out}\n{}", owner.stderr_text());
+        assert!(out.contains("bad 0 dup 0"), "{what}: {out}");
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: steered again, A's kernel received the owner's datagrams");
+        // Steered at the join, handed to the kernel, steered again.
+        assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered")).count(), 2, "{what}\n{log}");
+        assert_eq!(log.matches(&format!("xdp: {group}:{port} has other members")).count(), 1, "{what}\n{log}");
+        // Phases 0 and 4 (and the probes after the re-steer) came through the XSK.
+        assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{what}\n{log}");
+        assert_eq!(env.xdp_counter(owner.pid, "rx_dropped"), 0, "{what}");
+    }
+}
+
+/// A second address of B's veth end: a source the members below did not join.
+const B_IP2: &str = "10.203.0.3";
+
+/// Source-specific multicast on the datapath: a member that joined group G for source S only
+/// (IP_ADD_SOURCE_MEMBERSHIP; then MCAST_JOIN_SOURCE_GROUP) gets S's datagrams through the XSK
+/// (A's kernel sees none of them) and none of another source's, which the program passes to the
+/// kernel and the kernel's source filter drops; once it dropped the source nothing more reaches
+/// it. Only what it joined ever reached the XSK, and A's kernel sent the IGMPv3 records of each
+/// join and leave (captured on B's side). A member of two sources gets both through the
+/// XSK. An any-source member that blocks a source (IP_BLOCK_SOURCE) is served by the kernel,
+/// which keeps the blocked source out, and is steered again once it unblocks it; a second
+/// member of a source-specific group (a plain process) makes the kernel serve both.
+#[test]
+fn xdp_multicast_source_specific_members() {
+    let env = XdpEnv::new("xdp_mcast_ssm");
+    env.b.exec(&["ip", "addr", "add", &format!("{B_IP2}/24"), "dev", "xb"]);
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let n = 400u32;
+    // What A's kernel says about the memberships (IGMPv3), seen from B.
+    let pcap = env.cx.path("igmp.pcap");
+    let mut cmd = env.b.command(which("dumpcap"));
+    cmd.args(["-q", "-i", "xb", "-f", "igmp", "-a", "duration:60", "-w"]).arg(&pcap);
+    let mut capture = env.cx.spawn(cmd, "dumpcap", None);
+    let start = Instant::now();
+    while !capture.stderr_text().contains("Capturing on") {
+        assert!(capture.try_exited().is_none() && start.elapsed() < LISTEN_DEADLINE, "dumpcap: {}", capture.stderr_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    for (how, joined, other, group, port) in [
+        ("src", B_IP, B_IP2, "232.1.2.3", 7200u16),
+        ("mcast-src", B_IP2, B_IP, "232.1.2.4", 7201),
+    ] {
+        let what = format!("{how}={joined}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &what, &format!("0:{n},2:{n}"), "2+", "1.5", A_DEV]);
+        let mut owner = env.spawn(cmd, &format!("ssm-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+        let before = env.a.in_datagrams();
+        // The other source first, then the joined one; then the joined one again after a pause
+        // (the other source's datagrams, had they been delivered, would be in by then).
+        msend_from(&env, other, group, port, 1, 0..n);
+        msend_from(&env, joined, group, port, 0, 0..n);
+        wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(300));
+        msend_from(&env, joined, group, port, 2, 0..n);
+        wait_stdout_line(&mut owner, "left", CHILD_TIMEOUT);
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: A's kernel received datagrams of the group");
+        // Dropped the source: the next datagrams from it reach nobody.
+        msend_from(&env, joined, group, port, 3, 0..50);
+        let st = owner.wait_timeout(CHILD_TIMEOUT);
+        let out = owner.stdout_text();
+        let log = env.log_of(owner.pid);
+        assert!(st.success(), "{what}: {st}\n{out}\n{}", owner.stderr_text());
+        let summary = out.lines().find(|l| l.starts_with("summary")).unwrap_or_else(|| panic!("{what}: {out}"));
+        assert!(
+            summary.starts_with(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={joined} 2={joined}")),
+            "{what}: the member got datagrams it did not join for: {summary}\n{log}"
+        );
+        assert!(log.contains(&format!("xdp: {group}:{port} has a single member: steered to the XSK from {joined}")), "{what}\n{log}");
+        // Only the joined source's datagrams went through the XSK, and every one had its owner.
+        assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{what}\n{log}");
+        assert_eq!(env.xdp_counter(owner.pid, "rx_unclaimed"), 0, "{what}");
+        assert_eq!(env.a.in_datagrams() - before, 0, "{what}: the kernel delivered datagrams after the member left");
+    }
+    // IGMPv3 stayed the kernel's, and right: each join reported its source (ALLOW_NEW_SOURCES,
+    // record type 5) and each leave blocked it again (BLOCK_OLD_SOURCES, 6).
+    capture.stop();
+    let mut cmd = Command::new(which("tshark"));
+    cmd.args(["-n", "-r"]).arg(&pcap).args(["-Y", "igmp.version == 3", "-T", "fields", "-e", "igmp.record_type", "-e", "igmp.maddr", "-e", "igmp.saddr"]);
+    let out = run(cmd, env.cx.dir(), "tshark-igmp", None);
+    out.assert_success();
+    let reports = out.stdout_text();
+    eprintln!("IGMPv3 records (type, group, sources) sent by A:\n{reports}");
+    for (group, source) in [("232.1.2.3", B_IP), ("232.1.2.4", B_IP2)] {
+        for record_type in ["5", "6"] {
+            assert!(
+                reports.lines().any(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    f.len() == 3 && f[0].split(',').zip(f[1].split(',')).any(|(t, g)| t == record_type && g == group) && f[2].split(',').any(|s| s == source)
+                }),
+                "no IGMPv3 record of type {record_type} for {group} from {source}:\n{reports}"
+            );
+        }
+    }
+
+    // Both sources joined: the datagrams of both, through the XSK (the other source's do reach A).
+    let (group, port) = ("232.1.2.6", 7204u16);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("src={B_IP}+{B_IP2}"), &format!("0:{n},1:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "ssm-two-sources");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 1, 0..n);
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("summary 0:{n} 1:{n} bad 0 dup 0 senders 0={B_IP} 1={B_IP2}\n")), "two sources: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "two sources: A's kernel received datagrams of the group");
+    assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{log}");
+    assert!(log.contains(&format!("xdp: {group}:{port}: steered to the XSK from {B_IP}, {B_IP2}")), "{log}");
+
+    // An any-source member that blocks a source: the kernel serves the group (and filters);
+    // once it unblocks the source, the group is steered again, that source included.
+    let (group, port) = ("239.1.3.1", 7202u16);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("any-block={B_IP2}"), &format!("0:{n},2:{n}"), "u0", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "asm-block");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 1, 0..n);
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    wait_stdout_line(&mut owner, "unblocked", CHILD_TIMEOUT);
+    assert_eq!(env.a.in_datagrams() - before, u64::from(n), "blocked source: the kernel serves the group\n{}", env.log_of(owner.pid));
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 2, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={B_IP} 2={B_IP2}\n")), "blocked source: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "unblocked: A's kernel received datagrams of the group\n{log}");
+    assert!(log.contains(&format!("xdp: {group}:{port}: a source filter the program cannot follow: the kernel serves it")), "{log}");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered to the XSK\n")).count(), 2, "{log}");
+    assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), u64::from(n), "{log}");
+
+    // A source-specific group with a second member (plain; accelerated, without the queue): the
+    // kernel serves both.
+    for (second_accel, group, port) in [(false, "232.1.2.5", 7203u16), (true, "232.1.2.7", 7205)] {
+        let src = format!("src={B_IP}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+        let mut owner = env.spawn(cmd, &format!("ssm-owner-{port}"));
+        wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+        let mut cmd = env.cmd(Side::A, second_accel, &py);
+        cmd.arg(&member).args([group, A_IP, &port.to_string(), &src, &format!("2:{n}"), "-", "20", A_DEV]);
+        let mut second = env.spawn(cmd, &format!("ssm-second-{port}"));
+        wait_stdout_line(&mut second, "joined", LISTEN_DEADLINE);
+        probe_until(&env, &mut second, "first 1 ", group, port, 1);
+        if second_accel {
+            // It handed the group back to the kernel at its join: the first probe reached it.
+            let first = wait_stdout_line(&mut second, "first 1 ", LISTEN_DEADLINE);
+            assert!(first.ends_with(" n 0"), "{first}\n{}", env.log_of(second.pid));
+        }
+        let before = env.a.in_datagrams();
+        msend_from(&env, B_IP2, group, port, 3, 0..n);
+        msend_from(&env, B_IP, group, port, 2, 0..n);
+        for p in [&mut owner, &mut second] {
+            let st = p.wait_timeout(CHILD_TIMEOUT);
+            let out = p.stdout_text();
+            assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "{}: {out}\n{}", p.name, p.stderr_text());
+            assert!(!out.contains("first 3 "), "{}: got the other source's datagrams: {out}", p.name);
+        }
+        assert!(env.a.in_datagrams() - before >= 2 * u64::from(n), "two source-specific members: the kernel serves both");
+        assert!(env.log_of(owner.pid).contains(&format!("xdp: {group}:{port} has other members")), "{}", env.log_of(owner.pid));
+    }
 }
 
 /// Injects hand-made frames from B with a raw (AF_PACKET) socket on xb: per round, a set of

@@ -17,10 +17,17 @@
 //
 // Lookups, most specific first:
 //   1. conns   — the full 5-tuple, for connected sockets;
-//   2. filters — (proto, dst ip, dst port), for bound sockets and multicast groups;
-//   3. filters — (proto, 0.0.0.0, dst port), for sockets bound to INADDR_ANY; unicast only,
+//   2. conns   — (proto, group, dst port, src ip, source port 0), for source-specific multicast
+//      joins (IP_ADD_SOURCE_MEMBERSHIP: the group's datagrams from that source, whatever its
+//      port); multicast only, so it never matches a connected socket's key (whose local address
+//      is unicast);
+//   3. filters — (proto, dst ip, dst port), for bound sockets and any-source multicast groups;
+//   4. filters — (proto, 0.0.0.0, dst port), for sockets bound to INADDR_ANY; unicast only,
 //      because a multicast datagram is only a socket's business if it joined the group, and a
 //      group membership is an explicit filter entry.
+// A group is steered either by source (2) or as a whole (3), never both: user space installs
+// one kind per group (accel/src/xdp/port.rs), so a datagram from a source the member did not
+// join matches nothing and goes to the kernel, which applies the membership's source filter.
 //
 // The program validates only what it needs to classify safely (bounds, version, IHL, fragment
 // bits, lengths). The IPv4 header checksum and the UDP checksum are verified in user space
@@ -47,7 +54,8 @@ struct filter_key {
 	__be32 ip;      // destination (local) address; 0 = any (unicast only)
 };
 
-// Key of `conns`: a connected socket's full 5-tuple, seen from the receiver. 16 bytes.
+// Key of `conns`: a connected socket's full 5-tuple, seen from the receiver; or, with a
+// multicast group as local_ip and remote_port 0, a source-specific membership. 16 bytes.
 struct conn_key {
 	__u8 proto;
 	__u8 pad;
@@ -170,6 +178,11 @@ int accel_filter(struct xdp_md *ctx)
 		.remote_port = udp->source,
 	};
 	struct target *t = bpf_map_lookup_elem(&conns, &ck);
+	int multicast = is_multicast_or_broadcast(ip->daddr);
+	if (!t && multicast) {
+		ck.remote_port = 0;
+		t = bpf_map_lookup_elem(&conns, &ck);
+	}
 	if (!t) {
 		struct filter_key fk = {
 			.proto = IPPROTO_UDP,
@@ -177,7 +190,7 @@ int accel_filter(struct xdp_md *ctx)
 			.ip = ip->daddr,
 		};
 		t = bpf_map_lookup_elem(&filters, &fk);
-		if (!t && !is_multicast_or_broadcast(ip->daddr)) {
+		if (!t && !multicast) {
 			fk.ip = 0;
 			t = bpf_map_lookup_elem(&filters, &fk);
 		}

@@ -28,6 +28,7 @@ use crate::rules::{Role, RuleSet};
 use crate::shm::vi as shmvi;
 use crate::socket::{Proto, Socket};
 use crate::vi::{Filter, Vi};
+use crate::xdp::port::{GroupChange, JoinInterface};
 
 /// The process-wide engine state, built once.
 pub struct Engine {
@@ -474,41 +475,118 @@ pub fn after_setsockopt(fd: c_int, s: &Socket, level: c_int, name: c_int) {
     }
 }
 
-/// After a successful IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP (or the source-specific ones) on
-/// a tracked socket: the membership is the kernel's (it sends the IGMP reports); a socket on the
-/// AF_XDP datapath also gets (or loses) a group:port filter — for any-source joins only, and
-/// only while it is the group's single member on the interface (see xdp/port.rs). `val` is the
-/// application's option value (`ip_mreq`, `ip_mreqn` or `ip_mreq_source`: the group first).
+/// The IPPROTO_IP options that change a socket's multicast memberships (the intercept calls
+/// [`after_membership`] after each that succeeds).
+pub fn is_membership_option(name: c_int) -> bool {
+    matches!(
+        name,
+        libc::IP_ADD_MEMBERSHIP
+            | libc::IP_DROP_MEMBERSHIP
+            | libc::IP_ADD_SOURCE_MEMBERSHIP
+            | libc::IP_DROP_SOURCE_MEMBERSHIP
+            | libc::IP_BLOCK_SOURCE
+            | libc::IP_UNBLOCK_SOURCE
+            | libc::IP_MSFILTER
+            | libc::MCAST_JOIN_GROUP
+            | libc::MCAST_LEAVE_GROUP
+            | libc::MCAST_JOIN_SOURCE_GROUP
+            | libc::MCAST_LEAVE_SOURCE_GROUP
+            | libc::MCAST_BLOCK_SOURCE
+            | libc::MCAST_UNBLOCK_SOURCE
+            | libc::MCAST_MSFILTER
+    )
+}
+
+/// What the membership option `name` with value `bytes` (as the kernel accepted it) does: the
+/// group, the interface it names, the change. None for an IPv6 group (a group_req may carry
+/// one) or a value too short to say.
+///
+/// Layouts: `ip_mreq` (group, interface address) or `ip_mreqn` (…, interface index) for
+/// IP_ADD/DROP_MEMBERSHIP; `ip_mreq_source` (group, interface address, source) for the
+/// IP_*_SOURCE options; `ip_msfilter` (group, interface address, …) for IP_MSFILTER; and for the
+/// protocol-independent MCAST_* options a u32 interface index, then (8-byte aligned) a
+/// `sockaddr_storage` with the group at 8 and, in `group_source_req`, a second one with the
+/// source at 136.
+pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInterface, GroupChange)> {
+    let ip = |at: usize| bytes.get(at..at + 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let sin = |at: usize| {
+        let family = bytes.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]))?;
+        if family != libc::AF_INET as u16 {
+            return None;
+        }
+        ip(at + 4)
+    };
+    let by_address = |a: Ipv4Addr| if a.is_unspecified() { JoinInterface::Any } else { JoinInterface::Address(a) };
+    let by_index = |i: u32| if i == 0 { JoinInterface::Any } else { JoinInterface::Index(i) };
+    match name {
+        libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP => {
+            let iface = match word(8) {
+                Some(index) if index != 0 => JoinInterface::Index(index),
+                _ => by_address(ip(4)?),
+            };
+            let change = if name == libc::IP_ADD_MEMBERSHIP { GroupChange::Join } else { GroupChange::Leave };
+            Some((ip(0)?, iface, change))
+        }
+        libc::IP_ADD_SOURCE_MEMBERSHIP | libc::IP_DROP_SOURCE_MEMBERSHIP | libc::IP_BLOCK_SOURCE | libc::IP_UNBLOCK_SOURCE => {
+            let source = ip(8)?;
+            let change = match name {
+                libc::IP_ADD_SOURCE_MEMBERSHIP => GroupChange::JoinSource(source),
+                libc::IP_DROP_SOURCE_MEMBERSHIP => GroupChange::LeaveSource(source),
+                libc::IP_BLOCK_SOURCE => GroupChange::Block(source),
+                _ => GroupChange::Unblock(source),
+            };
+            Some((ip(0)?, by_address(ip(4)?), change))
+        }
+        libc::IP_MSFILTER => Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter)),
+        libc::MCAST_JOIN_GROUP | libc::MCAST_LEAVE_GROUP => {
+            let change = if name == libc::MCAST_JOIN_GROUP { GroupChange::Join } else { GroupChange::Leave };
+            Some((sin(8)?, by_index(word(0)?), change))
+        }
+        libc::MCAST_JOIN_SOURCE_GROUP | libc::MCAST_LEAVE_SOURCE_GROUP | libc::MCAST_BLOCK_SOURCE | libc::MCAST_UNBLOCK_SOURCE => {
+            let source = sin(136)?;
+            let change = match name {
+                libc::MCAST_JOIN_SOURCE_GROUP => GroupChange::JoinSource(source),
+                libc::MCAST_LEAVE_SOURCE_GROUP => GroupChange::LeaveSource(source),
+                libc::MCAST_BLOCK_SOURCE => GroupChange::Block(source),
+                _ => GroupChange::Unblock(source),
+            };
+            Some((sin(8)?, by_index(word(0)?), change))
+        }
+        libc::MCAST_MSFILTER => Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter)),
+        _ => None,
+    }
+}
+
+/// After a successful membership option ([`is_membership_option`]) on a tracked socket: the
+/// membership is the kernel's (it sends the IGMP reports and keeps the source filter); a socket
+/// on the AF_XDP datapath also gets (or loses) filters for the group — only while it is the
+/// group's single member on the interface, and only for what filters can say: any source, or a
+/// set of sources (see xdp/port.rs). `val` is the application's option value.
 pub fn after_membership(fd: c_int, s: &Socket, name: c_int, val: *const c_void, len: socklen_t) {
-    if len < 8 || !crate::udp::plausible(val, len as usize) {
+    let e = engine();
+    if !e.config.xdp || !crate::udp::plausible(val, len as usize) {
         return;
     }
-    // SAFETY: at least 8 plausible bytes, which the kernel just read successfully.
-    let group = Ipv4Addr::from(u32::from_be(unsafe { core::ptr::read_unaligned(val as *const u32) }));
-    let e = engine();
-    if !e.config.xdp || !group.is_multicast() {
+    // SAFETY: `len` plausible bytes of the application's, which the kernel just read
+    // successfully (the call succeeded); only read, for the duration of this call.
+    let bytes = unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) };
+    let Some((group, iface, change)) = parse_membership(name, bytes) else { return };
+    if !group.is_multicast() {
         return;
     }
     let xdp = s.rx_binding().filter(|b| b.kind == crate::vi::ViKind::Xdp);
     let (Some(b), Some(port)) = (xdp, crate::xdp::port::existing()) else {
         // Joined without our XSK (another process has the queue, or this socket is not on
         // the datapath): make sure no other process keeps the group to itself.
-        if name != libc::IP_DROP_MEMBERSHIP {
+        if matches!(change, GroupChange::Join | GroupChange::JoinSource(_)) {
             if let Some(local) = s.local() {
                 contain(fd, "setsockopt", || keep_errno(|| crate::xdp::port::joined_without_port(&e.config, group, local.port())));
             }
         }
         return;
     };
-    contain(fd, "setsockopt", || {
-        keep_errno(|| match name {
-            libc::IP_ADD_MEMBERSHIP => port.membership(b, group, true),
-            libc::IP_DROP_MEMBERSHIP => port.membership(b, group, false),
-            // Source-specific joins stay with the kernel, which filters the sources: a
-            // group:port filter would let every source through.
-            _ => log::debug(format_args!("fd={fd} udp: source-specific membership of {group}: kernel path")),
-        })
-    });
+    contain(fd, "setsockopt", || keep_errno(|| port.membership(b, group, iface, change)));
 }
 
 /// Reads the kernel socket's SO_RCVBUF (as the kernel reports it: the doubled value) into the
@@ -767,6 +845,72 @@ fn adopt_inherited_sockets(e: &Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The option values as libc lays them out, byte for byte.
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain C struct we own (zero-initialised, so no padding is uninit).
+        unsafe { core::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    fn in_addr(ip: &str) -> libc::in_addr {
+        libc::in_addr { s_addr: u32::from(ip.parse::<Ipv4Addr>().unwrap()).to_be() }
+    }
+
+    fn storage(ip: &str) -> libc::sockaddr_storage {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+        let sin = sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 0, sin_addr: in_addr(ip), sin_zero: [0; 8] };
+        // SAFETY: a sockaddr_in fits in a sockaddr_storage.
+        unsafe { core::ptr::write(&mut ss as *mut libc::sockaddr_storage as *mut sockaddr_in, sin) };
+        ss
+    }
+
+    #[test]
+    fn membership_options_are_read_as_the_kernel_reads_them() {
+        let g: Ipv4Addr = "239.1.2.3".parse().unwrap();
+        let src: Ipv4Addr = "10.0.0.9".parse().unwrap();
+        let mreq = libc::ip_mreq { imr_multiaddr: in_addr("239.1.2.3"), imr_interface: in_addr("10.0.0.1") };
+        assert_eq!(
+            parse_membership(libc::IP_ADD_MEMBERSHIP, &bytes_of(&mreq)),
+            Some((g, JoinInterface::Address("10.0.0.1".parse().unwrap()), GroupChange::Join))
+        );
+        let mreqn = libc::ip_mreqn { imr_multiaddr: in_addr("239.1.2.3"), imr_address: in_addr("0.0.0.0"), imr_ifindex: 7 };
+        assert_eq!(parse_membership(libc::IP_DROP_MEMBERSHIP, &bytes_of(&mreqn)), Some((g, JoinInterface::Index(7), GroupChange::Leave)));
+        let mreqn = libc::ip_mreqn { imr_multiaddr: in_addr("239.1.2.3"), imr_address: in_addr("0.0.0.0"), imr_ifindex: 0 };
+        assert_eq!(parse_membership(libc::IP_ADD_MEMBERSHIP, &bytes_of(&mreqn)), Some((g, JoinInterface::Any, GroupChange::Join)));
+        let ms = libc::ip_mreq_source {
+            imr_multiaddr: in_addr("239.1.2.3"),
+            imr_interface: in_addr("0.0.0.0"),
+            imr_sourceaddr: in_addr("10.0.0.9"),
+        };
+        for (name, change) in [
+            (libc::IP_ADD_SOURCE_MEMBERSHIP, GroupChange::JoinSource(src)),
+            (libc::IP_DROP_SOURCE_MEMBERSHIP, GroupChange::LeaveSource(src)),
+            (libc::IP_BLOCK_SOURCE, GroupChange::Block(src)),
+            (libc::IP_UNBLOCK_SOURCE, GroupChange::Unblock(src)),
+        ] {
+            assert_eq!(parse_membership(name, &bytes_of(&ms)), Some((g, JoinInterface::Any, change)));
+        }
+        let gr = libc::group_req { gr_interface: 5, gr_group: storage("239.1.2.3") };
+        assert_eq!(parse_membership(libc::MCAST_JOIN_GROUP, &bytes_of(&gr)), Some((g, JoinInterface::Index(5), GroupChange::Join)));
+        assert_eq!(parse_membership(libc::MCAST_LEAVE_GROUP, &bytes_of(&gr)), Some((g, JoinInterface::Index(5), GroupChange::Leave)));
+        let gsr = libc::group_source_req { gsr_interface: 0, gsr_group: storage("239.1.2.3"), gsr_source: storage("10.0.0.9") };
+        for (name, change) in [
+            (libc::MCAST_JOIN_SOURCE_GROUP, GroupChange::JoinSource(src)),
+            (libc::MCAST_LEAVE_SOURCE_GROUP, GroupChange::LeaveSource(src)),
+            (libc::MCAST_BLOCK_SOURCE, GroupChange::Block(src)),
+            (libc::MCAST_UNBLOCK_SOURCE, GroupChange::Unblock(src)),
+        ] {
+            assert_eq!(parse_membership(name, &bytes_of(&gsr)), Some((g, JoinInterface::Any, change)));
+        }
+        // An IPv6 group, a short value, another option: nothing to follow.
+        let mut v6 = gr;
+        v6.gr_group.ss_family = libc::AF_INET6 as libc::sa_family_t;
+        assert_eq!(parse_membership(libc::MCAST_JOIN_GROUP, &bytes_of(&v6)), None);
+        assert_eq!(parse_membership(libc::IP_ADD_SOURCE_MEMBERSHIP, &bytes_of(&mreq)), None);
+        assert_eq!(parse_membership(libc::IP_MULTICAST_IF, &bytes_of(&mreq)), None);
+        assert!(is_membership_option(libc::MCAST_MSFILTER) && !is_membership_option(libc::IP_MULTICAST_TTL));
+    }
 
     fn udp() -> c_int {
         crate::testutil::init();

@@ -129,9 +129,7 @@ pub unsafe extern "C-unwind" fn setsockopt(fd: c_int, level: c_int, name: c_int,
     if r == 0 && fdtable::is_ours(fd) {
         if let Some(s) = fdtable::get(fd) {
             engine::after_setsockopt(fd, &s, level, name);
-            if level == libc::IPPROTO_IP
-                && matches!(name, libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP | libc::IP_ADD_SOURCE_MEMBERSHIP)
-            {
+            if level == libc::IPPROTO_IP && engine::is_membership_option(name) {
                 engine::after_membership(fd, &s, name, val, len);
             }
         }

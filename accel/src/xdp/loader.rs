@@ -10,7 +10,8 @@
 //! /sys/fs/bpf/accel/<netns>-<ifindex>-<ifname>/
 //!     link      the bpf_link attaching the program: the attachment lives as long as this pin
 //!     filters   (proto, local ip, local port) -> (xsk slot, owner pid)
-//!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid)
+//!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid); with a group
+//!               as local ip and remote port 0: a source-specific multicast membership
 //!     xsks      XSKMAP: queue -> AF_XDP socket
 //!     users     (pid << 32 | queue) -> the pid's start time
 //!     stats     per-CPU counters of the program's verdicts
@@ -384,24 +385,38 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok() // field 22
 }
 
-/// Removes the `filters` entry for `key` of the program on `ifname` (in the calling thread's
-/// network namespace), whoever installed it; Ok(false) when there was none (or no program).
-/// Used to hand a multicast group back to the kernel when this process joins it without the
-/// AF_XDP datapath: the kernel must then give every member its copy.
-pub fn remove_filter_of_anyone(ifname: &str, key: FilterKey) -> io::Result<bool> {
+/// Removes every entry steering multicast `group` (group address and port) in the program on
+/// `ifname` (in the calling thread's network namespace), whoever installed it: the any-source
+/// `filters` entry and the source-specific `conns` entries (source port 0). Returns how many
+/// there were (0 also when there is no program). Used to hand a group back to the kernel when
+/// this process joins it without the AF_XDP datapath: the kernel must then give every member
+/// its copy.
+pub fn remove_group_of_anyone(ifname: &str, group: std::net::SocketAddrV4) -> io::Result<usize> {
     let ifindex = if_index(ifname)?;
     let netns = fs::metadata("/proc/thread-self/ns/net")?.ino();
     let dir = Path::new(PIN_ROOT).join(format!("{netns}-{ifindex}-{ifname}"));
     if !dir.join("filters").exists() {
-        return Ok(false);
+        return Ok(0);
     }
     let _lock = PinLock::take()?;
+    let mut removed = 0;
     let mut filters: BpfHashMap<MapData, FilterKey, Target> = hash_map(&dir, "filters")?;
-    if filters.get(&key, 0).is_err() {
-        return Ok(false);
+    let key = FilterKey::new(crate::xdp::IPPROTO_UDP, group);
+    if filters.get(&key, 0).is_ok() {
+        filters.remove(&key).map_err(aya_err("filters delete"))?;
+        removed += 1;
     }
-    filters.remove(&key).map_err(aya_err("filters delete"))?;
-    Ok(true)
+    let mut conns: BpfHashMap<MapData, ConnKey, Target> = hash_map(&dir, "conns")?;
+    let sources: Vec<ConnKey> = conns
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.local_ip == group.ip().octets() && k.local_port == group.port().to_be_bytes() && k.remote_port == [0, 0])
+        .collect();
+    for k in sources {
+        conns.remove(&k).map_err(aya_err("conns delete"))?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 fn if_index(ifname: &str) -> io::Result<u32> {

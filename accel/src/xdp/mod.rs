@@ -70,7 +70,9 @@ pub struct Filter {
     /// address = that group (the socket must also have joined it in the kernel, so that the
     /// host sends IGMP reports and the NIC accepts the group's frames).
     pub local: SocketAddrV4,
-    /// For a connected socket: only datagrams from this address and port.
+    /// For a connected socket: only datagrams from this address and port. With a multicast
+    /// group as `local` and port 0: the group's datagrams from this source address, whatever
+    /// their source port (a source-specific membership).
     pub remote: Option<SocketAddrV4>,
 }
 
@@ -368,6 +370,12 @@ impl XdpVi {
     /// How many UMEM frames receive (posted, holding a datagram, or spare).
     pub fn rx_frames(&self) -> u32 {
         self.umem.rx_frames()
+    }
+
+    /// Whether the kernel's route to `dst` leaves through this interface (a multicast join that
+    /// names no interface is made on the interface of the route to the group).
+    pub fn routes_through_here(&mut self, dst: Ipv4Addr) -> bool {
+        matches!(self.resolver.lookup(dst), Ok(_) | Err(NoNextHop::Unresolved))
     }
 
     /// The largest UDP payload [`XdpVi::send`] takes.

@@ -10,9 +10,11 @@
 //!   gets a filter in the shared XDP program steering its datagrams to our XSK. The XSK's frames
 //!   are served through [`PostedQueue`] (the fill ring is the "post", the RX ring the
 //!   completions); a datagram is demultiplexed to its socket by destination (and source, for a
-//!   connected filter) and copied once, into the application's buffer. The kernel socket is
-//!   still read (dual path): whatever the program passes (other queues, frames it does not
-//!   parse, datagrams from this host) arrives there.
+//!   connected filter or a multicast member's source filter) and copied once, into the
+//!   application's buffer. The kernel socket is still read (dual path): whatever the program
+//!   passes (other queues, frames it does not parse, datagrams from this host) arrives there.
+//! - **Multicast**: memberships stay the kernel's; a member's filters follow its socket options
+//!   under the single-member rule ([`XdpPort::membership`], [`XdpDev::check_groups`]).
 //! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
 //!   the XSK fd as its [`RxQueue::wait_fd`](crate::vi::RxQueue::wait_fd): blocking receives and
 //!   the poll/select/epoll loops sleep on it next to the application's fds.
@@ -63,14 +65,156 @@ pub struct XdpDev {
     /// removal still reach the XSK, and still belong to that socket (a socket going back to the
     /// kernel keeps them in its stash; a closed one drops them, as the kernel would).
     retired: Vec<(XdpFilterSpec, u64, std::time::Instant)>,
-    /// Multicast memberships of our sockets: (group:port, cookie, filter installed).
-    groups: Vec<(SocketAddrV4, u64, bool)>,
+    /// Multicast memberships of our sockets, in the order they were made.
+    groups: Vec<Membership>,
     /// When the memberships were last compared with /proc/net/igmp.
     groups_checked: std::time::Instant,
     /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
     stats: Option<crate::stats::MemoryRing>,
     ifname: String,
+    ifindex: u32,
     depth: u32,
+}
+
+/// What a socket's membership of a group lets through: the kernel's per-socket source filter,
+/// as followed from the socket options that change it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sources {
+    /// Any source (IP_ADD_MEMBERSHIP, MCAST_JOIN_GROUP) but those blocked (IP_BLOCK_SOURCE,
+    /// MCAST_BLOCK_SOURCE).
+    Any { blocked: Vec<Ipv4Addr> },
+    /// Only these sources (IP_ADD_SOURCE_MEMBERSHIP, MCAST_JOIN_SOURCE_GROUP).
+    Only(Vec<Ipv4Addr>),
+    /// Set wholesale (IP_MSFILTER, MCAST_MSFILTER, i.e. setsourcefilter()): not followed; the
+    /// kernel serves the group until the socket leaves it.
+    Unknown,
+}
+
+/// A change to a socket's membership, made after the kernel accepted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    Join,
+    Leave,
+    JoinSource(Ipv4Addr),
+    LeaveSource(Ipv4Addr),
+    Block(Ipv4Addr),
+    Unblock(Ipv4Addr),
+    SetFilter,
+}
+
+/// The interface a membership option names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinInterface {
+    /// None named (address 0.0.0.0, index 0): the kernel picks it by the route to the group.
+    Any,
+    Address(Ipv4Addr),
+    Index(u32),
+}
+
+/// One multicast membership of one of our sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Membership {
+    /// The group and the socket's port.
+    gp: SocketAddrV4,
+    cookie: u64,
+    sources: Sources,
+    /// The filters installed for it now (none while the kernel serves the group).
+    installed: Vec<XdpFilterSpec>,
+}
+
+impl Membership {
+    /// Whether the kernel would deliver a datagram of the group from `src` to this socket.
+    fn accepts(&self, src: Ipv4Addr) -> bool {
+        match &self.sources {
+            Sources::Any { blocked } => !blocked.contains(&src),
+            Sources::Only(list) => list.contains(&src),
+            Sources::Unknown => false,
+        }
+    }
+
+    /// The filters that steer exactly what this membership lets through: the group:port for an
+    /// any-source join, one (group:port, source) filter per source of a source-specific one.
+    /// None when filters cannot say it (blocked sources: the program has no "all but" entry).
+    fn filters(&self) -> Vec<XdpFilterSpec> {
+        match &self.sources {
+            Sources::Any { blocked } if blocked.is_empty() => vec![XdpFilterSpec::udp(self.gp)],
+            Sources::Only(list) => {
+                list.iter().map(|s| XdpFilterSpec::udp_connected(self.gp, SocketAddrV4::new(*s, 0))).collect()
+            }
+            Sources::Any { .. } | Sources::Unknown => Vec::new(),
+        }
+    }
+}
+
+/// Applies `change` of socket `cookie`'s membership of `gp` to `groups`; returns the membership
+/// it ended, if any (its installed filters are the caller's to remove).
+fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, change: GroupChange) -> Option<Membership> {
+    let at = groups.iter().position(|m| m.gp == gp && m.cookie == cookie);
+    let new = |sources| Membership { gp, cookie, sources, installed: Vec::new() };
+    match (change, at) {
+        (GroupChange::Join, None) => groups.push(new(Sources::Any { blocked: Vec::new() })),
+        (GroupChange::JoinSource(s), None) => groups.push(new(Sources::Only(vec![s]))),
+        (GroupChange::Leave, Some(i)) => return Some(groups.remove(i)),
+        (GroupChange::SetFilter, Some(i)) => groups[i].sources = Sources::Unknown,
+        (GroupChange::JoinSource(s), Some(i)) => {
+            if let Sources::Only(list) = &mut groups[i].sources {
+                if !list.contains(&s) {
+                    list.push(s);
+                }
+            }
+        }
+        (GroupChange::LeaveSource(s), Some(i)) => {
+            if let Sources::Only(list) = &mut groups[i].sources {
+                list.retain(|&x| x != s);
+                // The kernel: (INCLUDE, no source) is no membership.
+                if list.is_empty() {
+                    return Some(groups.remove(i));
+                }
+            }
+        }
+        (GroupChange::Block(s), Some(i)) => {
+            if let Sources::Any { blocked } = &mut groups[i].sources {
+                if !blocked.contains(&s) {
+                    blocked.push(s);
+                }
+            }
+        }
+        (GroupChange::Unblock(s), Some(i)) => {
+            if let Sources::Any { blocked } = &mut groups[i].sources {
+                blocked.retain(|&x| x != s);
+            }
+        }
+        // Joining twice, or changing a membership we never saw (made before the library
+        // followed the socket): nothing to follow.
+        (GroupChange::Join, Some(_))
+        | (GroupChange::Leave | GroupChange::LeaveSource(_), None)
+        | (GroupChange::Block(_) | GroupChange::Unblock(_) | GroupChange::SetFilter, None) => {}
+    }
+    None
+}
+
+/// The socket a multicast datagram of group:port `dst` from `src` belongs to: the latest of our
+/// memberships of the group whose source filter lets `src` through; failing that, a socket that
+/// no longer is a member but owned a filter removed in the last [`RETIRED_FOR`] matching the
+/// datagram (frames already redirected when it left or went back to the kernel). A member whose
+/// filter refuses `src` never gets the datagram, retired filter or not.
+fn group_owner(
+    groups: &[Membership],
+    retired: &[(XdpFilterSpec, u64, std::time::Instant)],
+    dst: SocketAddrV4,
+    src: SocketAddrV4,
+) -> Option<u64> {
+    if let Some(m) = groups.iter().rev().find(|m| m.gp == dst && m.accepts(*src.ip())) {
+        return Some(m.cookie);
+    }
+    let member = |c: u64| groups.iter().any(|m| m.gp == dst && m.cookie == c);
+    retired
+        .iter()
+        .rev()
+        .find(|(spec, c, _)| {
+            spec.local == dst && !member(*c) && spec.remote.is_none_or(|r| r.ip() == src.ip() && (r.port() == 0 || r == src))
+        })
+        .map(|&(_, c, _)| c)
 }
 
 /// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
@@ -81,6 +225,9 @@ const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl XdpDev {
     fn owner_of(&self, dst: SocketAddrV4, src: SocketAddrV4) -> Option<u64> {
+        if dst.ip().is_multicast() {
+            return group_owner(&self.groups, &self.retired, dst, src);
+        }
         if let Some(&c) = self.conns.get(&(dst, src)).and_then(|v| v.last()) {
             return Some(c);
         }
@@ -150,29 +297,87 @@ impl XdpDev {
     /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
     /// (another socket, ours or another process's, accelerated or not) the program passes the
     /// group's datagrams to the kernel, which gives each member its copy; our socket still gets
-    /// its own through the kernel socket (dual path).
+    /// its own through the kernel socket (dual path). An any-source member is steered by a
+    /// group:port filter, a source-specific one by a (group:port, source) filter per source
+    /// once /proc/net/mcfilter shows the interface including exactly those sources; a member
+    /// with blocked sources, or whose filter was set wholesale, is left to the kernel.
     fn check_groups(&mut self) {
         self.groups_checked = std::time::Instant::now();
         if self.groups.is_empty() {
             return;
         }
         let users = igmp_users(&self.ifname);
+        let by_source = self.groups.iter().any(|m| matches!(m.sources, Sources::Only(_)));
+        let sources = if by_source { mcfilter(self.ifindex) } else { Vec::new() };
         for i in 0..self.groups.len() {
-            let (gp, cookie, installed) = self.groups[i];
+            let m = &self.groups[i];
+            let (gp, cookie) = (m.gp, m.cookie);
             let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
-            let spec = XdpFilterSpec::udp(gp);
-            if alone && !installed {
-                match self.add(spec, cookie) {
-                    Ok(()) => self.groups[i].2 = true,
-                    Err(e) => crate::log::debug(format_args!("xdp: group filter {gp}: {e}")),
+            let agrees = match &m.sources {
+                Sources::Only(list) => {
+                    let rows: Vec<&(Ipv4Addr, Ipv4Addr, u64, u64)> = sources.iter().filter(|r| r.0 == *gp.ip()).collect();
+                    rows.len() == list.len() && rows.iter().all(|r| list.contains(&r.1) && r.2 > 0 && r.3 == 0)
                 }
-            } else if !alone && installed {
-                self.remove(spec, cookie);
-                self.groups[i].2 = false;
-                crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+                _ => true,
+            };
+            let want = if alone && agrees { m.filters() } else { Vec::new() };
+            if want == m.installed {
+                continue;
+            }
+            let old = std::mem::take(&mut self.groups[i].installed);
+            for spec in old.iter().filter(|s| !want.contains(s)) {
+                self.remove(*spec, cookie);
+            }
+            let mut now: Vec<XdpFilterSpec> = old.iter().filter(|s| want.contains(s)).copied().collect();
+            for spec in want.iter().filter(|s| !old.contains(s)) {
+                match self.add(*spec, cookie) {
+                    Ok(()) => now.push(*spec),
+                    Err(e) => crate::log::debug(format_args!("xdp: group filter {gp} {:?}: {e}", spec.remote)),
+                }
+            }
+            let m = &mut self.groups[i];
+            m.installed = now;
+            if !m.installed.is_empty() {
+                let how = if old.is_empty() { " has a single member:" } else { ":" };
+                match &m.sources {
+                    Sources::Only(_) => crate::log::debug(format_args!(
+                        "xdp: {gp}{how} steered to the XSK from {}",
+                        m.installed.iter().filter_map(|f| f.remote).map(|r| r.ip().to_string()).collect::<Vec<_>>().join(", ")
+                    )),
+                    _ => crate::log::debug(format_args!("xdp: {gp}{how} steered to the XSK")),
+                }
+            } else if !old.is_empty() {
+                if !alone {
+                    crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+                } else {
+                    crate::log::debug(format_args!("xdp: {gp}: a source filter the program cannot follow: the kernel serves it"));
+                }
             }
         }
     }
+}
+
+/// (group, source, include count, exclude count) of the interface with index `ifindex`, from
+/// /proc/net/mcfilter: the interface's source filter of each group that has one.
+fn mcfilter(ifindex: u32) -> Vec<(Ipv4Addr, Ipv4Addr, u64, u64)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/mcfilter") else { return Vec::new() };
+    parse_mcfilter(&text, ifindex)
+}
+
+fn parse_mcfilter(text: &str, ifindex: u32) -> Vec<(Ipv4Addr, Ipv4Addr, u64, u64)> {
+    // "Idx Device        MCA        SRC    INC    EXC"
+    // "  5     xa 0xef010203 0x0acb0002      1      0": addresses in host order (ntohl).
+    let hex = |w: &str| u32::from_str_radix(w.trim_start_matches("0x"), 16).ok().map(Ipv4Addr::from);
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 6 || f[0].parse::<u32>().ok()? != ifindex {
+                return None;
+            }
+            Some((hex(f[2])?, hex(f[3])?, f[4].parse().ok()?, f[5].parse().ok()?))
+        })
+        .collect()
 }
 
 /// (group, members) on `ifname`, from /proc/net/igmp.
@@ -264,6 +469,7 @@ pub fn stats_ring_name(ifname: &str) -> String {
 pub struct XdpPort {
     queue: Arc<PostedQueue<XdpDev>>,
     ifname: String,
+    ifindex: u32,
     /// The interface's IPv4 addresses when the port opened.
     addresses: Vec<Ipv4Addr>,
     max_payload: usize,
@@ -332,10 +538,9 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
 /// included) its copy. The owner sees the group's second member and does not put it back.
 pub fn joined_without_port(config: &Config, group: Ipv4Addr, port: u16) {
     let Some(ifname) = config.xdp_ifname.clone().or_else(single_interface) else { return };
-    let key = super::loader::FilterKey::new(super::IPPROTO_UDP, SocketAddrV4::new(group, port));
-    match super::loader::remove_filter_of_anyone(&ifname, key) {
-        Ok(true) => crate::log::debug(format_args!("xdp: {group}:{port} handed back to the kernel (a second member)")),
-        Ok(false) => {}
+    match super::loader::remove_group_of_anyone(&ifname, SocketAddrV4::new(group, port)) {
+        Ok(0) => {}
+        Ok(_) => crate::log::debug(format_args!("xdp: {group}:{port} handed back to the kernel (a second member)")),
         Err(e) => crate::log::debug(format_args!("xdp: cannot look at {ifname}'s filters: {e}")),
     }
 }
@@ -392,6 +597,7 @@ impl XdpPort {
         let fd = vi.fd();
         let max_payload = vi.max_payload();
         let mode = vi.attach_mode();
+        let ifindex = vi.ifindex();
         let dev = XdpDev {
             vi: Some(vi),
             binds: HashMap::new(),
@@ -400,6 +606,7 @@ impl XdpPort {
             groups: Vec::new(),
             groups_checked: std::time::Instant::now(),
             ifname: ifname.to_string(),
+            ifindex,
             depth,
             stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
         };
@@ -409,6 +616,7 @@ impl XdpPort {
         Ok(XdpPort {
             queue,
             ifname: ifname.to_string(),
+            ifindex,
             addresses: addresses_of(ifname),
             max_payload,
             sockets: Mutex::new(HashMap::new()),
@@ -471,22 +679,36 @@ impl XdpPort {
 }
 
 impl XdpPort {
-    /// The socket of `binding` joined (`join`) or left `group` in the kernel: its group:port
-    /// filter follows, under the single-member rule ([`XdpDev::check_groups`]).
-    pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, join: bool) {
+    /// The socket of `binding` changed its membership of `group` (joined, left, added or
+    /// dropped a source, blocked or unblocked one...) in the kernel, on interface `iface`: its
+    /// filters follow, under the single-member rule ([`XdpDev::check_groups`]). A join (of the
+    /// group, of a source) or an unblock on another interface is not ours to follow — a join
+    /// that names no interface is the kernel's on the interface of the route to the group;
+    /// changes that can only make the group less steerable (leave, block, a filter set
+    /// wholesale) are applied whatever interface they name: at worst the kernel serves a group
+    /// we could have steered.
+    pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, iface: JoinInterface, change: GroupChange) {
         if binding.pid != std::process::id() || binding.local.port() == 0 {
             return;
         }
+        if matches!(change, GroupChange::Join | GroupChange::JoinSource(_) | GroupChange::Unblock(_)) {
+            let ours = match iface {
+                JoinInterface::Any => {
+                    self.queue.with_device(|d| d.usable().is_some_and(|vi| vi.routes_through_here(group)))
+                }
+                JoinInterface::Address(a) => self.addresses.contains(&a),
+                JoinInterface::Index(i) => i == self.ifindex,
+            };
+            if !ours {
+                crate::log::debug(format_args!("xdp: {group} joined on another interface ({iface:?}): kernel path"));
+                return;
+            }
+        }
         let gp = SocketAddrV4::new(group, binding.local.port());
         self.queue.with_device(|d| {
-            if join {
-                if !d.groups.iter().any(|g| g.0 == gp && g.1 == binding.cookie) {
-                    d.groups.push((gp, binding.cookie, false));
-                }
-            } else if let Some(i) = d.groups.iter().position(|g| g.0 == gp && g.1 == binding.cookie) {
-                let (_, cookie, installed) = d.groups.remove(i);
-                if installed {
-                    d.remove(XdpFilterSpec::udp(gp), cookie);
+            if let Some(ended) = apply_change(&mut d.groups, gp, binding.cookie, change) {
+                for spec in ended.installed {
+                    d.remove(spec, ended.cookie);
                 }
             }
             d.check_groups();
@@ -541,13 +763,11 @@ impl Vi for XdpPort {
         let FilterState::Xdp(f) = &binding.state else { return };
         let conn = f.conn.lock().take();
         self.queue.with_device(|d| {
-            let mine: Vec<(SocketAddrV4, bool)> =
-                d.groups.iter().filter(|g| g.1 == binding.cookie).map(|g| (g.0, g.2)).collect();
-            d.groups.retain(|g| g.1 != binding.cookie);
-            for (gp, installed) in mine {
-                if installed {
-                    d.remove(XdpFilterSpec::udp(gp), binding.cookie);
-                }
+            let mine: Vec<XdpFilterSpec> =
+                d.groups.iter().filter(|m| m.cookie == binding.cookie).flat_map(|m| m.installed.clone()).collect();
+            d.groups.retain(|m| m.cookie != binding.cookie);
+            for spec in mine {
+                d.remove(spec, binding.cookie);
             }
             if let Some((local, remote)) = conn {
                 d.remove(XdpFilterSpec::udp_connected(local, remote), binding.cookie);
@@ -612,4 +832,102 @@ pub fn single_interface() -> Option<String> {
         interface_addresses().into_iter().filter(|(_, a)| !a.is_loopback()).map(|(n, _)| n).collect();
     names.dedup();
     (names.len() == 1).then(|| names.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn a(s: &str) -> SocketAddrV4 {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn memberships_follow_the_socket_options() {
+        let gp = a("239.1.1.1:5000");
+        let mut groups = Vec::new();
+        assert_eq!(apply_change(&mut groups, gp, 2, GroupChange::JoinSource(ip("10.0.0.1"))), None);
+        apply_change(&mut groups, gp, 2, GroupChange::JoinSource(ip("10.0.0.2")));
+        apply_change(&mut groups, gp, 2, GroupChange::JoinSource(ip("10.0.0.2")));
+        assert_eq!(groups[0].sources, Sources::Only(vec![ip("10.0.0.1"), ip("10.0.0.2")]));
+        assert_eq!(
+            groups[0].filters(),
+            vec![
+                XdpFilterSpec::udp_connected(gp, a("10.0.0.1:0")),
+                XdpFilterSpec::udp_connected(gp, a("10.0.0.2:0"))
+            ]
+        );
+        assert_eq!(apply_change(&mut groups, gp, 2, GroupChange::LeaveSource(ip("10.0.0.1"))), None);
+        // Dropping the last source leaves the group, as in the kernel.
+        assert!(apply_change(&mut groups, gp, 2, GroupChange::LeaveSource(ip("10.0.0.2"))).is_some());
+        assert!(groups.is_empty());
+
+        apply_change(&mut groups, gp, 4, GroupChange::Join);
+        assert_eq!(groups[0].filters(), vec![XdpFilterSpec::udp(gp)]);
+        apply_change(&mut groups, gp, 4, GroupChange::Block(ip("10.0.0.3")));
+        assert!(groups[0].filters().is_empty(), "blocked sources: the kernel serves the group");
+        assert!(!groups[0].accepts(ip("10.0.0.3")) && groups[0].accepts(ip("10.0.0.4")));
+        apply_change(&mut groups, gp, 4, GroupChange::Unblock(ip("10.0.0.3")));
+        assert_eq!(groups[0].filters(), vec![XdpFilterSpec::udp(gp)]);
+        apply_change(&mut groups, gp, 4, GroupChange::SetFilter);
+        assert!(groups[0].filters().is_empty() && !groups[0].accepts(ip("10.0.0.4")));
+        assert!(apply_change(&mut groups, gp, 4, GroupChange::Leave).is_some());
+        // Changes to a membership never seen are ignored.
+        assert_eq!(apply_change(&mut groups, gp, 6, GroupChange::Leave), None);
+        apply_change(&mut groups, gp, 6, GroupChange::Block(ip("10.0.0.3")));
+        assert!(groups.is_empty());
+    }
+
+    #[test]
+    fn a_source_specific_member_never_gets_another_source() {
+        let gp = a("239.1.1.1:5000");
+        let mut groups = Vec::new();
+        apply_change(&mut groups, gp, 2, GroupChange::JoinSource(ip("10.0.0.1")));
+        let joined = a("10.0.0.1:4000");
+        let other = a("10.0.0.9:4000");
+        assert_eq!(group_owner(&groups, &[], gp, joined), Some(2));
+        assert_eq!(group_owner(&groups, &[], gp, other), None);
+        // A retired any-source filter of the same socket (it was an any-source member before)
+        // does not let the other source through while the socket is a member by source.
+        let retired = vec![(XdpFilterSpec::udp(gp), 2, Instant::now())];
+        assert_eq!(group_owner(&groups, &retired, gp, other), None);
+        // Another port of the group is not this membership's.
+        assert_eq!(group_owner(&groups, &[], a("239.1.1.1:5001"), joined), None);
+        // An any-source member of ours (a second socket) gets what the first refuses.
+        apply_change(&mut groups, gp, 4, GroupChange::Join);
+        assert_eq!(group_owner(&groups, &[], gp, other), Some(4));
+        apply_change(&mut groups, gp, 4, GroupChange::Block(ip("10.0.0.9")));
+        assert_eq!(group_owner(&groups, &[], gp, other), None);
+    }
+
+    #[test]
+    fn a_socket_that_left_keeps_what_was_redirected_before() {
+        let gp = a("239.1.1.1:5000");
+        let retired = vec![(XdpFilterSpec::udp_connected(gp, a("10.0.0.1:0")), 2, Instant::now())];
+        assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.1:4000")), Some(2));
+        assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), None);
+        let retired = vec![(XdpFilterSpec::udp(gp), 2, Instant::now())];
+        assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), Some(2));
+    }
+
+    #[test]
+    fn mcfilter_rows_of_one_interface() {
+        let text = "Idx Device        MCA        SRC    INC    EXC\n\
+                    \x20 5     xa 0xef010203 0x0acb0002      1      0\n\
+                    \x20 5     xa 0xef010203 0x0acb0003      0      1\n\
+                    \x20 2   eth0 0xef010203 0x0acb0009      1      0\n";
+        assert_eq!(
+            parse_mcfilter(text, 5),
+            vec![
+                (ip("239.1.2.3"), ip("10.203.0.2"), 1, 0),
+                (ip("239.1.2.3"), ip("10.203.0.3"), 0, 1)
+            ]
+        );
+        assert!(parse_mcfilter(text, 3).is_empty());
+    }
 }
