@@ -742,31 +742,47 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
         return None;
     }
     let vi: &dyn Vi = bypass_vi(s, *dest.ip())?;
-    // The payload: the app's own buffer when it is one piece, else gathered; anything larger
-    // than the VI carries is the kernel's.
+    // The payload: the app's own buffer when it is one piece, else gathered (out of line: its
+    // 16 KiB stack buffer would cost every send a stack probe); anything larger than the VI
+    // carries is the kernel's.
     let max = vi.max_payload();
+    if iovlen != 1 {
+        return gather_then_send(fd, s, vi, iov, iovlen, dest, max);
+    }
+    let v = &*iov;
+    if v.iov_len > max {
+        s.counters.tx_oversize.fetch_add(1, Ordering::Relaxed); // stats: too large for a slot
+        return None;
+    }
+    let payload: &[u8] = if v.iov_len == 0 { &[] } else { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+    send_payload(fd, s, vi, dest, payload)
+}
+
+/// [`try_bypass_send`] for a datagram in several pieces: gathered into one buffer first.
+///
+/// # Safety
+/// `iov` points to `iovlen` plausible iovecs (checked by the caller).
+#[cold]
+#[inline(never)]
+unsafe fn gather_then_send(fd: c_int, s: &Arc<Socket>, vi: &dyn Vi, iov: *const iovec, iovlen: usize, dest: SocketAddrV4, max: usize) -> Option<isize> {
     let mut gathered = [MaybeUninit::<u8>::uninit(); 16384];
-    let payload: &[u8] = if iovlen == 1 {
-        let v = &*iov;
-        if v.iov_len > max {
-            s.counters.tx_oversize.fetch_add(1, Ordering::Relaxed); // stats: too large for a slot
+    let mut len = 0usize;
+    for i in 0..iovlen {
+        let v = &*iov.add(i);
+        if v.iov_len > max.min(gathered.len()) - len {
             return None;
         }
-        if v.iov_len == 0 { &[] } else { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) }
-    } else {
-        let mut len = 0usize;
-        for i in 0..iovlen {
-            let v = &*iov.add(i);
-            if v.iov_len > max.min(gathered.len()) - len {
-                return None;
-            }
-            if v.iov_len > 0 {
-                core::ptr::copy_nonoverlapping(v.iov_base as *const u8, gathered.as_mut_ptr().add(len) as *mut u8, v.iov_len);
-            }
-            len += v.iov_len;
+        if v.iov_len > 0 {
+            core::ptr::copy_nonoverlapping(v.iov_base as *const u8, gathered.as_mut_ptr().add(len) as *mut u8, v.iov_len);
         }
-        std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len)
-    };
+        len += v.iov_len;
+    }
+    send_payload(fd, s, vi, dest, std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len))
+}
+
+/// The bypass send of one datagram through `vi`; None = the kernel's (see [`try_bypass_send`]).
+#[inline(always)]
+fn send_payload(fd: c_int, s: &Arc<Socket>, vi: &dyn Vi, dest: SocketAddrV4, payload: &[u8]) -> Option<isize> {
     let len = payload.len();
     let local = match s.local() {
         Some(l) if l.port() != 0 => l,
