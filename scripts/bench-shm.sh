@@ -10,7 +10,10 @@
 #     docs/img/shm-latency.png, and their percentiles (p1 .. p99.99, max) in
 #     docs/img/shm-percentiles.png.
 #  2. The floor: scripts/bench/shm_pingpong.c, two processes ping-ponging one sequence word each
-#     way through a MAP_SHARED mapping (busy spin, no system calls).
+#     way through a MAP_SHARED mapping (busy spin, no system calls). And the ring protocol alone:
+#     accel/examples/ring_pingpong.rs, the same through two of accel's shm rings (64 B datagrams,
+#     no sockets, no interposition), so the gap between floor and sockperf splits into the ring's
+#     share and the socket layer's.
 #  3. sockperf throughput, UDP 64 B and 1472 B, --pps max: client msg/s sent, server's received
 #     count (sockperf sr prints it when it gets SIGINT), loss = sent - received. Then, 64 B busy,
 #     the highest paced rate (--mps) without loss, searched downward from the unpaced rate.
@@ -57,7 +60,10 @@ done
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   cargo build --release --workspace
+  cargo build --release -p accel-engine --example ring_pingpong
 fi
+RING_PP=$ROOT/target/release/examples/ring_pingpong
+[ -x "$RING_PP" ] || { echo "bench-shm: $RING_PP missing (cargo build --release -p accel-engine --example ring_pingpong)" >&2; exit 1; }
 LIB=$ROOT/target/release/libaccel.so
 [ -f "$LIB" ] || { echo "bench-shm: $LIB missing: cargo build --release --workspace" >&2; exit 1; }
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ', with uncommitted changes')"
@@ -199,20 +205,22 @@ pp() {
 
 # ---- 2. floor ------------------------------------------------------------------------------
 cc -O2 -Wall -Wextra -o "$WORK/shm_pingpong" scripts/bench/shm_pingpong.c
+# floor REP KIND: KIND shm = the raw floor (shm_pingpong), ring = accel's ring protocol alone
 floor() {
-  local rep=$1 out=$WORK/floor-$rep.out rc=0
-  timeout -k 5 120 "$WORK/shm_pingpong" "$FLOOR_N" "$CLIENT_CPU" "$SERVER_CPU" > "$out" 2>&1 || rc=$?
+  local rep=$1 kind=$2 out=$WORK/floor-$2-$1.out rc=0 prog
+  if [ "$kind" = ring ]; then prog=$RING_PP; else prog=$WORK/shm_pingpong; fi
+  timeout -k 5 120 "$prog" "$FLOOR_N" "$CLIENT_CPU" "$SERVER_CPU" > "$out" 2>&1 || rc=$?
   local k v
   if [ "$rc" != 0 ] || ! grep -q 'p50=' "$out"; then
-    fail "floor rep $rep: shm_pingpong exit status $rc" "$out"
-    for k in p50 p99 p999 avg max; do put floor shm "$rep" "$k" NA; done
+    fail "floor $kind rep $rep: $(basename "$prog") exit status $rc" "$out"
+    for k in p50 p99 p999 avg max; do put floor "$kind" "$rep" "$k" NA; done
     return
   fi
   for k in p50 p99 p99.9 avg max; do
     v=$(tr ' ' '\n' < "$out" | sed -n "s/^$k=//p")
-    put floor shm "$rep" "${k/./}" "$v"
+    put floor "$kind" "$rep" "${k/./}" "$v"
   done
-  log "floor rep $rep: $(cat "$out")"
+  log "floor $kind rep $rep: $(cat "$out")"
 }
 
 # ---- 3. throughput -------------------------------------------------------------------------
@@ -288,7 +296,8 @@ for rep in $(seq "$REPS"); do
   if [ $((rep % 2)) = 1 ]; then ORDER=(kernel accel); else ORDER=(accel kernel); fi
   log "repetition $rep/$REPS (order: ${ORDER[*]})"
   for m in "${ORDER[@]}"; do pp busy "$m" "$rep"; done
-  floor "$rep"
+  floor "$rep" shm
+  floor "$rep" ring
   for m in "${ORDER[@]}"; do pp blocking "$m" "$rep"; done
   for m in "${ORDER[@]}"; do pp paced "$m" "$rep"; done
   for size in 64 1472; do
@@ -537,6 +546,8 @@ SEC=$WORK/section.md
   echo "# paced blocking (supplementary): as blocking, client adds --mps 1000"
   echo "# floor"
   echo "cc -O2 -o shm_pingpong scripts/bench/shm_pingpong.c && ./shm_pingpong $FLOOR_N $CLIENT_CPU $SERVER_CPU"
+  echo "# ring protocol alone"
+  echo "target/release/examples/ring_pingpong $FLOOR_N $CLIENT_CPU $SERVER_CPU"
   echo '```'
   echo
   for t in busy blocking paced; do
@@ -566,6 +577,17 @@ SEC=$WORK/section.md
     echo "| $rep | $(val floor shm "$rep" p50) | $(val floor shm "$rep" p99) | $(val floor shm "$rep" p999) | $(val floor shm "$rep" avg) | $(val floor shm "$rep" max) |"
   done
   echo "| **median** | **$(med floor shm p50)** | **$(med floor shm p99)** | **$(med floor shm p999)** | **$(med floor shm avg)** | $(med floor shm max) |"
+  echo
+  echo "**Ring protocol alone**: the same ping-pong through two of accel's shm rings, 64 B datagrams, $FLOOR_N round"
+  echo "trips (\`accel/examples/ring_pingpong.rs\`: push, then peek/consume on the other side; no sockets, no"
+  echo "interposition). What sockperf under accel adds on top of it is the socket layer's cost."
+  echo
+  echo "| rep | p50 | p99 | p99.9 | avg | max |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for rep in $(seq "$REPS"); do
+    echo "| $rep | $(val floor ring "$rep" p50) | $(val floor ring "$rep" p99) | $(val floor ring "$rep" p999) | $(val floor ring "$rep" avg) | $(val floor ring "$rep" max) |"
+  done
+  echo "| **median** | **$(med floor ring p50)** | **$(med floor ring p99)** | **$(med floor ring p999)** | **$(med floor ring avg)** | $(med floor ring max) |"
   echo
   echo "accel busy / floor (medians): p50 **$(ratio "$ab" "$fl")**, p99 **$(ratio "$(med pp-busy accel p99)" "$(med floor shm p99)")**, p99.9 **$(ratio "$(med pp-busy accel p999)" "$(med floor shm p999)")**."
   echo
