@@ -176,6 +176,8 @@ pub const VERSION: u32 = 3;
 pub const HEADER_SIZE: usize = 4096;
 /// Bytes at the start of each slot before its payload.
 pub const SLOT_HEADER_SIZE: usize = 32;
+/// A cache line: the slot's first one holds its header and the payload's first bytes.
+const SLOT_LINE: usize = 64;
 /// The slot size to use unless there is a reason not to: payloads up to 2016 bytes, so any
 /// datagram that fits a 1500-byte MTU.
 pub const DEFAULT_SLOT_SIZE: u32 = 2048;
@@ -191,6 +193,18 @@ pub const MAX_SLOT_SIZE: u32 = 65536;
 /// A contended producer checks whether the lock holder is alive every this many spins (a power
 /// of two).
 pub const SPINS_PER_CHECK: u32 = 4096;
+/// A hint to bring the cache line at `p` in (no effect elsewhere than x86-64; never faults).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The `seq` word of a slot written for position `pos`: `pos + 1`, so that the zeroes of a new
 /// ring's slots never read as published.
 #[inline(always)]
@@ -794,15 +808,24 @@ impl Ring {
         // consumer that still looks at it after losing a CAS discards what it read) and no other
         // producer writes it; payload.len() <= slot_size - 32, checked by every caller. `seq` is
         // not written here: it is the slot's publication, stored last by `publish_slot`.
+        // Order: the payload past the slot's first cache line, then that line (header and the
+        // payload's start) in one burst, then `seq` (on the same line). A consumer polls `seq`,
+        // so each store to the first line may have to take the line back from it: the fewer and
+        // closer together those are, the fewer times the line crosses between the cores.
+        let head_room = (SLOT_LINE - SLOT_HEADER_SIZE).min(payload.len());
         unsafe {
+            ptr::copy_nonoverlapping(payload.as_ptr().add(head_room), slot.add(SLOT_LINE), payload.len() - head_room);
             ptr::addr_of_mut!((*sh).len).write(payload.len() as u32);
             ptr::addr_of_mut!((*sh).src_ip).write(u32::from_ne_bytes(src.ip().octets()));
             ptr::addr_of_mut!((*sh).src_port).write(src.port());
             ptr::addr_of_mut!((*sh).flags).write(0);
             ptr::addr_of_mut!((*sh).cookie).write(cookie);
-            ptr::copy_nonoverlapping(payload.as_ptr(), slot.add(SLOT_HEADER_SIZE), payload.len());
+            ptr::copy_nonoverlapping(payload.as_ptr(), slot.add(SLOT_HEADER_SIZE), head_room);
         }
         self.slot_seq(pos).store(seq_of(pos), Release);
+        // The next slot's payload line, while the consumer is busy with this one: the next
+        // push then writes it from our cache instead of waiting for it.
+        prefetch(self.slot_ptr(pos.wrapping_add(1)).wrapping_add(SLOT_LINE));
     }
 
     /// The `seq` word of the slot for position `pos`.
