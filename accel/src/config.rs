@@ -2107,7 +2107,7 @@ mod tests {
             let (config, warnings) = Config::from_vars(|name| {
                 let i = known_variables().iter().position(|n| *n == name)?;
                 // Leave about half of the variables unset.
-                Some(values[i].clone()).filter(|_| values[i].len() % 2 == 0)
+                Some(values[i].clone()).filter(|_| values[i].len().is_multiple_of(2))
             });
             assert!(warnings.len() <= VARIABLE_COUNT);
             assert!((32..=65536).contains(&config.rx_wre) && config.rx_wre.is_power_of_two());

@@ -1426,7 +1426,7 @@ impl Shadow {
         let input_only = || {
             g.entries.iter().all(|e| e.st.events & !(EP_IN | libc::EPOLLET as u32 | libc::EPOLLONESHOT as u32 | libc::EPOLLRDHUP as u32 | libc::EPOLLPRI as u32) == 0)
         };
-        let ask_kernel = n == 0 || ratio == 1 || g.seq % ratio == 0 || !input_only();
+        let ask_kernel = n == 0 || ratio == 1 || g.seq.is_multiple_of(ratio) || !input_only();
         if n < max && ask_kernel {
             let r = real::epoll_wait(epfd, ev.add(n), (max - n) as c_int, 0);
             if r < 0 {

@@ -29,7 +29,7 @@ pub struct Sym {
 }
 
 /// Marks a symbol that was looked up and is absent, so the lookup is not repeated.
-const MISSING: *mut c_void = 1 as *mut c_void;
+const MISSING: *mut c_void = core::ptr::dangling_mut::<c_void>();
 
 impl Sym {
     pub const fn new(name: &'static CStr, version: Option<&'static CStr>) -> Sym {
@@ -105,6 +105,7 @@ macro_rules! real_fns {
             /// # Safety
             /// The libc function's own contract.
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)] // libc's signature
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 match sym::$name.get() {
                     Some(p) => {

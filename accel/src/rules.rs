@@ -325,7 +325,7 @@ impl Rule {
             && self
                 .second
                 .as_ref()
-                .map_or(true, |pattern| side_matches(pattern, second_side))
+                .is_none_or(|pattern| side_matches(pattern, second_side))
     }
 }
 

@@ -374,7 +374,7 @@ impl Map {
     }
 
     fn word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= FILE_LEN);
+        assert!(off.is_multiple_of(8) && off + 8 <= FILE_LEN);
         // SAFETY: in bounds (checked) and 8-aligned (the mapping is page-aligned).
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
@@ -564,7 +564,7 @@ impl Block {
     fn create(dir: &Path) -> io::Result<Block> {
         let pid = getpid();
         let header = header_bytes(pid);
-        let mut last = io::Error::new(io::ErrorKind::Other, "directory kept disappearing");
+        let mut last = io::Error::other("directory kept disappearing");
         // A concurrent clean-up may remove an empty registry directory between our mkdir and
         // our create: try again.
         for _ in 0..4 {
@@ -941,10 +941,10 @@ pub fn publish(fd: libc::c_int, s: &Socket) {
     slot.unlock(locked);
     if let Some(r) = rx {
         if r.pid == b.pid {
-            #[allow(unreachable_patterns)] // other VIs' filter states: no ring file to list
-            match &r.state {
-                FilterState::Shm(f) => b.note_ring(&f.ring_name, &f.ring_key, f.ring.capacity(), f.ring.slot_size()),
-                _ => {}
+            // other VIs' filter states: no ring file to list
+            #[allow(irrefutable_let_patterns)]
+            if let FilterState::Shm(f) = &r.state {
+                b.note_ring(&f.ring_name, &f.ring_key, f.ring.capacity(), f.ring.slot_size());
             }
         }
     }
@@ -1478,7 +1478,7 @@ mod tests {
         let after = v.header().proc_drops;
         // (Other unit tests may meet bad frames meanwhile; only this one counts "too large".)
         assert!(after[1] > before[1] && after[2] - before[2] == 2, "{before:?} -> {after:?}");
-        assert_eq!(v.zero().unwrap() >= 1, true);
+        assert!(v.zero().unwrap() >= 1);
         assert_eq!(v.header().proc_drops[2], 0, "zeroed");
         assert_eq!(v.socket(i).unwrap().counter("shm_rx_packets"), 0);
         drop(s);

@@ -190,7 +190,7 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        Err(io::Error::new(io::ErrorKind::Other, "endpoint file kept changing"))
+        Err(io::Error::other("endpoint file kept changing"))
     }
 
     /// A claim counts only if the file is still the one at `path` (a concurrent unpublish may

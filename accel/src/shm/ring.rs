@@ -498,7 +498,9 @@ fn huge_page_size(file: &File) -> Option<u64> {
     }
     // SAFETY: initialised by the successful fstatfs.
     let st = unsafe { st.assume_init() };
-    (st.f_type as i64 == super::registry::HUGETLBFS_MAGIC && st.f_bsize > 0).then_some(st.f_bsize as u64)
+    #[allow(clippy::unnecessary_cast)] // f_type is not i64 on every target
+    let hugetlbfs = st.f_type as i64 == super::registry::HUGETLBFS_MAGIC;
+    (hugetlbfs && st.f_bsize > 0).then_some(st.f_bsize as u64)
 }
 
 fn ring_bytes(slots: u32, slot_size: u32) -> u64 {
@@ -1034,7 +1036,7 @@ impl Ring {
         }
         let n = self.idle_peeks.load(Relaxed).wrapping_add(1);
         self.idle_peeks.store(n, Relaxed);
-        n % IDLE_PEEKS_PER_TAIL != 0
+        !n.is_multiple_of(IDLE_PEEKS_PER_TAIL)
     }
 
     /// The datagram in the slot for position `head`, if the slot says so and its length fits.
