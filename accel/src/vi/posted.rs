@@ -103,12 +103,22 @@ impl<P: PostedRx> PostedQueue<P> {
 }
 
 impl<P: PostedRx> Inner<P> {
+    /// Posts free buffers, taken from the end of the free list in chunks: the device takes a
+    /// chunk's first `n`, and only the chunk's untaken rest moves (posting from the front moved
+    /// the whole list, thousands of entries, for every datagram released).
     fn restock(&mut self) {
-        if self.free.is_empty() {
+        const CHUNK: usize = 16;
+        while !self.free.is_empty() {
+            let start = self.free.len().saturating_sub(CHUNK);
+            let k = self.free.len() - start;
+            let n = self.dev.post(&self.free[start..]).min(k);
+            if n == k {
+                self.free.truncate(start);
+                continue;
+            }
+            self.free.drain(start..start + n);
             return;
         }
-        let n = self.dev.post(&self.free);
-        self.free.drain(..n);
     }
 
     fn refill_ready(&mut self) {
@@ -118,6 +128,13 @@ impl<P: PostedRx> Inner<P> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         self.dev.poll(&mut scratch, 64);
+        if scratch.is_empty() {
+            // Nothing came in, so nothing changed: the free list was posted when it last grew
+            // (release, bad frames below), and the device makes room for more only by
+            // completing receives, which a later poll sees. The busy-poll path stays short.
+            self.scratch = scratch;
+            return;
+        }
         for c in scratch.drain(..) {
             match c {
                 Ok(c) if (c.offset as usize).checked_add(c.len as usize).is_some_and(|e| e <= self.dev.buffer(c.buf).len()) => {
