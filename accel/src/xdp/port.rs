@@ -444,6 +444,8 @@ impl XdpPort {
     fn open(ifname: &str, config: &Config) -> io::Result<XdpPort> {
         let mut vi = XdpVi::open_with_mode(ifname, 0, config, config.xdp_mode)?;
         let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
+        // The rest of the receive frames are on the fill ring already.
+        let posted = vi.rx_frames().saturating_sub(spare.len() as u32);
         let depth = vi.fill_depth();
         let fd = vi.fd();
         let max_payload = vi.max_payload();
@@ -460,7 +462,7 @@ impl XdpPort {
             depth,
             stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
         };
-        let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
+        let queue = Arc::new(PostedQueue::with_posted(dev, spare, posted).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
         Ok(XdpPort {
