@@ -264,30 +264,44 @@ pub fn write_udp4(buf: &mut [u8], header: &FrameHeader, payload: &[u8]) -> Optio
 /// The one's-complement sum's accumulator over `bytes` as big-endian 16-bit words (an odd last
 /// byte is padded with zero), added to `initial`. Not folded: see [`fold`].
 ///
-/// Eight bytes at a time: the bytes are summed as little-endian 32-bit words into a 64-bit
-/// accumulator (2^16 ≡ 1 modulo 0xffff, so a 32-bit word counts as its two 16-bit halves, and
-/// 2^32 words would be needed to overflow), folded, and byte-swapped — the one's-complement
-/// sum of the little-endian words is the byte swap of the big-endian one (RFC 1071, "byte
-/// order independence"). The folded result equals [`sum_words_bytewise`]'s (tested).
+/// 64 bits at a time: the bytes are summed as little-endian 64-bit words with end-around carry
+/// (an add and an add-with-carry each; 2^16 ≡ 1 modulo 0xffff, so a 64-bit word counts as its
+/// four 16-bit parts), folded, and byte-swapped — the one's-complement sum of the
+/// little-endian words is the byte swap of the big-endian one (RFC 1071, "byte order
+/// independence"). The folded result equals [`sum_words_bytewise`]'s (tested).
 pub fn sum_words(bytes: &[u8], initial: u64) -> u64 {
-    let mut acc = 0u64;
-    let mut chunks = bytes.chunks_exact(8);
+    #[inline(always)]
+    fn add(acc: u64, v: u64) -> u64 {
+        let (sum, carry) = acc.overflowing_add(v);
+        sum + u64::from(carry)
+    }
+    #[inline(always)]
+    fn word(c: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes([c[at], c[at + 1], c[at + 2], c[at + 3], c[at + 4], c[at + 5], c[at + 6], c[at + 7]])
+    }
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut blocks = bytes.chunks_exact(32);
+    for c in &mut blocks {
+        a = add(add(a, word(c, 0)), word(c, 8));
+        b = add(add(b, word(c, 16)), word(c, 24));
+    }
+    let mut acc = add(a, b);
+    let mut chunks = blocks.remainder().chunks_exact(8);
     for c in &mut chunks {
-        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (v & 0xffff_ffff) + (v >> 32);
+        acc = add(acc, word(c, 0));
     }
     let rest = chunks.remainder();
     let mut at = 0;
     if rest.len() - at >= 4 {
-        acc += u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        acc = add(acc, u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]])));
         at += 4;
     }
     if rest.len() - at >= 2 {
-        acc += u64::from(u16::from_le_bytes([rest[at], rest[at + 1]]));
+        acc = add(acc, u64::from(u16::from_le_bytes([rest[at], rest[at + 1]])));
         at += 2;
     }
     if let Some(&last) = rest.get(at) {
-        acc += u64::from(last); // the low byte of a little-endian word: the high of a big-endian one
+        acc = add(acc, u64::from(last)); // the low byte of a little-endian word: the high of a big-endian one
     }
     initial + u64::from(fold(acc).swap_bytes())
 }
