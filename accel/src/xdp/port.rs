@@ -273,9 +273,13 @@ impl PostedRx for XdpDev {
         if !self.groups.is_empty() && self.groups_checked.elapsed() >= GROUP_CHECK_EVERY {
             self.check_groups();
         }
+        let Some(vi) = self.usable() else { return };
+        if !vi.rx_pending() {
+            return; // the busy-poll case: one load of the RX ring's producer index
+        }
         // Reused between polls: no allocation per batch.
         let mut got = std::mem::take(&mut self.got);
-        let Some(vi) = self.usable() else { return };
+        let Some(vi) = self.vi.as_mut() else { return };
         vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
         let mut unclaimed = 0;
         for (frame, meta) in got.drain(..) {
