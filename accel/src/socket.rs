@@ -221,6 +221,9 @@ pub struct Socket {
     /// Receives that found the ring empty still to go before the next look at the kernel socket
     /// (once per VMA_RX_POLL_OS_RATIO of them; see [`Socket::kernel_look_due`]).
     os_countdown: core::sync::atomic::AtomicU32,
+    /// When a paced receive last looked at the kernel socket ([`Socket::kernel_look_paced`]):
+    /// nanoseconds since [`monotonic_ns`]'s origin, plus one (0 = never).
+    os_looked_at: AtomicU64,
     /// Set when a poll/select/epoll saw a real datagram waiting in the kernel socket.
     pub kernel_hint: AtomicBool,
     /// Mirrors `State::sender_decided`, so sends after the first take no lock.
@@ -237,6 +240,13 @@ pub struct Socket {
     /// The kernel socket's SO_RCVBUF as getsockopt reports it: the bound of the stash, as the
     /// kernel's receive queue is bounded by it.
     pub rcvbuf: core::sync::atomic::AtomicU32,
+}
+
+/// Nanoseconds on the monotonic clock since the first call in this process.
+pub fn monotonic_ns() -> u64 {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    origin.elapsed().as_nanos() as u64
 }
 
 fn pack(a: Option<SocketAddrV4>) -> u64 {
@@ -260,6 +270,7 @@ impl Socket {
             nonblocking: AtomicBool::new(false),
             peer: AtomicU64::new(0),
             os_countdown: core::sync::atomic::AtomicU32::new(0),
+            os_looked_at: AtomicU64::new(0),
             kernel_hint: AtomicBool::new(false),
             sender_decided: AtomicBool::new(false),
             accelerate: AtomicBool::new(false),
@@ -302,6 +313,27 @@ impl Socket {
             self.os_countdown.store(c - 1, Ordering::Relaxed);
             false
         }
+    }
+
+    /// The time pacing of kernel looks (sockets on the AF_XDP datapath, whose kernel socket
+    /// only gets what the XDP program passes): true, and the look noted, when at least `gap_ns`
+    /// passed since the last one. Asked only when the count (`kernel_look_due`) says a look is
+    /// due, so a busy poller reads the clock once per VMA_RX_POLL_OS_RATIO empty polls and
+    /// makes at most one system call per `gap_ns`; a slow one still looks every ratio calls.
+    pub fn kernel_look_paced(&self, gap_ns: u64) -> bool {
+        let now = monotonic_ns() + 1;
+        let last = self.os_looked_at.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < gap_ns {
+            return false;
+        }
+        self.os_looked_at.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// Would [`Socket::kernel_look_paced`] say yes now? (Notes nothing.)
+    pub fn kernel_look_pace_elapsed(&self, gap_ns: u64) -> bool {
+        let last = self.os_looked_at.load(Ordering::Relaxed);
+        last == 0 || (monotonic_ns() + 1).saturating_sub(last) >= gap_ns
     }
 
     /// Is the next empty receive due to look at the kernel socket? (Does not count.)

@@ -334,6 +334,15 @@ pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) ->
     receive(fd, s, &t, msg, flags)
 }
 
+/// The shortest time between two looks at the kernel socket of a busy-polling receive on the
+/// AF_XDP datapath. Its kernel socket gets only what the XDP program passes to the kernel
+/// (datagrams from this host, from other queues, frames the program does not parse), and each
+/// look is a system call that delays noticing the next datagram on the XSK; looking every
+/// VMA_RX_POLL_OS_RATIO empty polls made ~9 system calls per ping-pong round trip. A datagram
+/// the program passes waits at most this long more (a poll/epoll that saw it sets the hint, and
+/// a blocking receive sleeps on both).
+pub const XDP_KERNEL_LOOK_GAP_NS: u64 = 100_000;
+
 /// The receive loop shared by every receive call.
 unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: c_int) -> isize {
     let nonblocking = flags & libc::MSG_DONTWAIT != 0 || s.nonblocking.load(Ordering::Relaxed);
@@ -349,14 +358,17 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             return r;
         }
         // Looking at the kernel socket costs a system call: on entry once per `ratio` calls
-        // (VMA_RX_POLL_OS_RATIO) unless a poll just saw kernel data, then every 256th spin.
-        let bound = s.rx_binding().is_some();
+        // (VMA_RX_POLL_OS_RATIO) unless a poll just saw kernel data, then every 256th spin;
+        // on the AF_XDP datapath also at most once per XDP_KERNEL_LOOK_GAP_NS.
+        let binding = s.rx_binding();
+        let bound = binding.is_some();
+        let paced = binding.is_some_and(|b| b.kind == ViKind::Xdp);
         let shut_rd = s.shut() & SHUT_RD_BIT != 0;
         let look = !bound || shut_rd || if spins == 0 {
             s.kernel_hint.swap(false, Ordering::Relaxed)
-                || s.kernel_look_due(ratio)
+                || (s.kernel_look_due(ratio) && (!paced || s.kernel_look_paced(XDP_KERNEL_LOOK_GAP_NS)))
         } else {
-            spins % 256 == 0
+            spins % 256 == 0 && (!paced || s.kernel_look_paced(XDP_KERNEL_LOOK_GAP_NS))
         };
         if look {
             if let Some(r) = KERNEL.receive(fd, s, msg, flags) {
@@ -571,9 +583,13 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
     if s.kernel_hint.load(Ordering::Relaxed) {
         return None;
     }
-    // The general path counts this call itself when it is the kernel's turn.
+    // The general path counts this call itself when it is the kernel's turn (on the AF_XDP
+    // datapath: when the time pacing lets it look, else the count starts again here).
     if s.kernel_look_next() {
-        return None;
+        let paced = s.rx_binding().is_some_and(|b| b.kind == ViKind::Xdp);
+        if !paced || s.kernel_look_pace_elapsed(XDP_KERNEL_LOOK_GAP_NS) {
+            return None;
+        }
     }
     s.kernel_look_due(engine::engine().config.rx_poll_os_ratio);
     bump(&s.counters.eagain, 1);

@@ -31,7 +31,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -219,7 +219,8 @@ pub struct ShmVi {
     /// Bumped on every change to `cache`: invalidates the threads' [`LastTarget`]s.
     cache_gen: AtomicU64,
     remote_rings: Mutex<HashMap<String, Arc<Ring>>>,
-    local_addrs: Mutex<(Vec<Ipv4Addr>, Instant)>,
+    /// The host's addresses, and when they were read (coarse clock; None = never).
+    local_addrs: Mutex<(Vec<Ipv4Addr>, Option<Duration>)>,
     ring_seq: AtomicU32,
     cookie_seq: AtomicU64,
     /// cookie → socket, to hand datagrams found on a shared ring to the socket they are for.
@@ -273,7 +274,7 @@ impl ShmVi {
             cache: Mutex::new(AddrMap::default()),
             cache_gen: AtomicU64::new(0),
             remote_rings: Mutex::new(HashMap::new()),
-            local_addrs: Mutex::new((Vec::new(), Instant::now() - Duration::from_secs(3600))),
+            local_addrs: Mutex::new((Vec::new(), None)),
             ring_seq: AtomicU32::new(0),
             cookie_seq: AtomicU64::new(seed | 1),
             sockets: Mutex::new(HashMap::new()),
@@ -497,9 +498,11 @@ impl ShmVi {
             return true;
         }
         let mut g = self.local_addrs.lock();
-        if g.1.elapsed() > Duration::from_secs(1) {
+        // Asked on every send (also of datagrams for the AF_XDP datapath): the coarse clock.
+        let now = coarse_now();
+        if g.1.is_none_or(|at| now.saturating_sub(at) > Duration::from_secs(1)) {
             g.0 = host_addresses();
-            g.1 = Instant::now();
+            g.1 = Some(now);
         }
         g.0.contains(&ip)
     }

@@ -55,6 +55,12 @@ struct Inner<P> {
     scratch: Vec<Result<Completion, BufId>>,
     bad: u64,
     max_fill: u64,
+    /// Buffers posted to the device and not yet completed.
+    posted: u32,
+    /// The device's depth, and how many buffers it may lack before a release re-posts
+    /// ([`Inner::restock_if_low`]).
+    depth: u32,
+    slack: u32,
 }
 
 /// A [`PostedRx`] device served as an [`RxQueue`].
@@ -75,9 +81,25 @@ impl<P: PostedRx> fmt::Debug for PostedQueue<P> {
 impl<P: PostedRx> PostedQueue<P> {
     /// Takes ownership of `buffers` and posts as many as the device takes.
     pub fn new(dev: P, buffers: Vec<BufId>) -> PostedQueue<P> {
+        PostedQueue::with_posted(dev, buffers, 0)
+    }
+
+    /// As [`PostedQueue::new`] for a device that already holds `posted` buffers (posted before
+    /// the queue took it over; they come back as its completions).
+    pub fn with_posted(dev: P, buffers: Vec<BufId>, posted: u32) -> PostedQueue<P> {
         let capacity = dev.depth();
         let q = PostedQueue {
-            inner: Mutex::new(Inner { dev, ready: VecDeque::new(), free: buffers, scratch: Vec::new(), bad: 0, max_fill: 0 }),
+            inner: Mutex::new(Inner {
+                dev,
+                ready: VecDeque::new(),
+                free: buffers,
+                scratch: Vec::new(),
+                bad: 0,
+                max_fill: 0,
+                posted,
+                depth: capacity,
+                slack: (capacity / 32).clamp(1, 32),
+            }),
             capacity,
             wait_fd: None,
         };
@@ -103,12 +125,32 @@ impl<P: PostedRx> PostedQueue<P> {
 }
 
 impl<P: PostedRx> Inner<P> {
+    /// Posts free buffers, taken from the end of the free list in chunks: the device takes a
+    /// chunk's first `n`, and only the chunk's untaken rest moves (posting from the front moved
+    /// the whole list, thousands of entries, for every datagram released).
     fn restock(&mut self) {
-        if self.free.is_empty() {
+        const CHUNK: usize = 16;
+        while !self.free.is_empty() {
+            let start = self.free.len().saturating_sub(CHUNK);
+            let k = self.free.len() - start;
+            let n = self.dev.post(&self.free[start..]).min(k);
+            self.posted += n as u32;
+            if n == k {
+                self.free.truncate(start);
+                continue;
+            }
+            self.free.drain(start..start + n);
             return;
         }
-        let n = self.dev.post(&self.free);
-        self.free.drain(..n);
+    }
+
+    /// Re-posts free buffers once the device lacks `slack` of its depth: posting (a ring
+    /// submit) per released datagram cost more than the datagram's copy; a device a few
+    /// buffers short of a deep ring still has hundreds.
+    fn restock_if_low(&mut self) {
+        if self.posted.saturating_add(self.slack) <= self.depth {
+            self.restock();
+        }
     }
 
     fn refill_ready(&mut self) {
@@ -118,6 +160,14 @@ impl<P: PostedRx> Inner<P> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         self.dev.poll(&mut scratch, 64);
+        if scratch.is_empty() {
+            // Nothing came in, so nothing changed: the free list was posted when it last grew
+            // (release, bad frames below), and the device makes room for more only by
+            // completing receives, which a later poll sees. The busy-poll path stays short.
+            self.scratch = scratch;
+            return;
+        }
+        self.posted = self.posted.saturating_sub(scratch.len() as u32);
         for c in scratch.drain(..) {
             match c {
                 Ok(c) if (c.offset as usize).checked_add(c.len as usize).is_some_and(|e| e <= self.dev.buffer(c.buf).len()) => {
@@ -135,7 +185,7 @@ impl<P: PostedRx> Inner<P> {
         }
         self.scratch = scratch;
         self.max_fill = self.max_fill.max(self.ready.len() as u64);
-        self.restock();
+        self.restock_if_low();
         self.publish();
     }
 
@@ -168,7 +218,7 @@ impl<P: PostedRx> RxQueue for PostedQueue<P> {
         }
         g.ready.pop_front();
         g.free.push(id);
-        g.restock();
+        g.restock_if_low();
         g.publish();
         true
     }
@@ -293,6 +343,41 @@ mod tests {
         assert!(q.release(id));
         assert_eq!(q.bad_frames(), 1);
         assert_eq!(q.with_device(|d| d.posted.len()), 2);
+    }
+
+    #[test]
+    fn releases_repost_in_batches_and_the_device_never_runs_low() {
+        let q = queue(256, 128); // slack 4
+        assert_eq!(q.with_device(|d| d.posted.len()), 128);
+        let mut reposts = 0;
+        for i in 0..1000u32 {
+            q.with_device(|d| d.wire.push_back(i.to_be_bytes().to_vec()));
+            let (id, d) = q.borrow().unwrap().unwrap();
+            assert_eq!(d.payload, i.to_be_bytes());
+            let before = q.with_device(|d| d.posted.len());
+            assert!(q.release(id));
+            let after = q.with_device(|d| d.posted.len());
+            if after > before {
+                reposts += 1;
+                assert_eq!(after, 128, "a repost fills the device up");
+            }
+            assert!(after >= 128 - 4, "the device lacks at most the slack ({after} posted)");
+        }
+        assert!(reposts <= 1000 / 4 + 1, "{reposts} reposts for 1000 releases");
+    }
+
+    #[test]
+    fn a_device_posted_beforehand_is_counted() {
+        let nic = FakeNic { mem: vec![0; 8 * 64], posted: (0..4).map(BufId).collect(), wire: VecDeque::new(), depth: 4 };
+        let q = PostedQueue::with_posted(nic, (4..8).map(BufId).collect(), 4);
+        q.with_device(|d| d.wire.extend((0..6u8).map(|i| vec![i])));
+        let mut got = Vec::new();
+        while let Some(Ok((id, d))) = q.borrow() {
+            got.push(d.payload[0]);
+            assert!(q.release(id));
+        }
+        assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(q.with_device(|d| d.posted.len()), 4);
     }
 
     #[test]

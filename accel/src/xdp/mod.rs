@@ -357,6 +357,11 @@ impl XdpVi {
         }
     }
 
+    /// Whether the RX ring holds frames ([`XdpVi::poll_rx`] would take some).
+    pub fn rx_pending(&mut self) -> bool {
+        self.xsk.rx.available() > 0
+    }
+
     /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).
     pub fn frame(&self, frame: u64) -> &[u8] {
         self.umem.bytes(frame, FRAME_SIZE).unwrap_or(&[])

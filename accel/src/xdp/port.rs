@@ -58,9 +58,9 @@ pub struct XdpDev {
     /// Bound filters: local address (0.0.0.0 = any) and port → cookies, the latest last (it
     /// gets the datagrams, as the kernel gives them to the latest of several sockets bound with
     /// SO_REUSEADDR); the program's entry goes when the last one does.
-    binds: HashMap<SocketAddrV4, Vec<u64>>,
+    binds: AddrMap<SocketAddrV4, Vec<u64>>,
     /// Connected filters: (local, remote) → cookies, likewise.
-    conns: HashMap<(SocketAddrV4, SocketAddrV4), Vec<u64>>,
+    conns: AddrMap<(SocketAddrV4, SocketAddrV4), Vec<u64>>,
     /// Filters removed in the last [`RETIRED_FOR`]: frames the program redirected before the
     /// removal still reach the XSK, and still belong to that socket (a socket going back to the
     /// kernel keeps them in its stash; a closed one drops them, as the kernel would).
@@ -71,6 +71,8 @@ pub struct XdpDev {
     groups_checked: std::time::Instant,
     /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
     stats: Option<crate::stats::MemoryRing>,
+    /// [`PostedRx::poll`]'s scratch list of received frames, kept for its capacity.
+    got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)>,
     ifname: String,
     ifindex: u32,
     depth: u32,
@@ -215,6 +217,58 @@ fn group_owner(
             spec.local == dst && !member(*c) && spec.remote.is_none_or(|r| r.ip() == src.ip() && (r.port() == 0 || r == src))
         })
         .map(|&(_, c, _)| c)
+}
+
+/// A map keyed by addresses, looked up for every received frame: hashed with a multiply-rotate
+/// hash (as rustc's FxHash) instead of SipHash, a fraction of the instructions. Only our own
+/// filters are inserted, so frames with chosen addresses cannot make its chains long.
+type AddrMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<AddrHasher>>;
+
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for AddrHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(4);
+        for c in &mut chunks {
+            self.add(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
@@ -425,10 +479,15 @@ impl PostedRx for XdpDev {
             self.check_groups();
         }
         let Some(vi) = self.usable() else { return };
-        let mut got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)> = Vec::new();
+        if !vi.rx_pending() {
+            return; // the busy-poll case: one load of the RX ring's producer index
+        }
+        // Reused between polls: no allocation per batch.
+        let mut got = std::mem::take(&mut self.got);
+        let Some(vi) = self.vi.as_mut() else { return };
         vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
         let mut unclaimed = 0;
-        for (frame, meta) in got {
+        for (frame, meta) in got.drain(..) {
             let c = meta.ok().and_then(|m| {
                 let owner = self.owner_of(m.dst, m.src);
                 if owner.is_none() {
@@ -438,6 +497,7 @@ impl PostedRx for XdpDev {
             });
             out.push(c.ok_or(BufId(frame)));
         }
+        self.got = got;
         if let Some(vi) = self.vi.as_mut() {
             for _ in 0..unclaimed {
                 vi.count_unclaimed();
@@ -593,6 +653,8 @@ impl XdpPort {
     fn open(ifname: &str, config: &Config) -> io::Result<XdpPort> {
         let mut vi = XdpVi::open_with_mode(ifname, 0, config, config.xdp_mode)?;
         let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
+        // The rest of the receive frames are on the fill ring already.
+        let posted = vi.rx_frames().saturating_sub(spare.len() as u32);
         let depth = vi.fill_depth();
         let fd = vi.fd();
         let max_payload = vi.max_payload();
@@ -600,17 +662,18 @@ impl XdpPort {
         let ifindex = vi.ifindex();
         let dev = XdpDev {
             vi: Some(vi),
-            binds: HashMap::new(),
-            conns: HashMap::new(),
+            binds: AddrMap::default(),
+            conns: AddrMap::default(),
             retired: Vec::new(),
             groups: Vec::new(),
             groups_checked: std::time::Instant::now(),
+            got: Vec::new(),
             ifname: ifname.to_string(),
             ifindex,
             depth,
             stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
         };
-        let queue = Arc::new(PostedQueue::new(dev, spare).with_wait_fd(fd));
+        let queue = Arc::new(PostedQueue::with_posted(dev, spare, posted).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
         Ok(XdpPort {

@@ -70,6 +70,11 @@ pub struct Resolver {
     ifindex: u32,
     netlink: Netlink,
     cache: HashMap<Ipv4Addr, (Result<NextHop, NoNextHop>, Instant)>,
+    /// The last destination looked up, if it resolved, with its next hop and when it was
+    /// resolved ([`coarse_now`]): a sender usually sends where it sent last, and this skips
+    /// hashing the address (SipHash: the map's keys are the application's destinations, maybe
+    /// chosen by its peers) and reading the full-resolution clock.
+    last: Option<(Ipv4Addr, NextHop, Duration)>,
 }
 
 impl Resolver {
@@ -80,16 +85,24 @@ impl Resolver {
             ifindex,
             netlink: Netlink::open()?,
             cache: HashMap::new(),
+            last: None,
         })
     }
 
     /// The next hop for `dst`, from the cache or the kernel.
     pub fn lookup(&mut self, dst: Ipv4Addr) -> Result<NextHop, NoNextHop> {
+        // The last destination, resolved: the coarse clock is enough for HIT_TTL.
+        if let Some((ip, hop, at)) = self.last {
+            if ip == dst && coarse_now().saturating_sub(at) < HIT_TTL {
+                return Ok(hop);
+            }
+        }
         let now = Instant::now();
-        if let Some((result, at)) = self.cache.get(&dst) {
-            let ttl = if result.is_ok() { HIT_TTL } else { MISS_TTL };
-            if now.duration_since(*at) < ttl {
-                return *result;
+        if let Some(&(result, at)) = self.cache.get(&dst) {
+            let age = now.duration_since(at);
+            if age < if result.is_ok() { HIT_TTL } else { MISS_TTL } {
+                self.remember(dst, result, age);
+                return result;
             }
         }
         let result = self.resolve(dst);
@@ -97,12 +110,21 @@ impl Resolver {
             self.cache.clear();
         }
         self.cache.insert(dst, (result, now));
+        self.remember(dst, result, Duration::ZERO);
         result
+    }
+
+    /// Makes `dst` the last destination if it resolved (`age`: how long ago).
+    fn remember(&mut self, dst: Ipv4Addr, result: Result<NextHop, NoNextHop>, age: Duration) {
+        self.last = result.ok().map(|hop| (dst, hop, coarse_now().saturating_sub(age)));
     }
 
     /// Forgets `dst` (a send with its next hop failed, or the caller knows it changed).
     pub fn invalidate(&mut self, dst: Ipv4Addr) {
         self.cache.remove(&dst);
+        if self.last.is_some_and(|(ip, _, _)| ip == dst) {
+            self.last = None;
+        }
     }
 
     fn resolve(&mut self, dst: Ipv4Addr) -> Result<NextHop, NoNextHop> {
@@ -134,6 +156,16 @@ impl Resolver {
             src_ip: route.prefsrc,
         })
     }
+}
+
+/// CLOCK_MONOTONIC_COARSE (a few ns through the vDSO, read on every send; a full-resolution
+/// clock costs several times that). Its granularity (a tick, up to 10 ms) may lengthen
+/// [`HIT_TTL`] by a tick; misses, whose TTL is shorter than a tick, use the full clock.
+fn coarse_now() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// The Ethernet address of an IPv4 multicast group: 01:00:5e + the group's low 23 bits.
