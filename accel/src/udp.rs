@@ -716,6 +716,7 @@ pub fn kernel_has_data(fd: c_int, s: &Socket) -> bool {
 ///
 /// # Safety
 /// `iov`/`iovlen` and `dest`/`dlen` are as the app passed them.
+#[allow(clippy::too_many_arguments)] // the send family's arguments, plus the app's own call
 pub unsafe fn send_iov(
     fd: c_int,
     s: &Arc<Socket>,
@@ -936,7 +937,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
 /// As writev(2).
 pub unsafe fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::writev(fd, iov, n) };
-    if n < 0 || n > 1024 {
+    if !(0..=1024).contains(&n) {
         return real::writev(fd, iov, n);
     }
     send_iov(fd, &s, iov, n as usize, core::ptr::null(), 0, 0, || real::writev(fd, iov, n))

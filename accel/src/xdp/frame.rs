@@ -410,7 +410,8 @@ mod tests {
     #[test]
     fn each_bad_header_has_its_reason() {
         let good = frame(b"abc");
-        let cases: [(&str, fn(&mut Vec<u8>), DropReason); 9] = [
+        type Case = (&'static str, fn(&mut Vec<u8>), DropReason);
+        let cases: [Case; 9] = [
             ("short", |f| f.truncate(20), DropReason::Truncated),
             ("vlan", |f| f[12..14].copy_from_slice(&[0x81, 0]), DropReason::NotIpv4),
             ("version", |f| f[14] = 0x65, DropReason::IpVersion),

@@ -104,7 +104,7 @@ impl Umem {
 
     /// The whole frame at `addr` (which must be a frame start), writable.
     pub fn frame_mut(&mut self, addr: u64) -> Option<&mut [u8]> {
-        if addr % u64::from(FRAME_SIZE) != 0 {
+        if !addr.is_multiple_of(u64::from(FRAME_SIZE)) {
             return None;
         }
         let (start, len) = self.checked(addr, FRAME_SIZE)?;
