@@ -12,6 +12,7 @@ pub const PROFILES: &[&str] = &["default", "latency", "ultra-latency", "throughp
 
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::enum_variant_names)] // CommandHelp: help for one command, not the command itself
 pub enum Command {
     /// `accel`, `accel -h`, `accel --help`, `accel help`.
     Help,

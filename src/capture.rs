@@ -216,7 +216,7 @@ pub fn run(a: &CaptureArgs) -> ExitCode {
     }
     view.capture_stop(me);
     // What was already recorded when we stopped is still delivered (up to the count).
-    while a.count.map_or(true, |c| n < c) {
+    while a.count.is_none_or(|c| n < c) {
         match view.capture_next(&mut pos) {
             CaptureRead::Record(r) => {
                 n += 1;

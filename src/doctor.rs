@@ -1,8 +1,8 @@
 //! `accel doctor`: what on this machine (and for a given address or interface) stands between a
 //! program and acceleration, each finding with a severity and the one command that fixes it.
 //!
-//! Severities: `ok` and `info` are not problems; `warn` and `error` are, and make the exit status
-//! 1. Prerequisites of the NIC datapath (AF_XDP: kernel, capabilities, memlock, bpffs, XDP mode)
+//! Severities: `ok` and `info` are not problems; `warn` and `error` are, and make the exit
+//! status 1. Prerequisites of the NIC datapath (AF_XDP: kernel, capabilities, memlock, bpffs, XDP mode)
 //! are problems only when the question is about a NIC (`--iface`, or an `--addr` that is not on
 //! this host); otherwise they are reported as information.
 
@@ -328,7 +328,7 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
     let caps = cap_eff();
     let missing: Vec<&str> = [(CAP_NET_RAW, "cap_net_raw"), (CAP_NET_ADMIN, "cap_net_admin"), (CAP_BPF, "cap_bpf"), (CAP_IPC_LOCK, "cap_ipc_lock")]
         .iter()
-        .filter(|(c, _)| !has(caps, *c) && !(*c == CAP_BPF && has(caps, CAP_SYS_ADMIN)))
+        .filter(|(c, _)| !has(caps, *c) && (*c != CAP_BPF || !has(caps, CAP_SYS_ADMIN)))
         .map(|(_, n)| *n)
         .collect();
     if missing.is_empty() {

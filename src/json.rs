@@ -47,7 +47,7 @@ impl J {
         let nl = |out: &mut String, level: usize| {
             if let Some(n) = indent {
                 out.push('\n');
-                out.extend(std::iter::repeat(' ').take(n * level));
+                out.extend(std::iter::repeat_n(' ', n * level));
             }
         };
         match self {

@@ -336,7 +336,7 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
         let h = &p.header;
         if p.sockets.is_empty() {
             let mut r = vec![h.pid.to_string(), h.program.clone(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()];
-            r.extend(std::iter::repeat("-".to_string()).take(if rates.is_some() { 5 } else { 3 }));
+            r.extend(std::iter::repeat_n("-".to_string(), if rates.is_some() { 5 } else { 3 }));
             r.push("(no sockets)".into());
             rows.push(r);
         }
@@ -646,7 +646,7 @@ pub fn run(a: &StatArgs) -> ExitCode {
         print!("{}", render(&prev, a.verbose, None));
     }
     let _ = std::io::stdout().flush();
-    while !stopped() && a.count.map_or(true, |c| done < c) {
+    while !stopped() && a.count.is_none_or(|c| done < c) {
         let until = Instant::now() + Duration::from_secs_f64(interval);
         while Instant::now() < until && !stopped() {
             std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));

@@ -259,7 +259,7 @@ fn shm_kill9_sender_mid_stream_receiver_keeps_working() {
         .find(|(k, _)| k == "1")
         .map_or(0, |(_, s)| s.len());
     assert!(got1 > 0, "nothing from the killed sender: {j:?}");
-    assert_union_exact(&[j.clone()], &[2], count as u64, "second sender");
+    assert_union_exact(std::slice::from_ref(&j), &[2], count as u64, "second sender");
     eprintln!("kill -9 sender: {got1} datagrams of the killed sender received intact");
     env.assert_no_leftovers(&[port]);
 }

@@ -81,7 +81,7 @@ impl Drop for TestUser {
         let ok = Command::new("userdel")
             .arg(&self.name)
             .output()
-            .map_or(false, |o| o.status.success());
+            .is_ok_and(|o| o.status.success());
         if !ok {
             eprintln!("WARNING: userdel {} failed", self.name);
         }

@@ -73,7 +73,7 @@ fn warn_if_stale(lib: &Path) {
     for dir in ["intercept/src", "accel/src"] {
         visit_files(&repo_root().join(dir), &mut |p| {
             if let Ok(t) = fs::metadata(p).and_then(|m| m.modified()) {
-                if newest.as_ref().map_or(true, |(n, _)| t > *n) {
+                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
                     newest = Some((t, p.to_path_buf()));
                 }
             }
@@ -123,7 +123,7 @@ pub fn which(tool: &str) -> PathBuf {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).map_or(false, |m| {
+    fs::metadata(p).is_ok_and(|m| {
         m.is_file() && m.permissions().mode() & 0o111 != 0
     })
 }
@@ -1178,7 +1178,7 @@ impl NetNs {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_or(false, |s| s.success());
+            .is_ok_and(|s| s.success());
         if !added {
             self.exec(&["ip", "link", "add", dev, "type", "bridge"]);
         }
@@ -1260,7 +1260,7 @@ impl NetNs {
                     .rsplit_once(':')
                     .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
                     == Some(port)
-                && state.map_or(true, |s| cols[3] == s)
+                && state.is_none_or(|s| cols[3] == s)
         })
     }
 
@@ -1686,7 +1686,7 @@ pub fn iperf_csv(text: &str) -> Vec<Vec<String>> {
 #[allow(dead_code)]
 pub fn sockperf_value(out: &str, key: &str) -> Option<f64> {
     let i = out.find(key)? + key.len();
-    let rest = out[i..].trim_start_matches(|c: char| c == ' ' || c == '=');
+    let rest = out[i..].trim_start_matches([' ', '=']);
     let num: String = rest
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.')
