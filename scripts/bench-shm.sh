@@ -355,7 +355,7 @@ for m in kernel accel; do
       { echo "\$ ls -l $SHMDIR   # idle accelerated sockperf server (pid $spid, port $PORT)"
         ls -l "$SHMDIR" 2>&1 | grep -E "ring-$spid-|-$PORT\$" || true; } >> "$SHM_LISTING"
     fi
-    timeout -k 5 30 taskset -c "$CLIENT_CPU" "${ENVV[@]}" sockperf pp -i 127.0.0.1 -p "$PORT" -m 64 -t 1 \
+    timeout -k 5 30 taskset -c "$CLIENT_CPU" "${ENVV[@]}" sockperf pp -i 127.0.0.1 -p "$PORT" -m 64 -t 1 --mps 3000000 \
       > "$WORK/mem-pp-$m.client" 2>&1 || fail "memory: ping-pong client against the $m server" "$WORK/mem-pp-$m.client"
     mem_put mem-sr-after "$m" "$spid" "$PORT"
   else
