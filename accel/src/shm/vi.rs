@@ -133,29 +133,9 @@ fn coarse_now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// A cheap hasher for the destination cache (SipHash costs more than the rest of a send; the
-/// keys are not attacker-chosen hash-flooding material here: they are this app's destinations).
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
-        }
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(v)).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-type AddrMap<V> = HashMap<SocketAddrV4, V, std::hash::BuildHasherDefault<AddrHasher>>;
+/// The destination cache's map: FxHash (rustc-hash), because SipHash costs more than the rest of
+/// a send; the keys are this app's own destinations, not hash-flooding material.
+type AddrMap<V> = rustc_hash::FxHashMap<SocketAddrV4, V>;
 
 /// The process's packet buffers (VMA_RX_BUFS): each ring slot is one, so a new ring takes its
 /// depth's worth. When fewer than a full VMA_RX_WRE are left a ring gets what is left (rounded

@@ -219,57 +219,10 @@ fn group_owner(
         .map(|&(_, c, _)| c)
 }
 
-/// A map keyed by addresses, looked up for every received frame: hashed with a multiply-rotate
-/// hash (as rustc's FxHash) instead of SipHash, a fraction of the instructions. Only our own
-/// filters are inserted, so frames with chosen addresses cannot make its chains long.
-type AddrMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<AddrHasher>>;
-
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl AddrHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl std::hash::Hasher for AddrHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(4);
-        for c in &mut chunks {
-            self.add(u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_u16(&mut self, n: u16) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// A map keyed by addresses, looked up for every received frame: FxHash (rustc-hash) instead
+/// of SipHash, a fraction of the instructions. Only our own filters are inserted, so frames with
+/// chosen addresses cannot make its chains long.
+type AddrMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
 const GROUP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
