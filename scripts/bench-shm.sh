@@ -414,6 +414,15 @@ done
 
 # ---- analysis ------------------------------------------------------------------------------
 val() { awk -F'\t' -v t="$1" -v m="$2" -v r="$3" -v k="$4" '$1==t && $2==m && $3==r && $4==k {v=$5} END {print (v == "" ? "NA" : v)}' "$RES"; }
+floor_table() { # KIND (shm|ring) -> per-repetition table of the floor runs, and their medians
+  local kind=$1 rep
+  echo "| rep | p50 | p99 | p99.9 | avg | max |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  for rep in $(seq "$REPS"); do
+    echo "| $rep | $(val floor "$kind" "$rep" p50) | $(val floor "$kind" "$rep" p99) | $(val floor "$kind" "$rep" p999) | $(val floor "$kind" "$rep" avg) | $(val floor "$kind" "$rep" max) |"
+  done
+  echo "| **median** | **$(med floor "$kind" p50)** | **$(med floor "$kind" p99)** | **$(med floor "$kind" p999)** | **$(med floor "$kind" avg)** | $(med floor "$kind" max) |"
+}
 med() { # test mode metric -> median over reps (NA if any is missing)
   awk -F'\t' -v t="$1" -v m="$2" -v k="$3" '$1==t && $2==m && $4==k {if ($5 == "NA" || $5 == "") bad=1; else a[n++]=$5+0}
     END {if (bad || n == 0) {print "NA"; exit}
@@ -571,23 +580,13 @@ SEC=$WORK/section.md
   echo "processes, one sequence word each way on its own 128-byte block of a MAP_SHARED anonymous mapping, busy spin,"
   echo "clock_gettime(CLOCK_MONOTONIC) around each round trip, half of it reported)."
   echo
-  echo "| rep | p50 | p99 | p99.9 | avg | max |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for rep in $(seq "$REPS"); do
-    echo "| $rep | $(val floor shm "$rep" p50) | $(val floor shm "$rep" p99) | $(val floor shm "$rep" p999) | $(val floor shm "$rep" avg) | $(val floor shm "$rep" max) |"
-  done
-  echo "| **median** | **$(med floor shm p50)** | **$(med floor shm p99)** | **$(med floor shm p999)** | **$(med floor shm avg)** | $(med floor shm max) |"
+  floor_table shm
   echo
   echo "**Ring protocol alone**: the same ping-pong through two of accel's shm rings, 64 B datagrams, $FLOOR_N round"
   echo "trips (\`accel/examples/ring_pingpong.rs\`: push, then peek/consume on the other side; no sockets, no"
   echo "interposition). What sockperf under accel adds on top of it is the socket layer's cost."
   echo
-  echo "| rep | p50 | p99 | p99.9 | avg | max |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  for rep in $(seq "$REPS"); do
-    echo "| $rep | $(val floor ring "$rep" p50) | $(val floor ring "$rep" p99) | $(val floor ring "$rep" p999) | $(val floor ring "$rep" avg) | $(val floor ring "$rep" max) |"
-  done
-  echo "| **median** | **$(med floor ring p50)** | **$(med floor ring p99)** | **$(med floor ring p999)** | **$(med floor ring avg)** | $(med floor ring max) |"
+  floor_table ring
   echo
   echo "accel busy / floor (medians): p50 **$(ratio "$ab" "$fl")**, p99 **$(ratio "$(med pp-busy accel p99)" "$(med floor shm p99)")**, p99.9 **$(ratio "$(med pp-busy accel p999)" "$(med floor shm p999)")**."
   echo
