@@ -529,14 +529,7 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
             Some((ip(0)?, iface, change))
         }
         libc::IP_ADD_SOURCE_MEMBERSHIP | libc::IP_DROP_SOURCE_MEMBERSHIP | libc::IP_BLOCK_SOURCE | libc::IP_UNBLOCK_SOURCE => {
-            let source = ip(8)?;
-            let change = match name {
-                libc::IP_ADD_SOURCE_MEMBERSHIP => GroupChange::JoinSource(source),
-                libc::IP_DROP_SOURCE_MEMBERSHIP => GroupChange::LeaveSource(source),
-                libc::IP_BLOCK_SOURCE => GroupChange::Block(source),
-                _ => GroupChange::Unblock(source),
-            };
-            Some((ip(0)?, by_address(ip(4)?), change))
+            Some((ip(0)?, by_address(ip(4)?), source_change(name, ip(8)?)))
         }
         libc::IP_MSFILTER => Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter)),
         libc::MCAST_JOIN_GROUP | libc::MCAST_LEAVE_GROUP => {
@@ -544,17 +537,21 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
             Some((sin(8)?, by_index(word(0)?), change))
         }
         libc::MCAST_JOIN_SOURCE_GROUP | libc::MCAST_LEAVE_SOURCE_GROUP | libc::MCAST_BLOCK_SOURCE | libc::MCAST_UNBLOCK_SOURCE => {
-            let source = sin(136)?;
-            let change = match name {
-                libc::MCAST_JOIN_SOURCE_GROUP => GroupChange::JoinSource(source),
-                libc::MCAST_LEAVE_SOURCE_GROUP => GroupChange::LeaveSource(source),
-                libc::MCAST_BLOCK_SOURCE => GroupChange::Block(source),
-                _ => GroupChange::Unblock(source),
-            };
-            Some((sin(8)?, by_index(word(0)?), change))
+            Some((sin(8)?, by_index(word(0)?), source_change(name, sin(136)?)))
         }
         libc::MCAST_MSFILTER => Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter)),
         _ => None,
+    }
+}
+
+/// The change a source option makes, in either family (IP_* with `ip_mreq_source`, MCAST_* with
+/// `group_source_req`): the caller has matched `name` to one of the four kinds.
+fn source_change(name: c_int, source: Ipv4Addr) -> GroupChange {
+    match name {
+        libc::IP_ADD_SOURCE_MEMBERSHIP | libc::MCAST_JOIN_SOURCE_GROUP => GroupChange::JoinSource(source),
+        libc::IP_DROP_SOURCE_MEMBERSHIP | libc::MCAST_LEAVE_SOURCE_GROUP => GroupChange::LeaveSource(source),
+        libc::IP_BLOCK_SOURCE | libc::MCAST_BLOCK_SOURCE => GroupChange::Block(source),
+        _ => GroupChange::Unblock(source),
     }
 }
 
