@@ -77,6 +77,7 @@ fn program_name() -> String {
 
 fn build() -> Engine {
     let _g = EngineGuard::enter();
+    crate::grace::init(); // before any socket is tracked: readers' fence mode is fixed from here
     let (config, warnings) = Config::from_env();
     log::set_level(config.log_level);
     if let Some(path) = config.log_path(std::process::id()) {
@@ -730,6 +731,7 @@ fn register_fork_handlers() {
     }
     extern "C" fn child() {
         fdtable::unlock_after_fork();
+        crate::grace::after_fork_child();
         crate::shm::ring::after_fork_child();
         crate::mux::after_fork_child();
         crate::xdp::port::after_fork_child();

@@ -6,10 +6,13 @@
 //! once some such fd is registered.
 //!
 //! Entries are `Arc<Socket>`: `dup` makes two fds share one socket, and the socket goes away with
-//! its last fd. Lookups that need the socket itself ([`get`]) and every change take a reader/writer
-//! lock, so a socket is never freed under a reader; [`is_ours`] takes none because it does not
-//! dereference the pointer. The lock is held across `fork()` (see [`lock_for_fork`]) so the child
-//! never inherits it half-taken.
+//! its last fd. Readers take no lock: they read inside a [`grace`] section, and a writer that
+//! takes a socket out retires the table's reference instead of dropping it, so a socket is never
+//! freed under a reader. [`with`] lends the socket for a call that does not block (the fast
+//! paths: no atomic read-modify-write at all); [`get`] hands out a reference for anything that
+//! may sleep. Writers still serialise on a lock, which also covers readers that found no
+//! [`grace`] record (they fall back to a shared lock). The lock is held across `fork()` (see
+//! [`lock_for_fork`]) so the child never inherits it half-taken.
 
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -18,6 +21,7 @@ use std::sync::Arc;
 use parking_lot::lock_api::RawRwLock as _;
 use parking_lot::RawRwLock;
 
+use crate::grace;
 use crate::socket::Socket;
 
 /// fds below this are looked up with one load.
@@ -120,9 +124,43 @@ impl Drop for Exclusive {
     }
 }
 
-/// The socket registered for `fd`, if any.
+/// Runs `f` on the socket registered for `fd`, if any, without taking a reference: the fast
+/// paths. `f` must not block (it holds back the freeing of every closed socket while it runs).
+#[inline]
+pub fn with<R>(fd: i32, f: impl FnOnce(&Socket) -> R) -> Option<R> {
+    let slot = slot(fd, false)?;
+    let Some(_section) = grace::enter() else {
+        return get_locked(slot).map(|s| f(&s));
+    };
+    let p = slot.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: p came from Arc::into_raw and was in the table inside our section: a writer that
+    // took it out since retired the table's reference, which is dropped only after the section.
+    Some(f(unsafe { &*p }))
+}
+
+/// The socket registered for `fd`, if any, as a reference of its own (for calls that may block).
 pub fn get(fd: i32) -> Option<Arc<Socket>> {
     let slot = slot(fd, false)?;
+    let Some(_section) = grace::enter() else { return get_locked(slot) };
+    let p = slot.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with`: the table's reference lives until our section ends, so the count
+    // is at least one when we add ours.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+/// [`get`] for a thread without a [`grace`] record: under the shared lock, which a writer needs
+/// exclusively to take the table's reference out.
+#[cold]
+fn get_locked(slot: &Slot) -> Option<Arc<Socket>> {
     let _g = Shared::lock();
     let p = slot.load(Ordering::Acquire);
     if p.is_null() {
@@ -136,31 +174,42 @@ pub fn get(fd: i32) -> Option<Arc<Socket>> {
     }
 }
 
-/// Registers `sock` for `fd`, returning what was there (which the caller drops).
-/// Fails (returns `Err(sock)`) for an fd beyond [`MAX_FDS`].
+/// Registers `sock` for `fd`, returning what was there (a reference of the caller's own; the
+/// table's is retired). Fails (returns `Err(sock)`) for an fd beyond [`MAX_FDS`].
 pub fn insert(fd: i32, sock: Arc<Socket>) -> Result<Option<Arc<Socket>>, Arc<Socket>> {
-    let _g = Exclusive::lock();
-    let Some(slot) = slot(fd, true) else { return Err(sock) };
-    if fd as usize >= FAST_LEN {
-        HAS_SLOW.store(true, Ordering::Relaxed);
-    }
-    let old = slot.swap(Arc::into_raw(sock) as *mut Socket, Ordering::AcqRel);
-    if old.is_null() {
-        COUNT.fetch_add(1, Ordering::Relaxed);
-        Ok(None)
-    } else {
-        // SAFETY: the slot owned one count of `old`; it is handed to the caller.
-        Ok(Some(unsafe { Arc::from_raw(old) }))
-    }
+    let old = {
+        let _g = Exclusive::lock();
+        let Some(slot) = slot(fd, true) else { return Err(sock) };
+        if fd as usize >= FAST_LEN {
+            HAS_SLOW.store(true, Ordering::Relaxed);
+        }
+        let old = slot.swap(Arc::into_raw(sock) as *mut Socket, Ordering::AcqRel);
+        if old.is_null() {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        // SAFETY: the slot owned one count of `old`; it moves to the retirement below.
+        unsafe { Arc::from_raw(old) }
+    };
+    let yours = Arc::clone(&old);
+    grace::retire(vec![old]);
+    Ok(Some(yours))
 }
 
-/// Unregisters `fd`, returning its socket.
+/// Unregisters `fd`, returning its socket (a reference of the caller's own; the table's is
+/// retired).
 pub fn remove(fd: i32) -> Option<Arc<Socket>> {
     let slot = slot(fd, false)?;
-    let _g = Exclusive::lock();
-    take(slot)
+    let old = {
+        let _g = Exclusive::lock();
+        take(slot)?
+    };
+    let yours = Arc::clone(&old);
+    grace::retire(vec![old]);
+    Some(yours)
 }
 
+/// Empties `slot`, returning the table's reference (to be retired, not dropped).
 fn take(slot: &Slot) -> Option<Arc<Socket>> {
     let old = slot.swap(null_mut(), Ordering::AcqRel);
     if old.is_null() {
@@ -172,7 +221,7 @@ fn take(slot: &Slot) -> Option<Arc<Socket>> {
 }
 
 /// Unregisters every fd in `first..=last`, returning the sockets (dropped by the caller, outside
-/// the lock).
+/// the lock; the table's references are retired).
 pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
     let mut out = Vec::new();
     if !any() {
@@ -180,7 +229,7 @@ pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
     }
     let last = (last as usize).min(MAX_FDS - 1);
     let first = first as usize;
-    let _g = Exclusive::lock();
+    let g = Exclusive::lock();
     let mut i = first;
     while i <= last && COUNT.load(Ordering::Relaxed) != 0 {
         if let Some(slot) = slot(i as i32, false) {
@@ -194,6 +243,8 @@ pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
         }
         i += 1;
     }
+    drop(g);
+    grace::retire(out.iter().map(|(_, s)| Arc::clone(s)).collect());
     out
 }
 
@@ -230,9 +281,11 @@ pub fn snapshot() -> Vec<(i32, Arc<Socket>)> {
 /// no longer exists there. Paired with [`unlock_after_fork`] in both parent and child.
 pub fn lock_for_fork() {
     LOCK.lock_exclusive();
+    grace::lock_for_fork();
 }
 
 pub fn unlock_after_fork() {
+    grace::unlock_after_fork();
     // SAFETY: paired with lock_for_fork in the pthread_atfork prepare handler.
     unsafe { LOCK.unlock_exclusive() }
 }
@@ -247,6 +300,27 @@ mod tests {
         Arc::new(Socket::new(libc::AF_INET, Proto::Udp))
     }
 
+    /// Whether `w`'s socket is freed within 2 s. Other tests' threads may hold a read section
+    /// (a preempted reader) when a test retires, which defers the drop to their section's end.
+    fn freed(w: &std::sync::Weak<Socket>) -> bool {
+        let start = std::time::Instant::now();
+        while w.strong_count() != 0 && start.elapsed() < std::time::Duration::from_secs(2) {
+            grace::reclaim_now();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        w.strong_count() == 0
+    }
+
+    /// The strong count of `s` once retirements of other tests' making have settled.
+    fn settled_count(s: &Arc<Socket>) -> usize {
+        let start = std::time::Instant::now();
+        while grace::pending() != 0 && start.elapsed() < std::time::Duration::from_secs(2) {
+            grace::reclaim_now();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Arc::strong_count(s)
+    }
+
     #[test]
     fn insert_get_remove() {
         let fd = 1000;
@@ -258,7 +332,7 @@ mod tests {
         assert!(Arc::ptr_eq(&remove(fd).unwrap(), &s));
         assert!(!is_ours(fd));
         assert!(remove(fd).is_none());
-        assert_eq!(Arc::strong_count(&s), 1, "table released its reference");
+        assert_eq!(settled_count(&s), 1, "table released its reference");
     }
 
     #[test]
@@ -296,7 +370,63 @@ mod tests {
         let removed = remove_range(2000, 2001);
         assert_eq!(removed.len(), 2);
         drop(removed);
-        assert_eq!(Arc::strong_count(&s), 1);
+        assert_eq!(settled_count(&s), 1);
+    }
+
+    #[test]
+    fn with_lends_without_a_reference() {
+        let fd = 4000;
+        let s = sock();
+        insert(fd, s.clone()).unwrap();
+        let counted = with(fd, |lent| {
+            assert!(core::ptr::eq(lent, &*s));
+            Arc::strong_count(&s)
+        });
+        assert_eq!(counted, Some(2), "the table's and ours, none for the loan");
+        assert!(with(fd + 1, |_| ()).is_none());
+        drop(remove(fd));
+    }
+
+    #[test]
+    fn removal_inside_a_section_waits_for_its_end() {
+        // A signal handler that closes the socket its interrupted code is reading: the socket
+        // must outlive the outer section, and go with it.
+        let fd = 4100;
+        let s = sock();
+        let w = Arc::downgrade(&s);
+        insert(fd, s).unwrap();
+        with(fd, |outer| {
+            drop(remove(fd));
+            assert!(!is_ours(fd));
+            assert!(w.strong_count() > 0, "retired, not freed, while the section is open");
+            assert_eq!(outer.proto, Proto::Udp);
+        });
+        assert!(freed(&w), "freed once the section ended");
+    }
+
+    #[test]
+    fn removal_waits_for_another_threads_section() {
+        let fd = 4200;
+        let s = sock();
+        let w = Arc::downgrade(&s);
+        insert(fd, s).unwrap();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            with(fd, |lent| {
+                inside_tx.send(()).unwrap();
+                leave_rx.recv_timeout(std::time::Duration::from_secs(5)).ok();
+                lent.proto // still readable: nobody freed it
+            })
+        });
+        inside_rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        drop(remove(fd)); // waits briefly, then leaves it pending
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(w.strong_count() > 0, "not freed under the reader");
+        leave_tx.send(()).unwrap();
+        assert_eq!(reader.join().unwrap(), Some(Proto::Udp));
+        assert!(freed(&w), "the reader's exit freed it");
+        assert!(grace::deferred() > 0);
     }
 
     #[test]
@@ -318,14 +448,30 @@ mod tests {
                 })
             })
             .collect();
+        let lenders: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut hits = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        hits += with(fd, |s| (s.proto == Proto::Udp) as u64).unwrap_or(0);
+                    }
+                    hits
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
         for _ in 0..20_000 {
-            insert(fd, sock()).unwrap();
+            let s = sock();
+            all.push(Arc::downgrade(&s));
+            insert(fd, s).unwrap();
             remove(fd);
         }
         stop.store(true, Ordering::Relaxed);
-        for r in readers {
+        for r in readers.into_iter().chain(lenders) {
             r.join().unwrap();
         }
         assert!(!is_ours(fd));
+        assert!(all.iter().all(freed), "every socket freed once the readers are gone");
     }
 }

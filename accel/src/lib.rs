@@ -25,6 +25,7 @@ pub mod decision;
 pub mod engine;
 pub mod exec;
 pub mod fdtable;
+pub mod grace;
 pub mod guard;
 pub mod log;
 pub mod mux;

@@ -496,8 +496,16 @@ fn count_kernel_rx(s: &Socket, r: isize) {
 /// # Safety
 /// As recvfrom(2).
 pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> ssize_t {
-    let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
     let name_ok = a.is_null() || al.is_null() || (plausible(al, size_of::<socklen_t>()) && plausible(a, *al as usize));
+    // MSG_NOSIGNAL means nothing to a receive (sockperf passes it on every call).
+    if flags & !(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 0 && name_ok && (len == 0 || plausible(buf, len)) {
+        // The common case, in a read section (no reference taken): a datagram ready, or a
+        // non-blocking call that finds none.
+        if let Some(Some(r)) = fdtable::with(fd, |s| recv_ready(s, buf, len, flags, a, al)) {
+            return r;
+        }
+    }
+    let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
     if s.rx.get().is_none() {
         let r = real::recvfrom(fd, buf, len, flags, a, al);
         count_kernel_rx(&s, r);
@@ -505,12 +513,6 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
     }
     if !name_ok || (len > 0 && !plausible(buf, len)) {
         return receive_then_fault(fd, &s, flags);
-    }
-    // MSG_NOSIGNAL means nothing to a receive (sockperf passes it on every call).
-    if flags & !(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 0 {
-        if let Some(r) = recv_ready(&s, buf, len, flags, a, al) {
-            return r;
-        }
     }
     let mut iov = iovec { iov_base: buf, iov_len: len };
     let mut msg: msghdr = MaybeUninit::zeroed().assume_init();
@@ -747,11 +749,36 @@ pub unsafe fn send_iov(
     r
 }
 
+const PLAIN_SEND: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
+
+/// The common send of one piece (sendto/send/write), without the general send's set-up: a
+/// socket with its local port and its sender decision made, plain flags, a destination a bypass
+/// VI serves, a payload that fits. None = anything else (the general path then decides, as if
+/// this had not run: nothing is counted or sent before the VI takes the datagram).
+#[inline]
+fn send_ready(fd: c_int, s: &Socket, payload: &[u8], flags: c_int, to: Option<SocketAddrV4>) -> Option<isize> {
+    if flags & !PLAIN_SEND != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
+        return None;
+    }
+    if to.is_some() && !s.sender_decided.load(Ordering::Relaxed) {
+        return None; // engine::before_send has work to do
+    }
+    let local = s.local().filter(|l| l.port() != 0)?;
+    let dest = to.or_else(|| s.peer())?;
+    if dest.ip().is_multicast() || dest.ip().is_broadcast() || dest.port() == 0 {
+        return None;
+    }
+    let vi: &dyn Vi = bypass_vi(s, *dest.ip())?;
+    if payload.len() > vi.max_payload() {
+        return None;
+    }
+    send_payload(fd, s, vi, local, dest, payload)
+}
+
 /// Sends through a bypass VI that serves the destination; None = use the kernel VI (the app's
 /// own call, so its flags and errors are the kernel's).
 unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen: usize, to: Option<SocketAddrV4>, flags: c_int) -> Option<isize> {
-    const PLAIN: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
-    if flags & !PLAIN != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
+    if flags & !PLAIN_SEND != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
         return None; // after shutdown(SHUT_WR) the kernel answers EPIPE (and raises SIGPIPE)
     }
     let dest = to.or_else(|| s.peer())?;
@@ -772,7 +799,8 @@ unsafe fn try_bypass_send(fd: c_int, s: &Arc<Socket>, iov: *const iovec, iovlen:
         return None;
     }
     let payload: &[u8] = if v.iov_len == 0 { &[] } else { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
-    send_payload(fd, s, vi, dest, payload)
+    let local = local_or_implicit_bind(fd, s)?;
+    send_payload(fd, s, vi, local, dest, payload)
 }
 
 /// [`try_bypass_send`] for a datagram in several pieces: gathered into one buffer first.
@@ -794,17 +822,22 @@ unsafe fn gather_then_send(fd: c_int, s: &Arc<Socket>, vi: &dyn Vi, iov: *const 
         }
         len += v.iov_len;
     }
-    send_payload(fd, s, vi, dest, std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len))
+    let local = local_or_implicit_bind(fd, s)?;
+    send_payload(fd, s, vi, local, dest, std::slice::from_raw_parts(gathered.as_ptr() as *const u8, len))
+}
+
+/// The socket's local address, after an implicit bind if it has no port yet.
+fn local_or_implicit_bind(fd: c_int, s: &Arc<Socket>) -> Option<SocketAddrV4> {
+    match s.local() {
+        Some(l) if l.port() != 0 => Some(l),
+        _ => implicit_bind(fd, s),
+    }
 }
 
 /// The bypass send of one datagram through `vi`; None = the kernel's (see [`try_bypass_send`]).
 #[inline(always)]
-fn send_payload(fd: c_int, s: &Arc<Socket>, vi: &dyn Vi, dest: SocketAddrV4, payload: &[u8]) -> Option<isize> {
+fn send_payload(fd: c_int, s: &Socket, vi: &dyn Vi, local: SocketAddrV4, dest: SocketAddrV4, payload: &[u8]) -> Option<isize> {
     let len = payload.len();
-    let local = match s.local() {
-        Some(l) if l.port() != 0 => l,
-        _ => implicit_bind(fd, s)?,
-    };
     let src_ip = if !local.ip().is_unspecified() || vi.kind() == ViKind::Xdp {
         *local.ip() // xdp: 0.0.0.0 takes the route's preferred source
     } else if dest.ip().is_loopback() {
@@ -872,6 +905,16 @@ fn implicit_bind(fd: c_int, s: &Arc<Socket>) -> Option<SocketAddrV4> {
 /// # Safety
 /// As sendto(2).
 pub unsafe fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
+    if len == 0 || plausible(buf, len) {
+        let to = if a.is_null() { Ok(None) } else if plausible(a, al as usize) { engine::sockaddr_v4(a, al).map(Some).ok_or(()) } else { Err(()) };
+        if let Ok(to) = to {
+            // The common case, in a read section (no reference taken).
+            let payload: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(buf as *const u8, len) };
+            if let Some(Some(r)) = fdtable::with(fd, |s| send_ready(fd, s, payload, flags, to)) {
+                return r;
+            }
+        }
+    }
     let Some(s) = fdtable::get(fd) else { return real::sendto(fd, buf, len, flags, a, al) };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
     send_iov(fd, &s, &iov, 1, a, al, flags, || real::sendto(fd, buf, len, flags, a, al))
@@ -882,6 +925,12 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a
 /// # Safety
 /// As send(2).
 pub unsafe fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, kernel: impl FnOnce() -> isize) -> ssize_t {
+    if len == 0 || plausible(buf, len) {
+        let payload: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(buf as *const u8, len) };
+        if let Some(Some(r)) = fdtable::with(fd, |s| send_ready(fd, s, payload, flags, None)) {
+            return r;
+        }
+    }
     let Some(s) = fdtable::get(fd) else { return kernel() };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
     send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, kernel)
