@@ -31,6 +31,7 @@
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use core::mem::size_of;
 use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,11 +73,22 @@ static RETIRED: Mutex<Vec<Arc<Socket>>> = Mutex::new(Vec::new());
 /// Retirements and sockets freed only after waiting (statistics, tests).
 static DEFERRED: AtomicU64 = AtomicU64::new(0);
 
-const NO_RECORD: u32 = u32::MAX;
+/// [`MINE`] before the thread's first section.
+const UNCLAIMED: usize = 0;
+/// [`MINE`] of a thread that found no free record.
+const NO_RECORD: usize = 1;
 
 thread_local! {
-    /// This thread's record, as index + 1; 0 = not claimed yet, NO_RECORD = none available.
-    static MINE: Cell<u32> = const { Cell::new(0) };
+    /// This thread's record (its address), or UNCLAIMED / NO_RECORD.
+    static MINE: Cell<usize> = const { Cell::new(UNCLAIMED) };
+}
+
+/// The calling thread's record index, if it has one.
+fn my_index() -> Option<usize> {
+    match MINE.with(Cell::get) {
+        UNCLAIMED | NO_RECORD => None,
+        p => Some((p - POOL.as_ptr() as usize) / size_of::<Record>()),
+    }
 }
 
 // Linux's membarrier(2) commands.
@@ -109,7 +121,6 @@ pub fn asymmetric() -> bool {
 /// until it is dropped. Not `Send`: it belongs to the thread's record.
 pub struct Section {
     rec: &'static Record,
-    index: usize,
     outermost: bool,
     _thread_bound: PhantomData<*const ()>,
 }
@@ -118,13 +129,12 @@ pub struct Section {
 /// caller uses the locked lookup.
 #[inline]
 pub fn enter() -> Option<Section> {
-    let i = MINE.with(Cell::get);
-    let index = match i {
-        0 => claim()?,
+    let rec: &'static Record = match MINE.with(Cell::get) {
+        UNCLAIMED => &POOL[claim()?],
         NO_RECORD => return None,
-        i => (i - 1) as usize,
+        // SAFETY: MINE holds the address of a POOL element (set by `claim`), which is 'static.
+        p => unsafe { &*(p as *const Record) },
     };
-    let rec = &POOL[index];
     let depth = rec.depth.load(Ordering::Relaxed);
     rec.depth.store(depth + 1, Ordering::Relaxed);
     // The announcement must be visible before the table is read: a writer's membarrier forces
@@ -134,7 +144,7 @@ pub fn enter() -> Option<Section> {
     } else {
         fence(Ordering::SeqCst);
     }
-    Some(Section { rec, index, outermost: depth == 0, _thread_bound: PhantomData })
+    Some(Section { rec, outermost: depth == 0, _thread_bound: PhantomData })
 }
 
 impl Drop for Section {
@@ -149,15 +159,20 @@ impl Drop for Section {
         if !ASYMMETRIC.load(Ordering::Relaxed) {
             fence(Ordering::SeqCst); // our exit before our look at PENDING (see `collect`)
         }
-        if self.outermost && PENDING.load(Ordering::Relaxed) && is_blocker(self.index) {
-            reclaim_pending();
+        if self.outermost && PENDING.load(Ordering::Relaxed) {
+            reclaim_if_blocker(self.rec);
         }
     }
 }
 
-#[inline]
-fn is_blocker(i: usize) -> bool {
-    BLOCKERS[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+/// At the end of an outermost section while retirements are pending: collect them if this
+/// record is one of those they wait for.
+#[cold]
+fn reclaim_if_blocker(rec: &'static Record) {
+    let i = (rec as *const Record as usize - POOL.as_ptr() as usize) / size_of::<Record>();
+    if BLOCKERS[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0 {
+        reclaim_pending();
+    }
 }
 
 #[cold]
@@ -179,7 +194,7 @@ fn claim() -> Option<usize> {
     };
     POOL[i].depth.store(0, Ordering::Relaxed);
     HIGH.fetch_max(i + 1, Ordering::AcqRel);
-    MINE.with(|m| m.set(i as u32 + 1));
+    MINE.with(|m| m.set(&POOL[i] as *const Record as usize));
     Some(i)
 }
 
@@ -222,7 +237,7 @@ fn collect(list: &mut Vec<Arc<Socket>>, wait: bool) -> Vec<Arc<Socket>> {
     }
     // Every reader that could still read a retired pointer has published its depth by now.
     barrier();
-    let mine = MINE.with(Cell::get).wrapping_sub(1) as usize;
+    let mine = my_index().unwrap_or(usize::MAX);
     let high = HIGH.load(Ordering::Acquire);
     let mut open: Vec<(usize, u64)> = Vec::new();
     for (i, r) in POOL[..high].iter().enumerate() {
@@ -326,7 +341,7 @@ pub fn unlock_after_fork() {
 /// section of theirs is open here), ours gets our new thread id, and the child registers for
 /// membarrier itself.
 pub fn after_fork_child() {
-    let mine = MINE.with(Cell::get).wrapping_sub(1) as usize;
+    let mine = my_index().unwrap_or(usize::MAX);
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     let high = HIGH.load(Ordering::Acquire);

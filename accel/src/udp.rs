@@ -505,6 +505,12 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
             return r;
         }
     }
+    recvfrom_general(fd, buf, len, flags, a, al, name_ok)
+}
+
+/// [`recvfrom`] beyond the common case (out of line: the fast path's frame stays small).
+#[inline(never)]
+unsafe fn recvfrom_general(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t, name_ok: bool) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::recvfrom(fd, buf, len, flags, a, al) };
     if s.rx.get().is_none() {
         let r = real::recvfrom(fd, buf, len, flags, a, al);
@@ -915,6 +921,12 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a
             }
         }
     }
+    sendto_general(fd, buf, len, flags, a, al)
+}
+
+/// [`sendto`] beyond the common case (out of line: the fast path's frame stays small).
+#[inline(never)]
+unsafe fn sendto_general(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::sendto(fd, buf, len, flags, a, al) };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
     send_iov(fd, &s, &iov, 1, a, al, flags, || real::sendto(fd, buf, len, flags, a, al))
