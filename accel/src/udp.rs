@@ -501,7 +501,7 @@ pub unsafe fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, a
     if flags & !(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 0 && name_ok && (len == 0 || plausible(buf, len)) {
         // The common case, in a read section (no reference taken): a datagram ready, or a
         // non-blocking call that finds none.
-        if let Some(Some(r)) = fdtable::with(fd, |s| recv_ready(s, buf, len, flags, a, al)) {
+        if let Some(Some(r)) = fdtable::with(fd, |s| recv_ready(s, buf, len, flags, a, al, core::ptr::null_mut())) {
             return r;
         }
     }
@@ -537,15 +537,16 @@ unsafe fn recvfrom_general(fd: c_int, buf: *mut c_void, len: size_t, flags: c_in
     r
 }
 
-/// The common case of recv/recvfrom/read, without the general receive's set-up: a datagram for
-/// this socket is at the head of its queue, and the call has no flags but MSG_DONTWAIT (and the
-/// meaningless MSG_NOSIGNAL). None =
-/// anything else (the general path then decides, as if this had not run).
+/// The common case of recv/recvfrom/read (and of a one-piece recvmsg without control data),
+/// without the general receive's set-up: a datagram for this socket is at the head of its
+/// queue, and the call has no flags but MSG_DONTWAIT (and the meaningless MSG_NOSIGNAL). None =
+/// anything else (the general path then decides, as if this had not run). `mflags`: recvmsg's
+/// msg_flags to fill, or null.
 ///
 /// # Safety
-/// `buf`/`len` and `a`/`al` were checked plausible by the caller.
+/// `buf`/`len` and `a`/`al` were checked plausible by the caller; `mflags` is null or writable.
 #[inline]
-unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t) -> Option<isize> {
+unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a: *mut sockaddr, al: *mut socklen_t, mflags: *mut c_int) -> Option<isize> {
     let b = s.rx_binding()?;
     if !s.stash.looks_empty() {
         return None;
@@ -573,6 +574,9 @@ unsafe fn recv_ready(s: &Socket, buf: *mut c_void, len: size_t, flags: c_int, a:
     crate::stats::capture_rx(d.src, b.local, d.payload); // stats: capture (before release frees the buffer)
     if !q.release(id) {
         return None; // a forked twin took it: what we copied does not count
+    }
+    if !mflags.is_null() {
+        *mflags = if full > n { libc::MSG_TRUNC } else { 0 };
     }
     bump(&s.counters.poll_hits, 1); // stats: poll hit
     bump(&s.counters.shm_rx_packets, 1);
@@ -610,6 +614,29 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
 /// # Safety
 /// As recvmsg(2).
 pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // The common case in a read section, as recvfrom's: one buffer, no control data wanted.
+    if flags & !(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 0
+        && msg_plausible(msg)
+        && (*msg).msg_iovlen == 1
+        && ((*msg).msg_control.is_null() || (*msg).msg_controllen == 0)
+    {
+        let m = &mut *msg;
+        let v = *m.msg_iov;
+        let name = m.msg_name as *mut sockaddr;
+        let mut namelen = m.msg_namelen;
+        let al: *mut socklen_t = if name.is_null() { core::ptr::null_mut() } else { &mut namelen };
+        let mut mflags = 0;
+        if let Some(Some(r)) = fdtable::with(fd, |s| recv_ready(s, v.iov_base, v.iov_len, flags, name, al, &mut mflags)) {
+            if r >= 0 {
+                if !name.is_null() {
+                    m.msg_namelen = namelen;
+                }
+                m.msg_controllen = 0;
+                m.msg_flags = mflags;
+            }
+            return r;
+        }
+    }
     match fdtable::get(fd) {
         Some(s) if !msg.is_null() => recv_msg(fd, &s, msg, flags),
         _ => real::recvmsg(fd, msg, flags),
