@@ -30,7 +30,7 @@
 # docs/benchmarks.md (other sections belong to other bench scripts).
 #
 # Environment: REPS (3), DURATION (3, seconds per sockperf run), FLOOR_N (1000000 round trips),
-#              LOSSLESS_FRACTIONS ("1.0 0.8 0.6 0.45 0.3 0.2 0.1", of the unpaced rate),
+#              LOSSLESS_FRACTIONS ("1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1", of the unpaced rate),
 #              TP_MODES ("busy blocking"), NO_BUILD=1 to skip cargo build, KEEP=1 to keep the
 #              work directory (raw outputs), SERVER_CPU (0), CLIENT_CPU (1).
 set -euo pipefail
@@ -275,7 +275,7 @@ tp() {
 # The highest paced rate without loss: 64 B busy, paced at falling fractions of the rate the same
 # mode reached unpaced in this repetition, until a run loses nothing.
 # tp_lossless MODE REP
-LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1}
 tp_lossless() {
   local mode=$1 rep=$2 max f mps
   max=$(awk -F'\t' -v m="$mode" -v r="$rep" '$1=="tp-64-busy" && $2==m && $3==r && $4=="rate" {print $5}' "$RES" | tail -n1)

@@ -227,7 +227,7 @@ for rep in $(seq "$REPS"); do
 done
 
 # ---- lossless rate: paced runs, downward from the median unpaced rate, until one loses nothing
-LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.8 0.6 0.45 0.3 0.2 0.1}
+LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1}
 median_of() { # test variant metric (defined again below for the report)
   awk -F'\t' -v t="$1" -v v="$2" -v m="$3" '$1 == t && $2 == v && $4 == m && $5 != "NA" && $5 != "" {print $5}' "$RES" \
     | sort -g | awk '{a[NR] = $1} END {if (NR == 0) print "NA"; else print a[int((NR + 1) / 2)]}'
