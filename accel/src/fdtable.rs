@@ -21,7 +21,7 @@ use std::sync::Arc;
 use parking_lot::lock_api::RawRwLock as _;
 use parking_lot::RawRwLock;
 
-use crate::grace;
+use crate::grace::{self, Entry};
 use crate::socket::Socket;
 
 /// fds below this are looked up with one load.
@@ -31,7 +31,8 @@ const CHUNKS: usize = 16;
 /// The largest fd that can be tracked, plus one (Linux's default `nr_open` is 1 << 20).
 pub const MAX_FDS: usize = FAST_LEN + CHUNK_LEN * CHUNKS;
 
-type Slot = AtomicPtr<Socket>;
+/// A registered fd's [`grace::Entry`] (the table's reference to its socket), or null.
+type Slot = AtomicPtr<Entry>;
 
 static FAST: [Slot; FAST_LEN] = [const { AtomicPtr::new(null_mut()) }; FAST_LEN];
 static SLOW: [AtomicPtr<Slot>; CHUNKS] = [const { AtomicPtr::new(null_mut()) }; CHUNKS];
@@ -96,30 +97,56 @@ fn slot(fd: i32, create: bool) -> Option<&'static Slot> {
     }
 }
 
-struct Shared;
+/// Blocks every signal of the calling thread until dropped: a thread holding the table lock
+/// must not run a signal handler that closes a socket (its `close` would wait for the lock its
+/// own thread holds). Two system calls, on the rare paths only (writers, and readers without a
+/// grace record).
+struct SignalsBlocked(libc::sigset_t);
+impl SignalsBlocked {
+    fn new() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask write the sets we pass.
+        unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+    }
+}
+
+struct Shared(#[allow(dead_code)] SignalsBlocked);
 impl Shared {
     fn lock() -> Shared {
+        let blocked = SignalsBlocked::new();
         LOCK.lock_shared();
-        Shared
+        Shared(blocked)
     }
 }
 impl Drop for Shared {
     fn drop(&mut self) {
-        // SAFETY: paired with lock_shared in Shared::lock.
+        // SAFETY: paired with lock_shared in Shared::lock (the signal mask is restored after).
         unsafe { LOCK.unlock_shared() }
     }
 }
 
-struct Exclusive;
+struct Exclusive(#[allow(dead_code)] SignalsBlocked);
 impl Exclusive {
     fn lock() -> Exclusive {
+        let blocked = SignalsBlocked::new();
         LOCK.lock_exclusive();
-        Exclusive
+        Exclusive(blocked)
     }
 }
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        // SAFETY: paired with lock_exclusive in Exclusive::lock.
+        // SAFETY: paired with lock_exclusive in Exclusive::lock (the signal mask is restored after).
         unsafe { LOCK.unlock_exclusive() }
     }
 }
@@ -129,32 +156,30 @@ impl Drop for Exclusive {
 #[inline]
 pub fn with<R>(fd: i32, f: impl FnOnce(&Socket) -> R) -> Option<R> {
     let slot = slot(fd, false)?;
-    let Some(_section) = grace::enter() else {
+    // Called from the hooks' fast paths, which hold no lock: retired sockets may be dropped here.
+    let Some(_section) = grace::enter(true) else {
         return get_locked(slot).map(|s| f(&s));
     };
-    let p = slot.load(Ordering::Acquire);
-    if p.is_null() {
+    let e = slot.load(Ordering::Acquire);
+    if e.is_null() {
         return None;
     }
-    // SAFETY: p came from Arc::into_raw and was in the table inside our section: a writer that
-    // took it out since retired the table's reference, which is dropped only after the section.
-    Some(f(unsafe { &*p }))
+    // SAFETY: e came from Entry::new and was in the table inside our section: a writer that
+    // took it out since retired it, and it is dropped only after the section.
+    Some(f(unsafe { &(*e).sock }))
 }
 
 /// The socket registered for `fd`, if any, as a reference of its own (for calls that may block).
 pub fn get(fd: i32) -> Option<Arc<Socket>> {
     let slot = slot(fd, false)?;
-    let Some(_section) = grace::enter() else { return get_locked(slot) };
-    let p = slot.load(Ordering::Acquire);
-    if p.is_null() {
+    // Callers may hold locks of ours: retired sockets are only collected here, not dropped.
+    let Some(_section) = grace::enter(false) else { return get_locked(slot) };
+    let e = slot.load(Ordering::Acquire);
+    if e.is_null() {
         return None;
     }
-    // SAFETY: as in `with`: the table's reference lives until our section ends, so the count
-    // is at least one when we add ours.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Some(Arc::from_raw(p))
-    }
+    // SAFETY: as in `with`: the entry (the table's reference) lives until our section ends.
+    Some(Arc::clone(unsafe { &(*e).sock }))
 }
 
 /// [`get`] for a thread without a [`grace`] record: under the shared lock, which a writer needs
@@ -162,37 +187,42 @@ pub fn get(fd: i32) -> Option<Arc<Socket>> {
 #[cold]
 fn get_locked(slot: &Slot) -> Option<Arc<Socket>> {
     let _g = Shared::lock();
-    let p = slot.load(Ordering::Acquire);
-    if p.is_null() {
+    let e = slot.load(Ordering::Acquire);
+    if e.is_null() {
         return None;
     }
-    // SAFETY: p came from Arc::into_raw and the slot still owns one count; removal needs the
-    // exclusive lock, so the count cannot drop to zero before we add ours.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Some(Arc::from_raw(p))
-    }
+    // SAFETY: e came from Entry::new and is still in the slot; taking it out needs the
+    // exclusive lock, so it cannot be retired (let alone dropped) while we clone.
+    Some(Arc::clone(unsafe { &(*e).sock }))
 }
 
 /// Registers `sock` for `fd`, returning what was there (a reference of the caller's own; the
 /// table's is retired). Fails (returns `Err(sock)`) for an fd beyond [`MAX_FDS`].
 pub fn insert(fd: i32, sock: Arc<Socket>) -> Result<Option<Arc<Socket>>, Arc<Socket>> {
+    if slot(fd, false).is_none() && usize::try_from(fd).map_or(true, |i| i >= MAX_FDS) {
+        return Err(sock);
+    }
+    let entry = Entry::new(sock);
     let old = {
         let _g = Exclusive::lock();
-        let Some(slot) = slot(fd, true) else { return Err(sock) };
+        let Some(slot) = slot(fd, true) else {
+            // SAFETY: `entry` is ours, never published.
+            return Err(unsafe { Box::from_raw(entry) }.sock.clone());
+        };
         if fd as usize >= FAST_LEN {
             HAS_SLOW.store(true, Ordering::Relaxed);
         }
-        let old = slot.swap(Arc::into_raw(sock) as *mut Socket, Ordering::AcqRel);
+        let old = slot.swap(entry, Ordering::AcqRel);
         if old.is_null() {
             COUNT.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        // SAFETY: the slot owned one count of `old`; it moves to the retirement below.
-        unsafe { Arc::from_raw(old) }
+        old
     };
-    let yours = Arc::clone(&old);
-    grace::retire(vec![old]);
+    // SAFETY: `old` came out of the slot: ours to read and retire.
+    let yours = Arc::clone(unsafe { &(*old).sock });
+    // SAFETY: as above; a chain of one.
+    unsafe { grace::retire(old, old) };
     Ok(Some(yours))
 }
 
@@ -204,20 +234,21 @@ pub fn remove(fd: i32) -> Option<Arc<Socket>> {
         let _g = Exclusive::lock();
         take(slot)?
     };
-    let yours = Arc::clone(&old);
-    grace::retire(vec![old]);
+    // SAFETY: `old` came out of the slot: ours to read and retire.
+    let yours = Arc::clone(unsafe { &(*old).sock });
+    // SAFETY: as above; a chain of one.
+    unsafe { grace::retire(old, old) };
     Some(yours)
 }
 
-/// Empties `slot`, returning the table's reference (to be retired, not dropped).
-fn take(slot: &Slot) -> Option<Arc<Socket>> {
+/// Empties `slot`, returning its entry (to be retired, not dropped).
+fn take(slot: &Slot) -> Option<*mut Entry> {
     let old = slot.swap(null_mut(), Ordering::AcqRel);
     if old.is_null() {
         return None;
     }
     COUNT.fetch_sub(1, Ordering::Relaxed);
-    // SAFETY: the slot owned one count of `old`.
-    Some(unsafe { Arc::from_raw(old) })
+    Some(old)
 }
 
 /// Unregisters every fd in `first..=last`, returning the sockets (dropped by the caller, outside
@@ -229,12 +260,21 @@ pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
     }
     let last = (last as usize).min(MAX_FDS - 1);
     let first = first as usize;
+    let (mut head, mut tail): (*mut Entry, *mut Entry) = (null_mut(), null_mut());
     let g = Exclusive::lock();
     let mut i = first;
     while i <= last && COUNT.load(Ordering::Relaxed) != 0 {
         if let Some(slot) = slot(i as i32, false) {
-            if let Some(s) = take(slot) {
-                out.push((i as i32, s));
+            if let Some(e) = take(slot) {
+                // SAFETY: `e` came out of the slot: ours; chained for one retirement.
+                unsafe {
+                    out.push((i as i32, Arc::clone(&(*e).sock)));
+                    grace::link(e, head);
+                }
+                if tail.is_null() {
+                    tail = e;
+                }
+                head = e;
             }
         } else if i >= FAST_LEN {
             // A chunk that was never created: skip it whole.
@@ -244,7 +284,8 @@ pub fn remove_range(first: u32, last: u32) -> Vec<(i32, Arc<Socket>)> {
         i += 1;
     }
     drop(g);
-    grace::retire(out.iter().map(|(_, s)| Arc::clone(s)).collect());
+    // SAFETY: the chain holds the entries taken out above, ours alone.
+    unsafe { grace::retire(head, tail) };
     out
 }
 
@@ -264,14 +305,11 @@ pub fn snapshot() -> Vec<(i32, Arc<Socket>)> {
         let Some(slot) = slot(i as i32, false) else {
             continue;
         };
-        let p = slot.load(Ordering::Acquire);
-        if !p.is_null() {
+        let e = slot.load(Ordering::Acquire);
+        if !e.is_null() {
             seen += 1;
-            // SAFETY: as in `get`, under the shared lock.
-            unsafe {
-                Arc::increment_strong_count(p);
-                out.push((i as i32, Arc::from_raw(p)));
-            }
+            // SAFETY: as in `get_locked`, under the shared lock.
+            out.push((i as i32, Arc::clone(unsafe { &(*e).sock })));
         }
     }
     out
@@ -427,6 +465,36 @@ mod tests {
         assert_eq!(reader.join().unwrap(), Some(Proto::Udp));
         assert!(freed(&w), "the reader's exit freed it");
         assert!(grace::deferred() > 0);
+    }
+
+    #[test]
+    fn a_section_that_ends_while_the_collector_is_busy_is_not_forgotten() {
+        // The reader leaves its section while fork's prepare handler holds the collector's
+        // role: its end asks the holder to go round again, which frees the socket without
+        // anyone else closing anything.
+        let fd = 4300;
+        let s = sock();
+        let w = Arc::downgrade(&s);
+        insert(fd, s).unwrap();
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            with(fd, |_| {
+                inside_tx.send(()).unwrap();
+                leave_rx.recv_timeout(std::time::Duration::from_secs(5)).ok();
+            })
+        });
+        inside_rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        drop(remove(fd)); // left waiting for the reader
+        lock_for_fork();
+        leave_tx.send(()).unwrap();
+        reader.join().unwrap();
+        unlock_after_fork();
+        let start = std::time::Instant::now();
+        while w.strong_count() != 0 && start.elapsed() < std::time::Duration::from_secs(2) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(w.strong_count(), 0, "freed by the collector's second round");
     }
 
     #[test]

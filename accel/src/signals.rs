@@ -41,6 +41,9 @@ extern "C" fn wrapper(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
     if h == 0 || h == libc::SIG_IGN || h == libc::SIG_DFL {
         return;
     }
+    // Sockets retired meanwhile are not dropped from inside the handler (grace.rs). A handler
+    // that longjmps out leaves the count raised: that thread then leaves the drops to others.
+    crate::grace::handler_enter();
     // SAFETY: `h` is the handler the program installed for this signal, with the calling
     // convention its SA_SIGINFO flag says.
     unsafe {
@@ -52,6 +55,7 @@ extern "C" fn wrapper(sig: c_int, info: *mut siginfo_t, ctx: *mut c_void) {
             f(sig);
         }
     }
+    crate::grace::handler_exit();
 }
 
 /// What to install for the program's `act`: the same action through our wrapper when it is a

@@ -330,8 +330,14 @@ pub unsafe fn recv_msg(fd: c_int, s: &Socket, msg: *mut msghdr, flags: c_int) ->
         namelen: &mut (*msg).msg_namelen,
         msg_flags: &mut (*msg).msg_flags,
     };
+    // No control data from the bypass; the kernel writes msg_controllen back only on success.
+    let controllen = (*msg).msg_controllen;
     (*msg).msg_controllen = 0;
-    receive(fd, s, &t, msg, flags)
+    let r = receive(fd, s, &t, msg, flags);
+    if r < 0 {
+        (*msg).msg_controllen = controllen;
+    }
+    r
 }
 
 /// The shortest time between two looks at the kernel socket of a busy-polling receive on the
@@ -760,6 +766,7 @@ pub unsafe fn send_iov(
     dest: *const sockaddr,
     dlen: socklen_t,
     flags: c_int,
+    bypass: bool,
     kernel: impl FnOnce() -> isize,
 ) -> isize {
     if (!dest.is_null() && !plausible(dest, dlen as usize)) || !iov_plausible(iov, iovlen) {
@@ -767,7 +774,8 @@ pub unsafe fn send_iov(
     }
     let to = sockaddr_v4(dest, dlen);
     engine::before_send(fd, s, to);
-    let Some(r) = try_bypass_send(fd, s, iov, iovlen, to, flags) else {
+    let sent = if bypass { try_bypass_send(fd, s, iov, iovlen, to, flags) } else { None };
+    let Some(r) = sent else {
         let r = kernel();
         if r >= 0 {
             s.counters.tx(r as usize);
@@ -784,12 +792,21 @@ pub unsafe fn send_iov(
 
 const PLAIN_SEND: c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | libc::MSG_CONFIRM;
 
+/// What the send fast path did.
+enum FastSend {
+    /// Sent (or dropped on a full ring, as UDP may): the call's result.
+    Done(isize),
+    /// The VI declined it and may have counted why: the kernel sends it, the VI is not asked
+    /// again.
+    Kernel,
+}
+
 /// The common send of one piece (sendto/send/write), without the general send's set-up: a
 /// socket with its local port and its sender decision made, plain flags, a destination a bypass
 /// VI serves, a payload that fits. None = anything else (the general path then decides, as if
-/// this had not run: nothing is counted or sent before the VI takes the datagram).
+/// this had not run: nothing is counted or sent before the VI is asked).
 #[inline]
-fn send_ready(fd: c_int, s: &Socket, payload: &[u8], flags: c_int, to: Option<SocketAddrV4>) -> Option<isize> {
+fn send_ready(fd: c_int, s: &Socket, payload: &[u8], flags: c_int, to: Option<SocketAddrV4>) -> Option<FastSend> {
     if flags & !PLAIN_SEND != 0 || !s.accelerated() || s.shut() & SHUT_WR_BIT != 0 {
         return None;
     }
@@ -805,7 +822,10 @@ fn send_ready(fd: c_int, s: &Socket, payload: &[u8], flags: c_int, to: Option<So
     if payload.len() > vi.max_payload() {
         return None;
     }
-    send_payload(fd, s, vi, local, dest, payload)
+    Some(match send_payload(fd, s, vi, local, dest, payload) {
+        Some(r) => FastSend::Done(r),
+        None => FastSend::Kernel,
+    })
 }
 
 /// Sends through a bypass VI that serves the destination; None = use the kernel VI (the app's
@@ -943,20 +963,23 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a
         if let Ok(to) = to {
             // The common case, in a read section (no reference taken).
             let payload: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(buf as *const u8, len) };
-            if let Some(Some(r)) = fdtable::with(fd, |s| send_ready(fd, s, payload, flags, to)) {
-                return r;
+            match fdtable::with(fd, |s| send_ready(fd, s, payload, flags, to)).flatten() {
+                Some(FastSend::Done(r)) => return r,
+                Some(FastSend::Kernel) => return sendto_general(fd, buf, len, flags, a, al, false),
+                _ => {}
             }
         }
     }
-    sendto_general(fd, buf, len, flags, a, al)
+    sendto_general(fd, buf, len, flags, a, al, true)
 }
 
 /// [`sendto`] beyond the common case (out of line: the fast path's frame stays small).
+/// `bypass` false: the fast path found the VI would not take it (and counted why): the kernel's.
 #[inline(never)]
-unsafe fn sendto_general(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t) -> ssize_t {
+unsafe fn sendto_general(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, a: *const sockaddr, al: socklen_t, bypass: bool) -> ssize_t {
     let Some(s) = fdtable::get(fd) else { return real::sendto(fd, buf, len, flags, a, al) };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
-    send_iov(fd, &s, &iov, 1, a, al, flags, || real::sendto(fd, buf, len, flags, a, al))
+    send_iov(fd, &s, &iov, 1, a, al, flags, bypass, || real::sendto(fd, buf, len, flags, a, al))
 }
 
 /// send/write on a tracked socket; `kernel` is the app's own call, for the kernel path.
@@ -966,13 +989,19 @@ unsafe fn sendto_general(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
 pub unsafe fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, kernel: impl FnOnce() -> isize) -> ssize_t {
     if len == 0 || plausible(buf, len) {
         let payload: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(buf as *const u8, len) };
-        if let Some(Some(r)) = fdtable::with(fd, |s| send_ready(fd, s, payload, flags, None)) {
-            return r;
+        let mut bypass = true;
+        match fdtable::with(fd, |s| send_ready(fd, s, payload, flags, None)).flatten() {
+            Some(FastSend::Done(r)) => return r,
+            Some(FastSend::Kernel) => bypass = false,
+            _ => {}
         }
+        let Some(s) = fdtable::get(fd) else { return kernel() };
+        let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
+        return send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, bypass, kernel);
     }
     let Some(s) = fdtable::get(fd) else { return kernel() };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
-    send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, kernel)
+    send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, true, kernel)
 }
 
 /// sendmsg on a tracked socket (messages with control data go to the kernel).
@@ -984,7 +1013,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     match s {
         Some(s) if msg_plausible(msg) && (*msg).msg_controllen == 0 => {
             let m = &*msg;
-            send_iov(fd, &s, m.msg_iov, m.msg_iovlen, m.msg_name as *const sockaddr, m.msg_namelen, flags, || {
+            send_iov(fd, &s, m.msg_iov, m.msg_iovlen, m.msg_name as *const sockaddr, m.msg_namelen, flags, true, || {
                 real::sendmsg(fd, msg, flags)
             })
         }
@@ -1028,6 +1057,6 @@ pub unsafe fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t {
     if !(0..=1024).contains(&n) {
         return real::writev(fd, iov, n);
     }
-    send_iov(fd, &s, iov, n as usize, core::ptr::null(), 0, 0, || real::writev(fd, iov, n))
+    send_iov(fd, &s, iov, n as usize, core::ptr::null(), 0, 0, true, || real::writev(fd, iov, n))
 }
 
