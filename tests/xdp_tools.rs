@@ -1022,6 +1022,95 @@ fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
     }
 }
 
+/// A socket that joined nothing: binds 0.0.0.0:port (SO_REUSEADDR), says "bound", and counts
+/// the [`MMEMBER`] datagrams it gets (Linux gives it the datagrams of every group the host
+/// joined on that port: IP_MULTICAST_ALL, on by default), as MMEMBER prints them ("first P
+/// ...", "phase P complete N dup D"); exits when phase `stop` is complete or after `quiet`
+/// seconds of silence.
+const NONMEMBER: &str = r#"
+import socket, sys
+port, stop, n, quiet = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", port))
+print("bound", flush=True)
+s.settimeout(quiet)
+seen, dup = {}, 0
+try:
+    while len(seen.get(stop, ())) < n:
+        d, a = s.recvfrom(2048)
+        tag = d.split(b":", 1)[0]
+        p, i = (int(x) for x in tag[1:].split(b"-"))
+        if d != ((tag + b":") * 300)[:300]:
+            continue
+        if p not in seen:
+            seen[p] = set()
+            print("first", p, "from", a[0], "n", i, flush=True)
+        if i in seen[p]:
+            dup += 1
+        seen[p].add(i)
+except socket.timeout:
+    pass
+print("phase", stop, "complete", len(seen.get(stop, ())), "dup", dup, flush=True)
+"#;
+
+/// The IP_MULTICAST_ALL side of the single-member rule: a plain program's socket bound to the
+/// group's port on 0.0.0.0 that joined nothing gets the group's datagrams from Linux once the
+/// host joined it (here: for the accelerated owner). While it is bound, the owner hands the
+/// group to the kernel (both get every datagram); once it is gone, the group is steered to
+/// the XSK again and A's kernel sees none of the owner's datagrams.
+#[test]
+fn xdp_multicast_bound_non_member_keeps_getting_the_group() {
+    let env = XdpEnv::new("xdp_mcast_all");
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let nonmember = py_args(&env.cx, NONMEMBER, "nonmember.py");
+    let (group, port, n) = ("239.1.2.9", 7110u16, 400u32);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("0:{n},2:{n},4:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "owner");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+
+    // Alone on its port: through the XSK.
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+    assert_eq!(env.a.in_datagrams() - before, 0, "alone, the owner's datagrams reached A's kernel");
+
+    // A plain socket bound to the port, no membership: once the owner saw it, both get all.
+    let mut cmd = env.cmd(Side::A, false, &py);
+    cmd.arg(&nonmember).args([&port.to_string(), "2", &n.to_string(), "10"]);
+    let mut other = env.spawn(cmd, "nonmember");
+    wait_stdout_line(&mut other, "bound", LISTEN_DEADLINE);
+    let probes = probe_until(&env, &mut other, "first 1 ", group, port, 1);
+    eprintln!("the non-member got a datagram after {probes} probes");
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 2, 0..n);
+    wait_stdout_line(&mut owner, &format!("phase 2 complete {n} dup 0"), CHILD_TIMEOUT);
+    let st = other.wait_timeout(CHILD_TIMEOUT);
+    let out = other.stdout_text();
+    assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "non-member: {out}\n{}", other.stderr_text());
+    let through_kernel = env.a.in_datagrams() - before;
+    assert!(through_kernel >= 2 * u64::from(n), "the kernel delivered {through_kernel}, not each socket's copy");
+
+    // It is gone: steered again.
+    let took = probe_until_steered(&env, group, port, 3);
+    eprintln!("steered to the XSK again {took:?} after the non-member closed");
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 4, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("phase 4 complete {n} dup 0")), "{out}\n{}", owner.stderr_text());
+    assert!(out.contains("bad 0 dup 0"), "{out}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "steered again, A's kernel received the owner's datagrams");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered")).count(), 2, "{log}");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port}: another socket is bound to its port")).count(), 1, "{log}");
+    assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{log}");
+}
+
 /// A second address of B's veth end: a source the members below did not join.
 const B_IP2: &str = "10.203.0.3";
 

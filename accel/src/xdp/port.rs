@@ -122,6 +122,9 @@ struct Membership {
     sources: Sources,
     /// The filters installed for it now (none while the kernel serves the group).
     installed: Vec<XdpFilterSpec>,
+    /// The socket's inode (0: unknown), so that /proc/net/udp's other sockets on the group's
+    /// port can be told from it ([`XdpDev::check_groups`]).
+    inode: u64,
 }
 
 impl Membership {
@@ -152,7 +155,7 @@ impl Membership {
 /// it ended, if any (its installed filters are the caller's to remove).
 fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, change: GroupChange) -> Option<Membership> {
     let at = groups.iter().position(|m| m.gp == gp && m.cookie == cookie);
-    let new = |sources| Membership { gp, cookie, sources, installed: Vec::new() };
+    let new = |sources| Membership { gp, cookie, sources, installed: Vec::new(), inode: 0 };
     match (change, at) {
         (GroupChange::Join, None) => groups.push(new(Sources::Any { blocked: Vec::new() })),
         (GroupChange::JoinSource(s), None) => groups.push(new(Sources::Only(vec![s]))),
@@ -304,7 +307,9 @@ impl XdpDev {
     /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
     /// (another socket, ours or another process's, accelerated or not) the program passes the
     /// group's datagrams to the kernel, which gives each member its copy; our socket still gets
-    /// its own through the kernel socket (dual path). An any-source member is steered by a
+    /// its own through the kernel socket (dual path). So is a group while another socket is
+    /// bound to its port on 0.0.0.0 or on the group (/proc/net/udp, udp6): IP_MULTICAST_ALL
+    /// gives it the group's datagrams, member or not. An any-source member is steered by a
     /// group:port filter, a source-specific one by a (group:port, source) filter per source
     /// once /proc/net/mcfilter shows the interface including exactly those sources; a member
     /// with blocked sources, or whose filter was set wholesale, is left to the kernel.
@@ -316,10 +321,15 @@ impl XdpDev {
         let users = igmp_users(&self.ifname);
         let by_source = self.groups.iter().any(|m| matches!(m.sources, Sources::Only(_)));
         let sources = if by_source { mcfilter(self.ifindex) } else { Vec::new() };
+        let bound = udp_sockets();
         for i in 0..self.groups.len() {
             let m = &self.groups[i];
             let (gp, cookie) = (m.gp, m.cookie);
             let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
+            // IP_MULTICAST_ALL (on by default): every socket bound to the group's port on
+            // 0.0.0.0 (or on the group) gets the group's datagrams once the host joined it,
+            // member or not; a redirect would hide them from it.
+            let shared = bound.as_ref().is_none_or(|b| others_on(b, gp, m.inode));
             let agrees = match &m.sources {
                 Sources::Only(list) => {
                     let rows: Vec<&(Ipv4Addr, Ipv4Addr, u64, u64)> = sources.iter().filter(|r| r.0 == *gp.ip()).collect();
@@ -327,7 +337,7 @@ impl XdpDev {
                 }
                 _ => true,
             };
-            let want = if alone && agrees { m.filters() } else { Vec::new() };
+            let want = if alone && !shared && agrees { m.filters() } else { Vec::new() };
             if want == m.installed {
                 continue;
             }
@@ -356,6 +366,10 @@ impl XdpDev {
             } else if !old.is_empty() {
                 if !alone {
                     crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+                } else if shared {
+                    crate::log::debug(format_args!(
+                        "xdp: {gp}: another socket is bound to its port (IP_MULTICAST_ALL gives it the group): the kernel serves it"
+                    ));
                 } else {
                     crate::log::debug(format_args!("xdp: {gp}: a source filter the program cannot follow: the kernel serves it"));
                 }
@@ -409,6 +423,56 @@ fn igmp_users(ifname: &str) -> Vec<(Ipv4Addr, u32)> {
         }
     }
     out
+}
+
+/// The IPv4 UDP sockets of this network namespace as (local address, local port, inode), from
+/// /proc/net/udp and /proc/net/udp6 (a dual-stack socket bound to `::` is listed as 0.0.0.0,
+/// one bound to a v4-mapped address as that address; other IPv6 sockets are left out). None
+/// when /proc/net/udp cannot be read.
+fn udp_sockets() -> Option<Vec<(Ipv4Addr, u16, u64)>> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let mut out = parse_proc_net_udp(&text);
+    if let Ok(text6) = std::fs::read_to_string("/proc/net/udp6") {
+        out.extend(parse_proc_net_udp(&text6));
+    }
+    Some(out)
+}
+
+/// The rows of /proc/net/udp or udp6: `sl local_address rem_address st ... uid timeout inode`,
+/// the local address as the kernel's words in hex, each native-endian, and the port in host
+/// order.
+fn parse_proc_net_udp(text: &str) -> Vec<(Ipv4Addr, u16, u64)> {
+    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(|w| w.to_ne_bytes());
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            let inode = f.get(9)?.parse().ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let ip = match addr.len() {
+                8 => Ipv4Addr::from(word(addr)?),
+                32 => {
+                    let w: Vec<[u8; 4]> = (0..4).map(|k| word(&addr[8 * k..8 * k + 8])).collect::<Option<_>>()?;
+                    match (w[0], w[1], w[2]) {
+                        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]) if w[3] == [0, 0, 0, 0] => Ipv4Addr::UNSPECIFIED,
+                        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0xff, 0xff]) => Ipv4Addr::from(w[3]),
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            };
+            Some((ip, port, inode))
+        })
+        .collect()
+}
+
+/// Whether a socket other than the one with `inode` is bound to group:port `gp`'s port on
+/// 0.0.0.0 or on the group: the kernel would give it the group's datagrams too.
+fn others_on(sockets: &[(Ipv4Addr, u16, u64)], gp: SocketAddrV4, inode: u64) -> bool {
+    sockets
+        .iter()
+        .any(|&(ip, port, ino)| port == gp.port() && (ip.is_unspecified() || ip == *gp.ip()) && (ino != inode || inode == 0))
 }
 
 impl PostedRx for XdpDev {
@@ -721,11 +785,15 @@ impl XdpPort {
             }
         }
         let gp = SocketAddrV4::new(group, binding.local.port());
+        let inode = crate::shm::registry::socket_inode(binding.fd).unwrap_or(0);
         self.queue.with_device(|d| {
             if let Some(ended) = apply_change(&mut d.groups, gp, binding.cookie, change) {
                 for spec in ended.installed {
                     d.remove(spec, ended.cookie);
                 }
+            }
+            for m in d.groups.iter_mut().filter(|m| m.cookie == binding.cookie && m.inode == 0) {
+                m.inode = inode;
             }
             d.check_groups();
         });
@@ -929,6 +997,34 @@ mod tests {
         assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), None);
         let retired = vec![(XdpFilterSpec::udp(gp), 2, Instant::now())];
         assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), Some(2));
+    }
+
+    #[test]
+    fn sockets_on_a_group_port_from_proc_net_udp() {
+        let g = u32::from_ne_bytes([239, 1, 2, 3]);
+        let u = u32::from_ne_bytes([10, 0, 0, 1]);
+        let v4 = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 1: 00000000:1B58 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 101 2 0 0\n\
+             \x20 2: {g:08X}:1B59 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 102 2 0 0\n\
+             \x20 3: {u:08X}:1B5A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 103 2 0 0\n\
+             garbage\n"
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 4: 00000000000000000000000000000000:1B5A 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 104 2 0 0\n\
+             \x20 5: 000080FE00000000FF00000000000001:1B5B 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 105 2 0 0\n";
+        let mut all = parse_proc_net_udp(&v4);
+        assert_eq!(all, vec![(ip("0.0.0.0"), 7000, 101), (ip("239.1.2.3"), 7001, 102), (ip("10.0.0.1"), 7002, 103)]);
+        all.extend(parse_proc_net_udp(v6));
+        assert_eq!(all.len(), 4, "a dual-stack :: socket counts, a link-local one does not");
+        // The member itself (inode 101) on 0.0.0.0:7000 is not another socket.
+        assert!(!others_on(&all, a("239.1.2.3:7000"), 101));
+        assert!(others_on(&all, a("239.1.2.3:7000"), 99));
+        // Bound to the group itself, or dual-stack on ::, counts; a unicast address does not.
+        assert!(others_on(&all, a("239.1.2.3:7001"), 101));
+        assert!(!others_on(&all, a("239.9.9.9:7001"), 101));
+        assert!(others_on(&all, a("239.1.2.3:7002"), 101), "the :: socket");
+        assert!(!others_on(&all, a("239.1.2.3:7003"), 101));
     }
 
     #[test]
