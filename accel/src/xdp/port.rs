@@ -1,10 +1,12 @@
 //! The AF_XDP datapath as one of the engine's VIs ([`crate::vi::Vi`]).
 //!
-//! One [`XdpPort`] per process: queue 0 of one interface (`ACCEL_XDP_IFNAME`, else the interface
-//! that owns the address of the first socket that asks, else the only non-loopback interface
-//! with an IPv4 address, for a socket bound to 0.0.0.0), opened on first use. If it cannot be
-//! opened (no CAP_NET_ADMIN/CAP_BPF, no XDP, the queue taken by another process...) the process
-//! says so in one log line and every socket stays on the kernel (and shm, if on).
+//! One [`XdpPort`] per process: the receive queues `ACCEL_XDP_QUEUES` names (all by default; one
+//! AF_XDP socket each, sharing one UMEM, see [`super`]) of one interface (`ACCEL_XDP_IFNAME`,
+//! else the interface that owns the address of the first socket that asks, else the only
+//! non-loopback interface with an IPv4 address, for a socket bound to 0.0.0.0), opened on first
+//! use. If it cannot be opened (no CAP_NET_ADMIN/CAP_BPF, no XDP, a queue taken by another
+//! process...) the process says so in one log line and every socket stays on the kernel (and
+//! shm, if on).
 //!
 //! - **Receive**: a socket bound (or connected) on an address of the interface, or on 0.0.0.0,
 //!   gets a filter in the shared XDP program steering its datagrams to our XSK. The XSK's frames
@@ -71,6 +73,10 @@ pub struct XdpDev {
     groups_checked: std::time::Instant,
     /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
     stats: Option<crate::stats::MemoryRing>,
+    /// Frames received per queue, in the stats block, and what of the XdpVi's counts
+    /// ([`super::XdpCounters::rx_queue_frames`]) was added there already.
+    queue_stats: Option<crate::stats::QueueCounters>,
+    queue_published: Vec<u64>,
     /// [`PostedRx::poll`]'s scratch list of received frames, kept for its capacity.
     got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)>,
     ifname: String,
@@ -503,6 +509,14 @@ impl PostedRx for XdpDev {
         let mut got = std::mem::take(&mut self.got);
         let Some(vi) = self.vi.as_mut() else { return };
         vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
+        if let Some(qs) = &self.queue_stats {
+            for (i, (&now, seen)) in vi.counters().rx_queue_frames.iter().zip(self.queue_published.iter_mut()).enumerate() {
+                if now != *seen {
+                    qs.add(i, now - *seen);
+                    *seen = now;
+                }
+            }
+        }
         let mut unclaimed = 0;
         for (frame, meta) in got.drain(..) {
             let c = meta.ok().and_then(|m| {
@@ -537,9 +551,56 @@ impl PostedRx for XdpDev {
     }
 }
 
-/// The name `accel stat` shows for the AF_XDP receive queue of `ifname` (queue 0).
-pub fn stats_ring_name(ifname: &str) -> String {
-    format!("xsk-{ifname}-q0")
+/// The name `accel stat` shows for the AF_XDP receive queues `queues` of `ifname`:
+/// `xsk-<ifname>-q<first>`, or `-q<first>-<last>` for several.
+pub fn stats_ring_name(ifname: &str, queues: &[u32]) -> String {
+    match queues {
+        [] => format!("xsk-{ifname}"),
+        [q] => format!("xsk-{ifname}-q{q}"),
+        [first, .., last] => format!("xsk-{ifname}-q{first}-{last}"),
+    }
+}
+
+/// `0`, `0-3` or `0,2,5`: queues for a log line.
+fn queue_list(queues: &[u32]) -> String {
+    let contiguous = queues.windows(2).all(|w| w[1] == w[0] + 1);
+    match queues {
+        [first, .., last] if contiguous => format!("{first}-{last}"),
+        _ => queues.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
+/// How many receive queues `ifname` has in use (ETHTOOL_GCHANNELS: its rx plus combined
+/// channels). None when the driver does not say (the caller then opens queue 0 alone).
+fn rx_queue_count(ifname: &str) -> Option<u32> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // struct ethtool_channels: cmd, then max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count (u32 each).
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut channels = [0u32; 9];
+    channels[0] = ETHTOOL_GCHANNELS;
+    // SAFETY: plain socket(2); checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: zeroed is a valid ifreq (integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = channels.as_mut_ptr().cast();
+    // SAFETY: `req` names the interface (NUL-terminated: zeroed past the name) and points at
+    // `channels`, a live ethtool_channels-sized buffer the kernel fills.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCETHTOOL, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    Some(channels[5] + channels[8]).filter(|&n| n > 0)
 }
 
 /// One process's AF_XDP port. See the module docs.
@@ -553,6 +614,7 @@ pub struct XdpPort {
     sockets: Mutex<HashMap<u64, Weak<Socket>>>,
     cookie_seq: AtomicU64,
     mode: Option<AttachMode>,
+    queues: Vec<u32>,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -589,8 +651,10 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
             PORT.get_or_init(|| match XdpPort::open(&ifname, config) {
                 Ok(p) => {
                     crate::log::debug(format_args!(
-                        "xdp: {} queue 0 open ({} mode{}), {} receive frames",
+                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames",
                         ifname,
+                        if p.queues.len() > 1 { "s" } else { "" },
+                        queue_list(&p.queues),
                         p.mode.map_or("joined", AttachMode::name),
                         if p.zero_copy() { ", zero copy" } else { ", copy" },
                         config.rx_bufs
@@ -599,7 +663,7 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
                 }
                 Err(e) => {
                     crate::log::warn(format_args!(
-                        "xdp: cannot open {ifname} queue 0 ({e}); its sockets stay on the kernel path"
+                        "xdp: cannot open {ifname} ({e}); its sockets stay on the kernel path"
                     ));
                     None
                 }
@@ -644,8 +708,10 @@ pub fn log_counters() {
     if let Some(c) = existing().and_then(XdpPort::counters) {
         let dropped: u64 = c.rx_dropped.iter().sum();
         let not_sent: u64 = c.tx_not_sent.iter().sum();
+        let queues = existing().map(|p| p.queues.clone()).unwrap_or_default();
+        let per_queue: String = queues.iter().zip(&c.rx_queue_frames).map(|(q, n)| format!(" rx_frames_q{q}={n}")).collect();
         crate::log::debug(format_args!(
-            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}",
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}{per_queue}",
             c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kick_errors
         ));
     }
@@ -668,7 +734,17 @@ pub fn shutdown() {
 
 impl XdpPort {
     fn open(ifname: &str, config: &Config) -> io::Result<XdpPort> {
-        let mut vi = XdpVi::open_with_mode(ifname, 0, config, config.xdp_mode)?;
+        let available = rx_queue_count(ifname);
+        let queues = config.xdp_queues.select(available.unwrap_or(1));
+        if queues.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("ACCEL_XDP_QUEUES={} names no queue of the {} it has", config.xdp_queues, available.unwrap_or(1)),
+            ));
+        }
+        let mut vi = XdpVi::open_queues(ifname, &queues, config, config.xdp_mode).map_err(|e| {
+            io::Error::new(e.kind(), format!("queue{} {}: {e}", if queues.len() > 1 { "s" } else { "" }, queue_list(&queues)))
+        })?;
         let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
         // The rest of the receive frames are on the fill ring already.
         let posted = vi.rx_frames().saturating_sub(spare.len() as u32);
@@ -688,7 +764,9 @@ impl XdpPort {
             ifname: ifname.to_string(),
             ifindex,
             depth,
-            stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
+            stats: crate::stats::memory_ring(&stats_ring_name(ifname, &queues), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
+            queue_stats: crate::stats::queue_counters(&queues),
+            queue_published: vec![0; queues.len()],
         };
         let queue = Arc::new(PostedQueue::with_posted(dev, spare, posted).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -702,11 +780,17 @@ impl XdpPort {
             sockets: Mutex::new(HashMap::new()),
             cookie_seq: AtomicU64::new(seed),
             mode,
+            queues,
         })
     }
 
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The receive queues the port has an XSK on.
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
     }
 
     pub fn zero_copy(&self) -> bool {
