@@ -36,10 +36,17 @@ const B_IP: &str = "10.199.0.2";
 /// Set (to "<port>") in the environment of this test binary re-executed as a helper process.
 const HELPER_ENV: &str = "ACCEL_XDP_TEST_HELPER";
 
+/// One test with a veth pair at a time: an open reclaims the program of any interface whose
+/// users are all dead, so a test that kills its helper and checks that the program stays
+/// until the next open must not have a parallel test open something meanwhile.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Two namespaces joined by a veth pair; removes the pins of A's programs on drop.
 struct VethPair {
     a: NetNs,
     b: NetNs,
+    // Last: released after the namespaces are gone.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl VethPair {
@@ -50,7 +57,8 @@ impl VethPair {
     /// With `n` queues each way on both ends (a veth delivers what its peer sends on TX queue
     /// i to RX queue i).
     fn with_queues(n: u32) -> VethPair {
-        let pair = VethPair { a: NetNs::new(), b: NetNs::new() };
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let pair = VethPair { a: NetNs::new(), b: NetNs::new(), _serial: serial };
         let n = n.to_string();
         pair.a.exec(&[
             "ip", "link", "add", "xa", "numrxqueues", &n, "numtxqueues", &n, "type", "veth", "peer", "xb",

@@ -325,14 +325,13 @@ impl XdpVi {
     pub fn rx_burst(&mut self, mut deliver: impl FnMut(RxDatagram<'_>)) -> usize {
         let mut delivered = 0;
         let n = self.queues.len();
-        let first = self.rx_turn;
-        self.rx_turn = (first + 1) % n;
+        let first = self.next_rx_turn();
         let mut left = RX_BATCH;
         for k in 0..n {
             if left == 0 {
                 break;
             }
-            let q = (first + k) % n;
+            let q = if first + k >= n { first + k - n } else { first + k };
             let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
             let ready = xsk.rx.available().min(left);
             for i in 0..ready {
@@ -410,14 +409,13 @@ impl XdpVi {
     /// `max` frames in all.
     pub fn poll_rx(&mut self, max: u32, mut each: impl FnMut(u64, Result<RxMeta, DropReason>)) {
         let n = self.queues.len();
-        let first = self.rx_turn;
-        self.rx_turn = (first + 1) % n;
+        let first = self.next_rx_turn();
         let mut left = max;
         for k in 0..n {
             if left == 0 {
                 break;
             }
-            let q = (first + k) % n;
+            let q = if first + k >= n { first + k - n } else { first + k };
             let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
             let ready = xsk.rx.available().min(left);
             for i in 0..ready {
@@ -452,6 +450,15 @@ impl XdpVi {
                 left -= ready;
             }
         }
+    }
+
+    /// The RX ring to read first this time; the next one the time after (no division: one
+    /// queue is the common case).
+    #[inline]
+    fn next_rx_turn(&mut self) -> usize {
+        let first = self.rx_turn;
+        self.rx_turn = if first + 1 >= self.queues.len() { 0 } else { first + 1 };
+        first
     }
 
     /// Whether an RX ring holds frames ([`XdpVi::poll_rx`] would take some).
