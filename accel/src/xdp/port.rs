@@ -600,7 +600,7 @@ fn rx_queue_count(ifname: &str) -> Option<u32> {
     if r < 0 {
         return None;
     }
-    Some(channels[5] + channels[8]).filter(|&n| n > 0)
+    Some(channels[5].saturating_add(channels[8])).filter(|&n| n > 0)
 }
 
 /// One process's AF_XDP port. See the module docs.
