@@ -387,6 +387,10 @@ pub fn render(snap: &Snapshot, verbose: u8, rates: Option<&Rates>) -> String {
         if h.overflow > 0 {
             let _ = writeln!(out, "  {} sockets found the table full: their counters are not shown", h.overflow);
         }
+        if !h.xdp_queues.is_empty() {
+            let list: Vec<String> = h.xdp_queues.iter().map(|(q, n)| format!("q{q} {n}")).collect();
+            let _ = writeln!(out, "  xdp frames received per queue: {}", list.join(", "));
+        }
         for s in &p.sockets {
             let c = |n: &str| s.counter(n);
             let _ = writeln!(out, "  fd {} {} {} -> {} [{}{}]", s.fd.map_or("-".into(), |f| f.to_string()), proto_name(s.proto), addr(s.local), addr(s.remote), state_name(s.state), if s.flags & stats::F_NONBLOCKING != 0 { ", nonblocking" } else { "" });
@@ -558,6 +562,7 @@ pub fn to_json(snap: &Snapshot, rates: Option<&Rates>, interval: Option<f64>) ->
                 ("netns", J::U(h.netns)),
                 ("datapaths", J::A(stats::datapath_names(h.datapaths).into_iter().map(J::s).collect())),
                 ("drops", J::O(stats::DropCause::ALL.iter().zip(h.proc_drops).map(|(c, d)| (c.name().to_string(), J::U(d))).collect())),
+                ("xdp_queues", J::A(h.xdp_queues.iter().map(|&(q, n)| J::obj([("queue", J::U(q.into())), ("rx_frames", J::U(n))])).collect())),
                 ("buffers", buffers_json(p)),
                 ("overflow", J::U(h.overflow)),
                 ("zeroed_ms", J::U(h.zeroed_ms)),

@@ -13,6 +13,8 @@
 //!   nothing); other ports, ping and TCP still reach A's kernel;
 //! - `send` delivers datagrams the kernel of B accepts (its InDatagrams moves, InCsumErrors
 //!   does not), after falling back once while the neighbour was unresolved;
+//! - several queues (a two-queue veth): one XSK per queue, every datagram through one of them;
+//!   two processes on disjoint queues;
 //! - a second process on the same queue is refused; after kill -9 of the only user, the next
 //!   open reclaims the program, and the last close detaches it and removes the pins.
 
@@ -34,18 +36,33 @@ const B_IP: &str = "10.199.0.2";
 /// Set (to "<port>") in the environment of this test binary re-executed as a helper process.
 const HELPER_ENV: &str = "ACCEL_XDP_TEST_HELPER";
 
+/// One test with a veth pair at a time: an open reclaims the program of any interface whose
+/// users are all dead, so a test that kills its helper and checks that the program stays
+/// until the next open must not have a parallel test open something meanwhile.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Two namespaces joined by a veth pair; removes the pins of A's programs on drop.
 struct VethPair {
     a: NetNs,
     b: NetNs,
+    // Last: released after the namespaces are gone.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl VethPair {
     fn new() -> VethPair {
-        let pair = VethPair { a: NetNs::new(), b: NetNs::new() };
+        VethPair::with_queues(1)
+    }
+
+    /// With `n` queues each way on both ends (a veth delivers what its peer sends on TX queue
+    /// i to RX queue i).
+    fn with_queues(n: u32) -> VethPair {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let pair = VethPair { a: NetNs::new(), b: NetNs::new(), _serial: serial };
+        let n = n.to_string();
         pair.a.exec(&[
-            "ip", "link", "add", "xa", "numrxqueues", "1", "numtxqueues", "1", "type", "veth", "peer", "xb",
-            "numrxqueues", "1", "numtxqueues", "1",
+            "ip", "link", "add", "xa", "numrxqueues", &n, "numtxqueues", &n, "type", "veth", "peer", "xb",
+            "numrxqueues", &n, "numtxqueues", &n,
         ]);
         pair.a.exec(&["ip", "link", "set", "xb", "netns", &pair.b.name]);
         pair.a.exec(&["ip", "addr", "add", &format!("{A_IP}/24"), "dev", "xa"]);
@@ -348,4 +365,113 @@ fn xdp_open_missing_interface_is_an_error() {
     let ns = NetNs::new();
     let err = ns.run_in(|| XdpVi::open("nosuch0", 0, &Config::default())).err().expect("no such interface");
     assert!(matches!(err.kind(), std::io::ErrorKind::NotFound) || err.raw_os_error() == Some(libc::ENODEV), "{err}");
+}
+
+/// Several queues: one XSK per queue of a two-queue veth, sharing one UMEM. B sends from many
+/// source ports, so its TX queue (and with it A's RX queue) differs between flows: every
+/// datagram arrives through the XSKs intact, on both queues (in native mode), and A's kernel
+/// sees none. A second
+/// process cannot take a queue the first holds (EBUSY) but can open the other one alone.
+fn several_queues(mode: AttachMode) {
+    let pair = VethPair::with_queues(2);
+    let mut vi = pair
+        .a
+        .run_in(|| XdpVi::open_queues("xa", &[0, 1], &Config::default(), mode))
+        .unwrap_or_else(|e| panic!("open_queues({mode:?}): {e}"));
+    assert_eq!(vi.queues(), &[0, 1]);
+    let port = 7201;
+    vi.add_filter(Filter::udp(format!("{A_IP}:{port}").parse().unwrap())).unwrap();
+    let before = pair.a.in_datagrams();
+    let flows = 32u64;
+    let per_flow = 20u64;
+    let mut expected = std::collections::HashSet::new();
+    for f in 0..flows {
+        let payloads: Vec<Vec<u8>> = (0..per_flow).map(|i| random_bytes(1 + ((f * 97 + i * 31) % 1400) as usize, f * 1000 + i)).collect();
+        expected.extend(payloads.iter().cloned());
+        send_from_b(&pair, port, &payloads);
+    }
+    let got = receive(&mut vi, (flows * per_flow) as usize);
+    let c = vi.counters().clone();
+    assert_eq!(got.len() as u64, flows * per_flow, "datagrams through the XSKs; counters {c:?}");
+    for (_, dst, data) in &got {
+        assert_eq!(dst.to_string(), format!("{A_IP}:{port}"));
+        assert!(expected.contains(data), "a datagram that was not sent ({} bytes)", data.len());
+    }
+    let distinct: std::collections::HashSet<&Vec<u8>> = got.iter().map(|g| &g.2).collect();
+    assert_eq!(distinct.len(), expected.len(), "duplicates or losses");
+    assert_eq!(pair.a.in_datagrams(), before, "A's kernel saw the filtered datagrams");
+    println!("{mode:?}: frames per queue {:?}, program {:?}", c.rx_queue_frames, vi.program_stats());
+    // Generic XDP on veth sees every frame as queue 0's (the skb does not record the queue it
+    // came through); native XDP runs per queue.
+    if mode == AttachMode::Native {
+        assert!(c.rx_queue_frames.iter().all(|&n| n > 0), "not every queue received: {:?}", c.rx_queue_frames);
+    }
+    assert_eq!(vi.program_stats().wrong_queue, 0);
+
+    // A second process (this one, a second VI) on a queue the first holds: refused, harmlessly.
+    let err = pair.a.run_in(|| XdpVi::open_queues("xa", &[1], &Config::default(), mode)).err().expect("queue 1 is taken");
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    send_from_b(&pair, port, &[b"still the first VI's".to_vec()]);
+    let got = receive(&mut vi, 1);
+    assert_eq!(got.len(), 1);
+    drop(vi);
+    assert!(!pair.xa_link().contains("prog/xdp"), "{}", pair.xa_link());
+    assert!(pair.pin_dirs().is_empty());
+}
+
+#[test]
+fn xdp_several_queues_native_mode() {
+    several_queues(AttachMode::Native);
+}
+
+#[test]
+fn xdp_several_queues_generic_mode() {
+    several_queues(AttachMode::Generic);
+}
+
+/// Two processes on one interface on disjoint queues: the helper holds queue 0, this process
+/// opens queue 1 (opening both is refused with EBUSY); each filter's datagrams reach its owner
+/// only on its owner's queue, else the kernel.
+#[test]
+fn xdp_processes_on_disjoint_queues() {
+    let pair = VethPair::with_queues(2);
+    let dir = TempDir::new("xdp-helper-mq");
+    let port = 7301u16;
+    let mut cmd = pair.a.command(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "xdp_helper_process", "--nocapture", "--test-threads=1"]).env(HELPER_ENV, port.to_string());
+    let mut helper = Proc::spawn(cmd, dir.path(), "helper", None);
+    wait_stdout_line(&mut helper, "READY", Duration::from_secs(20));
+    let err = pair.a.run_in(|| XdpVi::open_queues("xa", &[0, 1], &Config::default(), AttachMode::Auto)).err().expect("queue 0 is the helper's");
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    let mut vi = pair.a.run_in(|| XdpVi::open_queues("xa", &[1], &Config::default(), AttachMode::Auto)).expect("queue 1 is free");
+    let mine = 7302u16;
+    vi.add_filter(Filter::udp(format!("{A_IP}:{mine}").parse().unwrap())).unwrap();
+    // Our port from many flows: those on queue 1 come through our XSK, those on queue 0 (the
+    // helper's) through A's kernel, to a kernel socket on the same port; none is lost.
+    let kernel = pair.a.run_in(|| UdpSocket::bind(format!("{A_IP}:{mine}")).unwrap());
+    kernel.set_nonblocking(true).unwrap();
+    let flows = 32u64;
+    for f in 0..flows {
+        send_from_b(&pair, mine, &[f.to_be_bytes().to_vec()]);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let start = Instant::now();
+    while seen.len() < flows as usize && start.elapsed() < Duration::from_secs(5) {
+        vi.rx_burst(|d| {
+            seen.insert(d.payload.to_vec());
+        });
+        let mut buf = [0u8; 64];
+        while let Ok(n) = kernel.recv(&mut buf) {
+            seen.insert(buf[..n].to_vec());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(seen.len() as u64, flows, "every flow's datagram, through the XSK or the kernel");
+    let c = vi.counters().clone();
+    println!("through our XSK (queue 1): {}, program {:?}", c.rx_datagrams, vi.program_stats());
+    assert!(c.rx_datagrams > 0 && c.rx_datagrams < flows, "{c:?}");
+    assert!(vi.program_stats().wrong_queue > 0);
+    drop(vi);
+    assert!(pair.xa_link().contains("prog/xdp"), "the helper still uses the program");
+    helper.kill();
 }

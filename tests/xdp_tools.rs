@@ -2,8 +2,8 @@
 //! with the AF_XDP datapath (`ACCEL_XDP=1`) on the receiver, on the sender, and on both.
 //!
 //! Each test makes two network namespaces joined by a veth pair with one queue each way
-//! (`numrxqueues 1 numtxqueues 1`: the XSK is bound to queue 0, and a second queue would get
-//! traffic we never see): `xa` 10.203.0.1 in A, `xb` 10.203.0.2 in B. Nothing is sent
+//! (`numrxqueues 1 numtxqueues 1`; `xdp_several_queues_python` two each way, with an XSK on
+//! each queue): `xa` 10.203.0.1 in A, `xb` 10.203.0.2 in B. Nothing is sent
 //! anywhere else. Proof of bypass:
 //! - on the receiving side, the namespace's `Udp: InDatagrams` (/proc/net/snmp) does not move
 //!   while thousands of datagrams arrive (the kernel never sees them), and the program's log
@@ -42,11 +42,18 @@ struct XdpEnv {
 
 impl XdpEnv {
     fn new(tag: &str) -> XdpEnv {
+        XdpEnv::with_queues(tag, 1)
+    }
+
+    /// With `n` queues each way on both veth ends (what xb sends on TX queue i arrives on xa's
+    /// RX queue i).
+    fn with_queues(tag: &str, n: u32) -> XdpEnv {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let env = XdpEnv { cx: Ctx::new(Mode::Preload, tag), a: NetNs::new(), b: NetNs::new(), _serial: serial };
+        let n = n.to_string();
         env.a.exec(&[
-            "ip", "link", "add", "xa", "numrxqueues", "1", "numtxqueues", "1", "type", "veth", "peer", "xb",
-            "numrxqueues", "1", "numtxqueues", "1",
+            "ip", "link", "add", "xa", "numrxqueues", &n, "numtxqueues", &n, "type", "veth", "peer", "xb",
+            "numrxqueues", &n, "numtxqueues", &n,
         ]);
         env.a.exec(&["ip", "link", "set", "xb", "netns", &env.b.name]);
         env.a.exec(&["ip", "addr", "add", &format!("{A_IP}/24"), "dev", "xa"]);
@@ -294,6 +301,125 @@ fn xdp_python_receivers_bypass_the_kernel() {
     // Every receiver left: the program is detached and its pins removed.
     assert!(!env.a.exec(&["ip", "-d", "link", "show", "xa"]).contains("prog/xdp"));
     assert!(env.pin_dirs().is_empty(), "pins left: {:?}", env.pin_dirs());
+}
+
+/// A python sender of `flows` flows: one socket per flow (source ports `src_port`..), each
+/// sending `count` datagrams "f<flow>-<i>:" repeated to `size` bytes, interleaved and paced.
+const MQ_SENDER: &str = r#"
+import socket, sys, time
+dest, port, flows, count, size, src_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+socks = []
+for f in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", src_port + f))
+    socks.append(s)
+for i in range(count):
+    for f, s in enumerate(socks):
+        tag = b"f%d-%d:" % (f, i)
+        s.sendto((tag * (size // len(tag) + 1))[:size], (dest, port))
+    if i % 4 == 3:
+        time.sleep(0.002)
+print("sent", flows * count)
+"#;
+
+/// Receives what [`MQ_SENDER`] sends (any order across flows), checks each datagram's bytes,
+/// prints "ok N bad B dup D" once it has `total` distinct ones (or after 10 s of silence), then
+/// waits (at most 20 s) for a datagram "quit" and prints "quit". `how`: `poll` (a socket
+/// timeout: python polls), `block` (blocking recv), `epoll` (epoll, then recv).
+const MQ_RECEIVER: &str = r#"
+import socket, sys, select
+ip, port, total, size, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind((ip, port))
+s.settimeout(None if how == "block" else 10)
+ep = select.epoll() if how == "epoll" else None
+if ep: ep.register(s.fileno(), select.EPOLLIN)
+seen, bad, dup = set(), 0, 0
+try:
+    while len(seen) < total:
+        if ep and not ep.poll(10): break
+        d, a = s.recvfrom(65536)
+        tag = d.split(b":", 1)[0] + b":"
+        if d != (tag * (size // len(tag) + 1))[:size]:
+            bad += 1
+        elif tag in seen:
+            dup += 1
+        else:
+            seen.add(tag)
+except socket.timeout:
+    pass
+print("ok", len(seen), "bad", bad, "dup", dup, flush=True)
+s.settimeout(20)
+try:
+    while s.recv(64) != b"quit":
+        pass
+    print("quit", flush=True)
+except socket.timeout:
+    pass
+"#;
+
+/// Several queues: a two-queue veth pair, a python receiver accelerated in A (ACCEL_XDP_QUEUES
+/// left at `all`: an XSK on each queue) and a plain python sender in B with 16 flows (16 source
+/// ports: B's kernel spreads them over its two TX queues, which a veth delivers on the same RX
+/// queues of A). Every datagram arrives intact, once; A's kernel receives none of them; the
+/// receiver's frames per queue (accel stat, and its log at exit) show both queues used. The
+/// receiver waits for datagrams with poll, in a blocking recv, and with epoll (each sleeps on
+/// every queue's socket).
+#[test]
+fn xdp_several_queues_python() {
+    let env = XdpEnv::with_queues("xdp_mq_python", 2);
+    let py = python3();
+    let recv = py_args(&env.cx, MQ_RECEIVER, "mq_recv.py");
+    let send = py_args(&env.cx, MQ_SENDER, "mq_send.py");
+    for (k, how) in ["poll", "block", "epoll"].into_iter().enumerate() {
+        let (port, flows, count, size) = (6100 + k as u16, 16u32, 250u32, 300u32);
+        let total = flows * count;
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.arg(&recv).args([A_IP, &port.to_string(), &total.to_string(), &size.to_string(), how]);
+        let mut rx = env.spawn(cmd, "mq-recv");
+        env.wait_filter(&mut rx, &format!("{A_IP}:{port}"));
+        let log = env.log_of(rx.pid);
+        assert!(log.contains("xdp: xa queues 0-1 open"), "{log}");
+        let before = env.a.in_datagrams();
+        let mut cmd = env.cmd(Side::B, false, &py);
+        cmd.arg(&send).args([A_IP, &port.to_string(), &flows.to_string(), &count.to_string(), &size.to_string(), "20000"]);
+        env.cx.run(cmd, "mq-send", None).assert_success();
+        let line = wait_stdout_line(&mut rx, "ok ", CHILD_TIMEOUT);
+        assert!(line.contains(&format!("ok {total} bad 0 dup 0")), "{how}: {line}\nlog:\n{}", env.log_of(rx.pid));
+        let delta = env.a.in_datagrams() - before;
+        assert_eq!(delta, 0, "A's kernel received {delta} of the {total} datagrams");
+
+        // accel stat: frames per queue, both used.
+        let mut cmd = accel_tool_command();
+        cmd.args(["stat", "--json", "-p", &rx.pid.to_string()]);
+        let out = run(cmd, env.cx.dir(), "stat-mq", None);
+        out.assert_success();
+        let doc = JsonDoc::parse(&out.stdout_text(), env.cx.dir());
+        let mut per_queue = Vec::new();
+        for i in 0..2 {
+            assert_eq!(doc.u(&format!("processes.0.xdp_queues.{i}.queue")), i, "{}", doc.text);
+            per_queue.push(doc.u(&format!("processes.0.xdp_queues.{i}.rx_frames")));
+        }
+        eprintln!("frames per queue (accel stat): {per_queue:?}");
+        assert!(per_queue.iter().all(|&n| n > 0), "not both queues: {per_queue:?}\n{}", doc.text);
+        assert_eq!(per_queue.iter().sum::<u64>(), u64::from(total), "{}", doc.text);
+        let mut cmd = accel_tool_command();
+        cmd.args(["stat", "-v", "-p", &rx.pid.to_string()]);
+        let text = run(cmd, env.cx.dir(), "stat-mq-text", None).stdout_text();
+        assert!(text.contains(&format!("xdp frames received per queue: q0 {}, q1 {}", per_queue[0], per_queue[1])), "{text}");
+
+        // Done: the receiver's exit log has the same counts.
+        env.b.run_in(|| std::net::UdpSocket::bind(format!("{B_IP}:0")).unwrap().send_to(b"quit", format!("{A_IP}:{port}")).unwrap());
+        let st = rx.wait_timeout(CHILD_TIMEOUT);
+        assert!(st.success() && rx.stdout_text().contains("quit"), "{}\n{}", rx.stdout_text(), rx.stderr_text());
+        assert_eq!(env.xdp_counter(rx.pid, "rx_datagrams"), u64::from(total) + 1);
+        assert_eq!(env.xdp_counter(rx.pid, "rx_dropped"), 0);
+        let q0 = env.xdp_counter(rx.pid, "rx_frames_q0");
+        let q1 = env.xdp_counter(rx.pid, "rx_frames_q1");
+        assert!(q0 > 0 && q1 > 0 && q0 + q1 == u64::from(total) + 1, "{how}: q0 {q0} q1 {q1}");
+        assert!(env.pin_dirs().is_empty(), "pins left: {:?}", env.pin_dirs());
+    }
 }
 
 /// An accelerated python sender in B: B's kernel sends (almost) none of the datagrams (the
@@ -1020,6 +1146,95 @@ fn xdp_multicast_group_returns_to_the_xsk_when_the_second_member_leaves() {
         assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{what}\n{log}");
         assert_eq!(env.xdp_counter(owner.pid, "rx_dropped"), 0, "{what}");
     }
+}
+
+/// A socket that joined nothing: binds 0.0.0.0:port (SO_REUSEADDR), says "bound", and counts
+/// the [`MMEMBER`] datagrams it gets (Linux gives it the datagrams of every group the host
+/// joined on that port: IP_MULTICAST_ALL, on by default), as MMEMBER prints them ("first P
+/// ...", "phase P complete N dup D"); exits when phase `stop` is complete or after `quiet`
+/// seconds of silence.
+const NONMEMBER: &str = r#"
+import socket, sys
+port, stop, n, quiet = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", port))
+print("bound", flush=True)
+s.settimeout(quiet)
+seen, dup = {}, 0
+try:
+    while len(seen.get(stop, ())) < n:
+        d, a = s.recvfrom(2048)
+        tag = d.split(b":", 1)[0]
+        p, i = (int(x) for x in tag[1:].split(b"-"))
+        if d != ((tag + b":") * 300)[:300]:
+            continue
+        if p not in seen:
+            seen[p] = set()
+            print("first", p, "from", a[0], "n", i, flush=True)
+        if i in seen[p]:
+            dup += 1
+        seen[p].add(i)
+except socket.timeout:
+    pass
+print("phase", stop, "complete", len(seen.get(stop, ())), "dup", dup, flush=True)
+"#;
+
+/// The IP_MULTICAST_ALL side of the single-member rule: a plain program's socket bound to the
+/// group's port on 0.0.0.0 that joined nothing gets the group's datagrams from Linux once the
+/// host joined it (here: for the accelerated owner). While it is bound, the owner hands the
+/// group to the kernel (both get every datagram); once it is gone, the group is steered to
+/// the XSK again and A's kernel sees none of the owner's datagrams.
+#[test]
+fn xdp_multicast_bound_non_member_keeps_getting_the_group() {
+    let env = XdpEnv::new("xdp_mcast_all");
+    env.b.exec(&["ip", "route", "add", "224.0.0.0/4", "dev", "xb"]);
+    let py = python3();
+    let member = py_args(&env.cx, MMEMBER, "mmember.py");
+    let nonmember = py_args(&env.cx, NONMEMBER, "nonmember.py");
+    let (group, port, n) = ("239.1.2.9", 7110u16, 400u32);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), "any", &format!("0:{n},2:{n},4:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "owner");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+
+    // Alone on its port: through the XSK.
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+    assert_eq!(env.a.in_datagrams() - before, 0, "alone, the owner's datagrams reached A's kernel");
+
+    // A plain socket bound to the port, no membership: once the owner saw it, both get all.
+    let mut cmd = env.cmd(Side::A, false, &py);
+    cmd.arg(&nonmember).args([&port.to_string(), "2", &n.to_string(), "10"]);
+    let mut other = env.spawn(cmd, "nonmember");
+    wait_stdout_line(&mut other, "bound", LISTEN_DEADLINE);
+    let probes = probe_until(&env, &mut other, "first 1 ", group, port, 1);
+    eprintln!("the non-member got a datagram after {probes} probes");
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 2, 0..n);
+    wait_stdout_line(&mut owner, &format!("phase 2 complete {n} dup 0"), CHILD_TIMEOUT);
+    let st = other.wait_timeout(CHILD_TIMEOUT);
+    let out = other.stdout_text();
+    assert!(st.success() && out.contains(&format!("phase 2 complete {n} dup 0")), "non-member: {out}\n{}", other.stderr_text());
+    let through_kernel = env.a.in_datagrams() - before;
+    assert!(through_kernel >= 2 * u64::from(n), "the kernel delivered {through_kernel}, not each socket's copy");
+
+    // It is gone: steered again.
+    let took = probe_until_steered(&env, group, port, 3);
+    eprintln!("steered to the XSK again {took:?} after the non-member closed");
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP, group, port, 4, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("phase 4 complete {n} dup 0")), "{out}\n{}", owner.stderr_text());
+    assert!(out.contains("bad 0 dup 0"), "{out}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "steered again, A's kernel received the owner's datagrams");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered")).count(), 2, "{log}");
+    assert_eq!(log.matches(&format!("xdp: {group}:{port}: another socket is bound to its port")).count(), 1, "{log}");
+    assert!(env.xdp_counter(owner.pid, "rx_datagrams") >= 2 * u64::from(n), "{log}");
 }
 
 /// A second address of B's veth end: a source the members below did not join.

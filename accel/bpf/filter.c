@@ -12,8 +12,9 @@
 // What is passed to the kernel untouched: non-IPv4 (ARP, IPv6, VLAN-tagged frames), IPv4 with
 // options (IHL != 5), fragments (MF set or a fragment offset: only the kernel can reassemble
 // them), non-UDP, any length that does not add up, datagrams nobody asked for, and datagrams
-// that arrived on a queue whose XSK is not the one the filter names (an XSK only receives
-// from the queue it is bound to; redirecting there would drop the frame).
+// that arrived on a queue where the owning process has no XSK (an XSK only receives from the
+// queue it is bound to: a frame is redirected to the owner's XSK of the queue it arrived on,
+// found through `queues`).
 //
 // Lookups, most specific first:
 //   1. conns   — the full 5-tuple, for connected sockets;
@@ -66,10 +67,12 @@ struct conn_key {
 	__u16 pad2;     // always 0
 };
 
-// Value of both: where the datagram goes. `owner` is the pid that installed the entry; the
-// program ignores it, user space uses it to reclaim entries of processes that died.
+// Value of both: whose the datagram is. `owner` is the pid that installed the entry: the frame
+// goes to that process's XSK on the queue it arrived on (`queues` says which process has that
+// queue); user space also uses it to reclaim entries of processes that died. `slot` is the
+// owner's first queue (user space's bookkeeping; the program does not read it).
 struct target {
-	__u32 slot;     // index into `xsks` (= the queue the XSK is bound to)
+	__u32 slot;
 	__u32 owner;
 };
 
@@ -95,6 +98,16 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
+// Which process has an XSK on each receive queue: queue index -> its pid (0: none). Written by
+// user space once its XSK is bound there (so only a process that holds the queue claims it),
+// cleared when it leaves.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} queues SEC(".maps");
+
 // The users of this program, one entry per open XdpVi: (pid << 32 | queue) -> the process's
 // start time (clock ticks since boot, as in /proc/<pid>/stat, so that a recycled pid is not
 // mistaken for a live user). Not read here; it lives with the other maps so that the whole
@@ -111,7 +124,7 @@ enum {
 	STAT_REDIRECTED = 0,  // handed to an XSK
 	STAT_NO_MATCH = 1,    // well-formed IPv4/UDP that no filter claims
 	STAT_NOT_OURS = 2,    // not plain IPv4/UDP, a fragment, or malformed
-	STAT_WRONG_QUEUE = 3, // claimed, but arrived on a queue other than its XSK's
+	STAT_WRONG_QUEUE = 3, // claimed, but arrived on a queue where its owner has no XSK
 	STAT_COUNT = 4,
 };
 
@@ -197,12 +210,14 @@ int accel_filter(struct xdp_md *ctx)
 	}
 	if (!t)
 		return count(STAT_NO_MATCH, XDP_PASS);
-	if (t->slot != ctx->rx_queue_index)
+	__u32 queue = ctx->rx_queue_index;
+	__u32 *holder = bpf_map_lookup_elem(&queues, &queue);
+	if (!holder || *holder != t->owner)
 		return count(STAT_WRONG_QUEUE, XDP_PASS);
 
-	// XDP_PASS as the fallback action: if the slot has no XSK (its process died and the kernel
+	// XDP_PASS as the fallback action: if the queue has no XSK (its process died and the kernel
 	// removed the socket from the map), the frame goes to the kernel instead of being lost.
-	int verdict = bpf_redirect_map(&xsks, t->slot, XDP_PASS);
+	int verdict = bpf_redirect_map(&xsks, queue, XDP_PASS);
 	return count(verdict == XDP_REDIRECT ? STAT_REDIRECTED : STAT_NO_MATCH, verdict);
 }
 

@@ -365,7 +365,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 25;
+pub const VARIABLE_COUNT: usize = 26;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -535,7 +535,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         alias: None,
         default: "none",
         accepted: "an interface name; empty = the interface of the first socket's address (0.0.0.0: the only non-loopback one)",
-        help: "AF_XDP datapath: the interface whose queue 0 is opened",
+        help: "AF_XDP datapath: the interface whose receive queues are opened",
     },
     Variable {
         name: "ACCEL_XDP_MODE",
@@ -544,10 +544,17 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         accepted: "auto (native where the driver has XDP, else generic), native, generic",
         help: "AF_XDP datapath: how the XDP filter program is attached",
     },
+    Variable {
+        name: "ACCEL_XDP_QUEUES",
+        alias: None,
+        default: "all",
+        accepted: "all (every receive queue of the interface), a count N (queues 0..N-1), or a range FIRST-LAST",
+        help: "AF_XDP datapath: the receive queues that get an AF_XDP socket",
+    },
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 45] = [
+const KNOWN_VARIABLES: [&str; 46] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -593,6 +600,7 @@ const KNOWN_VARIABLES: [&str; 45] = [
     "ACCEL_XDP",
     "ACCEL_XDP_IFNAME",
     "ACCEL_XDP_MODE",
+    "ACCEL_XDP_QUEUES",
 ];
 
 /// Every variable name accel reads (ours and the aliases); `exec` keeps these in the new image.
@@ -629,6 +637,7 @@ enum Key {
     Xdp,
     XdpIfname,
     XdpMode,
+    XdpQueues,
 }
 
 /// All keys, in the order of [`VARIABLES`].
@@ -658,6 +667,7 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::Xdp,
     Key::XdpIfname,
     Key::XdpMode,
+    Key::XdpQueues,
 ];
 
 impl Key {
@@ -749,6 +759,8 @@ pub struct Config {
     pub xdp_ifname: Option<String>,
     /// ACCEL_XDP_MODE: how its program is attached.
     pub xdp_mode: crate::xdp::AttachMode,
+    /// ACCEL_XDP_QUEUES: which receive queues it opens.
+    pub xdp_queues: XdpQueues,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
     /// its default; it only feeds [`Config::describe`].
     pub sources: Sources,
@@ -784,6 +796,7 @@ impl Default for Config {
             xdp: false,
             xdp_ifname: None,
             xdp_mode: crate::xdp::AttachMode::Auto,
+            xdp_queues: XdpQueues::All,
             sources: Sources::default(),
         }
     }
@@ -892,6 +905,7 @@ impl Config {
         reader.read(Key::Xdp, parse_bool, |c, on| c.xdp = on);
         reader.read(Key::XdpIfname, |raw| parse_optional_text(raw.trim()), |c, name| c.xdp_ifname = name);
         reader.read(Key::XdpMode, parse_xdp_mode, |c, mode| c.xdp_mode = mode);
+        reader.read(Key::XdpQueues, parse_xdp_queues, |c, q| c.xdp_queues = q);
 
         (reader.config, reader.warnings)
     }
@@ -964,6 +978,7 @@ impl Config {
             Key::Xdp => flag(self.xdp),
             Key::XdpIfname => self.xdp_ifname.clone().unwrap_or_default(),
             Key::XdpMode => self.xdp_mode.name().to_string(),
+            Key::XdpQueues => self.xdp_queues.to_string(),
         };
         Shown {
             meaning: meaning_of(key, &value),
@@ -1195,6 +1210,57 @@ fn parse_xdp_mode(raw: &str) -> Parsed<crate::xdp::AttachMode> {
     exact(crate::xdp::AttachMode::from_name(raw.trim()).ok_or_else(|| "not an XDP mode (auto, native, generic)".to_string()))
 }
 
+/// `all`, a count (1..=256), or a range `FIRST-LAST` (0..=255).
+fn parse_xdp_queues(raw: &str) -> Parsed<XdpQueues> {
+    let text = raw.trim();
+    if text.eq_ignore_ascii_case("all") {
+        return exact(Ok(XdpQueues::All));
+    }
+    if let Some((a, b)) = text.split_once('-') {
+        let first = parse_integer(a, 0, 255)? as u32;
+        let last = parse_integer(b, 0, 255)? as u32;
+        if first > last {
+            return Err("a range FIRST-LAST with FIRST <= LAST".to_string());
+        }
+        return exact(Ok(XdpQueues::Range(first, last)));
+    }
+    let n = parse_integer(text, 1, 256).map_err(|e| format!("{e} (all, a count, or FIRST-LAST)"))?;
+    exact(Ok(XdpQueues::Count(n as u32)))
+}
+
+/// ACCEL_XDP_QUEUES: which receive queues of its interface the AF_XDP datapath opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpQueues {
+    /// Every receive queue the interface has.
+    All,
+    /// Queues 0..N-1 (at most as many as the interface has).
+    Count(u32),
+    /// Queues FIRST..=LAST (those the interface has).
+    Range(u32, u32),
+}
+
+impl XdpQueues {
+    /// The queues to open on an interface with `available` receive queues.
+    pub fn select(self, available: u32) -> Vec<u32> {
+        let available = available.clamp(1, 256);
+        match self {
+            XdpQueues::All => (0..available).collect(),
+            XdpQueues::Count(n) => (0..n.min(available)).collect(),
+            XdpQueues::Range(first, last) => (first..=last.min(available - 1)).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for XdpQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XdpQueues::All => write!(f, "all"),
+            XdpQueues::Count(n) => write!(f, "{n}"),
+            XdpQueues::Range(a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
 fn parse_optional_text(raw: &str) -> Parsed<Option<String>> {
     Ok((Some(raw.to_string()).filter(|text| !text.is_empty()), None))
 }
@@ -1344,6 +1410,7 @@ mod tests {
         ("ACCEL_XDP", "yes", "1"),
         ("ACCEL_XDP_IFNAME", "eth1", "eth1"),
         ("ACCEL_XDP_MODE", "SKB", "generic"),
+        ("ACCEL_XDP_QUEUES", " 2-3", "2-3"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
@@ -1995,7 +2062,22 @@ mod tests {
         for (i, key) in KEYS.iter().enumerate() {
             assert_eq!(*key as usize, i);
         }
-        assert_eq!(Key::XdpMode as usize + 1, VARIABLE_COUNT);
+        assert_eq!(Key::XdpQueues as usize + 1, VARIABLE_COUNT);
+    }
+
+    #[test]
+    fn xdp_queue_sets() {
+        assert_eq!(parse_xdp_queues("ALL").unwrap().0, XdpQueues::All);
+        assert_eq!(parse_xdp_queues("2").unwrap().0, XdpQueues::Count(2));
+        assert_eq!(parse_xdp_queues("1-3").unwrap().0, XdpQueues::Range(1, 3));
+        assert!(parse_xdp_queues("0").is_err() && parse_xdp_queues("3-1").is_err() && parse_xdp_queues("x").is_err());
+        assert_eq!(XdpQueues::All.select(4), vec![0, 1, 2, 3]);
+        assert_eq!(XdpQueues::All.select(0), vec![0], "an interface that says nothing: queue 0");
+        assert_eq!(XdpQueues::Count(2).select(4), vec![0, 1]);
+        assert_eq!(XdpQueues::Count(8).select(2), vec![0, 1]);
+        assert_eq!(XdpQueues::Range(1, 3).select(8), vec![1, 2, 3]);
+        assert_eq!(XdpQueues::Range(1, 3).select(2), vec![1]);
+        assert!(XdpQueues::Range(3, 5).select(2).is_empty());
     }
 
     #[test]

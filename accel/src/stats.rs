@@ -13,7 +13,8 @@
 //!
 //! The file is created under a temporary name with its header complete, then renamed into place,
 //! so a reader never sees a half-made header; the header never changes afterwards (except the
-//! `overflow` and `zeroed` words, which are atomics).
+//! `overflow` and `zeroed` words, the per-process drops and the AF_XDP queue list and its
+//! per-queue counters, which are atomics).
 //!
 //! **Sockets.** Every [`Socket`] gets a slot when it is created ([`SocketStats::claim`]); its
 //! `counters` field *is* the slot's [`Counters`], so the datapath's `s.counters.x.fetch_add(1,
@@ -99,6 +100,17 @@ const H_OVERFLOW: usize = 88;
 const H_ZEROED_MS: usize = 96;
 /// Per-process drops by [`DropCause`] (5 words).
 const H_PROC_DROPS: usize = 104;
+/// The AF_XDP port's receive queues: how many are listed (at most [`XDP_QUEUE_SLOTS`]), then
+/// their ids, one byte each (3 words); written once, when the port opens. Words that were
+/// unused (zero) in blocks of builds before multi-queue, which therefore list no queue: the
+/// layout, and VERSION, are unchanged.
+const H_XDP_QUEUES: usize = 144;
+/// Frames received on each listed queue (one word each), in the order of the ids.
+const H_XDP_QUEUE_FRAMES: usize = 320;
+/// How many queues the header has room for.
+pub const XDP_QUEUE_SLOTS: usize = 24;
+const _: () = assert!(H_XDP_QUEUES + 4 * 8 <= 256 && H_XDP_QUEUE_FRAMES >= 256 + 64);
+const _: () = assert!(H_XDP_QUEUE_FRAMES + XDP_QUEUE_SLOTS * 8 <= 512);
 const H_PROGRAM: (usize, usize) = (256, 64);
 const H_CMDLINE: (usize, usize) = (512, 4096);
 const H_CONFIG: (usize, usize) = (4608, HEADER_LEN - 4608);
@@ -280,6 +292,41 @@ pub fn process_drop(cause: DropCause) {
     // SAFETY: blocks are leaked: a published pointer stays valid for the process's life.
     let b = unsafe { &*p };
     b.map.word(H_PROC_DROPS + 8 * cause as usize).fetch_add(1, Ordering::Relaxed);
+}
+
+/// The AF_XDP port's per-queue receive counters in this process's header ([`queue_counters`]).
+#[derive(Debug)]
+pub struct QueueCounters {
+    words: Vec<&'static AtomicU64>,
+}
+
+impl QueueCounters {
+    /// Adds `n` frames to the `i`th queue of the list given to [`queue_counters`] (queues past
+    /// the header's room are not counted).
+    #[inline]
+    pub fn add(&self, i: usize, n: u64) {
+        if let Some(w) = self.words.get(i) {
+            w.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Lists the AF_XDP port's receive queues in this process's header (the first
+/// [`XDP_QUEUE_SLOTS`] of them) and returns their counters; None without a block.
+pub fn queue_counters(queues: &[u32]) -> Option<QueueCounters> {
+    let b = block()?;
+    let listed = &queues[..queues.len().min(XDP_QUEUE_SLOTS)];
+    let mut ids = [0u8; XDP_QUEUE_SLOTS];
+    for (d, &q) in ids.iter_mut().zip(listed) {
+        *d = q.min(255) as u8;
+    }
+    for (k, chunk) in ids.chunks(8).enumerate() {
+        let w = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+        b.map.word(H_XDP_QUEUES + 8 + 8 * k).store(w, Ordering::Relaxed);
+    }
+    b.map.word(H_XDP_QUEUES).store(listed.len() as u64, Ordering::Release);
+    let words = (0..listed.len()).map(|i| b.map.word(H_XDP_QUEUE_FRAMES + 8 * i)).collect();
+    Some(QueueCounters { words })
 }
 
 /// Marks a datapath as on in this process's header (the xdp and efvi VIs call it when they
@@ -957,7 +1004,7 @@ fn describe_binding(r: &RxBinding) -> (String, String) {
     match &r.state {
         FilterState::Shm(f) => (f.ring_name.clone(), format!("{}/{}", r.kind.name(), f.ring_key)),
         FilterState::Xdp(_) => match crate::xdp::port::existing() {
-            Some(p) => (crate::xdp::port::stats_ring_name(p.ifname()), format!("{}/{}", r.kind.name(), p.ifname())),
+            Some(p) => (crate::xdp::port::stats_ring_name(p.ifname(), p.queues()), format!("{}/{}", r.kind.name(), p.ifname())),
             None => (String::new(), r.kind.name().to_string()),
         },
         _ => (String::new(), r.kind.name().to_string()),
@@ -1054,6 +1101,9 @@ pub struct HeaderInfo {
     pub zeroed_ms: u64,
     /// Drops not attributed to a socket, in [`DropCause::ALL`] order.
     pub proc_drops: [u64; 5],
+    /// The AF_XDP port's receive queues and the frames each received (empty: no port, or a
+    /// block of an older build).
+    pub xdp_queues: Vec<(u32, u64)>,
     pub program: String,
     pub cmdline: String,
     /// `NAME=value<TAB>source` lines.
@@ -1177,6 +1227,12 @@ impl View {
             overflow: m.word(H_OVERFLOW).load(Ordering::Relaxed),
             zeroed_ms: m.word(H_ZEROED_MS).load(Ordering::Relaxed),
             proc_drops: core::array::from_fn(|i| m.word(H_PROC_DROPS + 8 * i).load(Ordering::Relaxed)),
+            xdp_queues: {
+                let n = (m.word(H_XDP_QUEUES).load(Ordering::Acquire) as usize).min(XDP_QUEUE_SLOTS);
+                let ids: Vec<u8> =
+                    (0..3).flat_map(|k| m.word(H_XDP_QUEUES + 8 + 8 * k).load(Ordering::Relaxed).to_ne_bytes()).collect();
+                (0..n).map(|i| (u32::from(ids[i]), m.word(H_XDP_QUEUE_FRAMES + 8 * i).load(Ordering::Relaxed))).collect()
+            },
             program: m.text_at(H_PROGRAM),
             cmdline: m.text_at(H_CMDLINE),
             config: m.text_at(H_CONFIG),
@@ -1282,6 +1338,9 @@ impl View {
         }
         for i in 0..DropCause::ALL.len() {
             self.map.word(H_PROC_DROPS + 8 * i).store(0, Ordering::Relaxed);
+        }
+        for i in 0..XDP_QUEUE_SLOTS {
+            self.map.word(H_XDP_QUEUE_FRAMES + 8 * i).store(0, Ordering::Relaxed);
         }
         self.map.word(H_ZEROED_MS).store(now_unix_ns() / 1_000_000, Ordering::Relaxed);
         Ok(n)

@@ -13,7 +13,8 @@
 //!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid); with a group
 //!               as local ip and remote port 0: a source-specific multicast membership
 //!     xsks      XSKMAP: queue -> AF_XDP socket
-//!     users     (pid << 32 | queue) -> the pid's start time
+//!     queues    queue -> the pid whose XSK is bound there (0: none)
+//!     users     (pid << 32 | first queue) -> the pid's start time
 //!     stats     per-CPU counters of the program's verdicts
 //! ```
 //!
@@ -53,7 +54,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpFlags};
 use aya::{EbpfLoader, Pod};
@@ -63,7 +64,7 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Our directory on it.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/accel";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const MAPS: [&str; 5] = ["filters", "conns", "xsks", "users", "stats"];
+const MAPS: [&str; 6] = ["filters", "conns", "xsks", "queues", "users", "stats"];
 const PROGRAM: &str = "accel_filter";
 
 /// The compiled filter, 8-byte aligned (the ELF parser reads it in place).
@@ -148,11 +149,12 @@ impl ConnKey {
     }
 }
 
-/// Value of both maps (`struct target`).
+/// Value of both maps (`struct target`): the frame goes to the owner's XSK on the queue it
+/// arrived on (the `queues` map names the pid that has each queue).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// Index in `xsks` = the queue the owner's XSK is bound to.
+    /// The owner's first queue (bookkeeping: with `owner`, the key of its `users` entry).
     pub slot: u32,
     /// The pid that installed the entry.
     pub owner: u32,
@@ -182,15 +184,19 @@ pub struct Program {
     filters: BpfHashMap<MapData, FilterKey, Target>,
     conns: BpfHashMap<MapData, ConnKey, Target>,
     xsks: XskMap<MapData>,
+    queues: Array<MapData, u32>,
     users: BpfHashMap<MapData, u64, u64>,
     stats: PerCpuArray<MapData, u64>,
     me: Target,
+    /// The queues we named ourselves the holder of in `queues`.
+    held: Vec<u32>,
     attached: Option<AttachMode>,
 }
 
 impl Program {
     /// Joins (or loads and attaches) the program of `ifname` in the calling thread's network
-    /// namespace, as the user of queue `queue`.
+    /// namespace, as a user whose first queue is `queue` (its XSKs are registered one by one,
+    /// [`Program::register_socket`]).
     pub fn acquire(ifname: &str, queue: u32, mode: AttachMode) -> io::Result<Program> {
         let ifindex = if_index(ifname)?;
         let lock = PinLock::take()?;
@@ -208,11 +214,15 @@ impl Program {
             filters: hash_map(&dir, "filters")?,
             conns: hash_map(&dir, "conns")?,
             xsks: XskMap::try_from(Map::XskMap(map_data(&dir, "xsks")?)).map_err(aya_err("xsks"))?,
+            // A directory made by an accel build from before multi-queue has no `queues`: that
+            // program is not ours to join (the caller stays on the kernel path).
+            queues: Array::try_from(Map::Array(map_data(&dir, "queues")?)).map_err(aya_err("queues"))?,
             users: hash_map(&dir, "users")?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(map_data(&dir, "stats")?))
                 .map_err(aya_err("stats"))?,
             dir,
             me,
+            held: Vec::new(),
             attached,
         };
         program.forget_dead();
@@ -235,11 +245,17 @@ impl Program {
         &self.dir
     }
 
-    /// Puts the AF_XDP socket `fd` in our slot of the XSKMAP.
-    pub fn register_socket(&mut self, fd: RawFd) -> io::Result<()> {
-        self.xsks
-            .set(self.me.slot, BorrowedRaw(fd), 0)
-            .map_err(aya_err("xsks update"))
+    /// Puts the AF_XDP socket `fd`, bound to `queue`, in the XSKMAP, and names us as that
+    /// queue's holder: our filters' frames arriving there go to it. Called once the socket is
+    /// bound (the kernel allows one XSK per queue, so a process that got here holds it).
+    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> io::Result<()> {
+        self.xsks.set(queue, BorrowedRaw(fd), 0).map_err(aya_err("xsks update"))?;
+        let _lock = PinLock::take()?;
+        self.queues.set(queue, self.me.owner, 0).map_err(aya_err("queues update"))?;
+        if !self.held.contains(&queue) {
+            self.held.push(queue);
+        }
+        Ok(())
     }
 
     /// Sends datagrams for `key` to our socket. `AddrInUse` when a live user already has it.
@@ -332,6 +348,15 @@ impl Program {
         for k in dead_conns {
             let _ = self.conns.remove(&k);
         }
+        // Queues still naming a process that is no user (killed): nobody's.
+        let live: Vec<u32> = self.users.keys().filter_map(Result::ok).map(|k| (k >> 32) as u32).collect();
+        for q in 0..self.queues.len() {
+            if let Ok(pid) = self.queues.get(&q, 0) {
+                if pid != 0 && !live.contains(&pid) {
+                    let _ = self.queues.set(q, 0, 0);
+                }
+            }
+        }
     }
 }
 
@@ -348,6 +373,11 @@ impl Drop for Program {
             self.conns.iter().filter_map(Result::ok).filter(|(_, t)| mine(t)).map(|(k, _)| k).collect();
         for k in conns {
             let _ = self.conns.remove(&k);
+        }
+        for &q in &self.held {
+            if self.queues.get(&q, 0).ok() == Some(self.me.owner) {
+                let _ = self.queues.set(q, 0, 0);
+            }
         }
         let _ = self.users.remove(&user_key(self.me));
         self.forget_dead();

@@ -1,7 +1,8 @@
 //! The AF_XDP datapath: UDP datagrams straight between the NIC queue and the process.
 //!
-//! An [`XdpVi`] ("virtual interface", as in ef_vi) is one process's handle on one receive/send
-//! queue of one interface. Its parts, one module each:
+//! An [`XdpVi`] ("virtual interface", as in ef_vi) is one process's handle on receive queues of
+//! one interface (one AF_XDP socket per queue, all sharing one UMEM) and one send queue (the
+//! first one's). Its parts, one module each:
 //!
 //! - [`loader`]: the XDP filter program shared by all processes on the interface, its maps
 //!   (which datagrams are steered to which AF_XDP socket) and its life cycle.
@@ -26,13 +27,25 @@
 //!
 //! # Several processes
 //!
-//! The program is shared (see [`loader`]); sockets are not: each `XdpVi` binds its own XSK with
-//! its own UMEM, and the kernel allows one such socket per queue. A second process opening the
-//! same interface and queue gets `EBUSY` from bind, i.e. an error from [`XdpVi::open`] — its
+//! The program is shared (see [`loader`]); sockets are not: each `XdpVi` binds its own XSKs on
+//! its own UMEM, and the kernel allows one such socket per queue. A second process opening a
+//! queue the first holds gets `EBUSY` from bind, i.e. an error from [`XdpVi::open`] — its
 //! sockets stay with the kernel. Two processes can both be accelerated on one interface only on
-//! different queues, and a datagram then reaches its socket only if the NIC's RSS puts its flow
-//! on that queue (the filter passes frames from other queues to the kernel). Sharing one queue
-//! between processes would need a UMEM shared through `XDP_SHARED_UMEM` — not done.
+//! different queues ([`XdpVi::open_queues`]), and a datagram then reaches its socket only if the
+//! NIC's RSS puts its flow on one of its owner's queues (the filter passes frames from other
+//! queues to the kernel). Sharing one queue between processes would need a UMEM shared across
+//! processes — not done.
+//!
+//! # Several queues
+//!
+//! [`XdpVi::open_queues`] binds one XSK per queue. The first registers the UMEM; the others
+//! share it (`XDP_SHARED_UMEM`), each with a fill and a completion ring of its own, as the
+//! kernel requires for another queue. Receive frames are one pool: a frame is posted to
+//! whichever fill ring has room next (round robin, skipping full rings), so a busy queue gets
+//! the frames its neighbours do not need; each fill ring is sized so that all of them together
+//! hold no more than the pool (VMA_RX_BUFS / queues, rounded down to a power of two, at most
+//! VMA_RX_WRE). Receiving takes from the RX rings in turn, a different one first on each poll,
+//! within one bounded batch. Sending uses the first socket's TX ring only.
 //!
 //! Filters are exclusive: a local endpoint (or 5-tuple) already steered to a live process's
 //! socket cannot be taken by another ([`XdpVi::add_filter`] fails with `AddrInUse`).
@@ -46,7 +59,7 @@ pub mod xsk;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::config::Config;
 use frame::{Checksum, DropReason, FrameHeader};
@@ -163,6 +176,8 @@ pub struct XdpCounters {
     /// Kicks the kernel refused with a hard error (interface down...). The frames stay on the
     /// TX ring: handing them back could duplicate them if a later kick sends them.
     pub tx_kick_errors: u64,
+    /// Frames taken off each queue's RX ring, in [`XdpVi::queues`] order.
+    pub rx_queue_frames: Vec<u64>,
 }
 
 /// One process's AF_XDP queue on one interface. See the module doc.
@@ -181,8 +196,19 @@ pub struct XdpVi {
     rx_spare: Vec<u64>,
     ip_id: u16,
     counters: XdpCounters,
-    // Drop order matters: the socket first (it stops using the UMEM and leaves the XSKMAP),
+    /// The queues of [`XdpVi::queue`]'s socket and of `more`'s, in that order.
+    queues: Vec<u32>,
+    /// The RX ring [`XdpVi::poll_rx`] looks at first next time, and the fill ring
+    /// [`XdpVi::post_rx`] tries first (indexes into `queues`).
+    rx_turn: usize,
+    post_turn: usize,
+    /// With several queues: an epoll set of every socket, readable when one of them is.
+    waiter: Option<std::os::fd::OwnedFd>,
+    // Drop order matters: the sockets first (they stop using the UMEM and leave the XSKMAP),
     // then the UMEM, then our membership of the program (which may detach it).
+    /// The sockets of the other queues (receive only; they share the UMEM).
+    more: Vec<Xsk>,
+    /// The first queue's socket: receive, and every send.
     xsk: Xsk,
     umem: Umem,
     program: Program,
@@ -204,28 +230,50 @@ impl XdpVi {
     /// As [`XdpVi::open`], choosing how the program is attached when this call attaches it (a
     /// program already attached by another process is joined as it is).
     pub fn open_with_mode(ifname: &str, queue: u32, config: &Config, mode: AttachMode) -> io::Result<XdpVi> {
+        XdpVi::open_queues(ifname, &[queue], config, mode)
+    }
+
+    /// As [`XdpVi::open_with_mode`], with one socket per queue of `queues` (not empty, no
+    /// repeats), sharing one UMEM; the first also sends. Any queue that cannot be bound (EBUSY:
+    /// another process has it) fails the whole open.
+    pub fn open_queues(ifname: &str, queues: &[u32], config: &Config, mode: AttachMode) -> io::Result<XdpVi> {
+        let (&queue, rest) = queues.split_first().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let (src_mac, if_mtu) = route::interface_mac_and_mtu(ifname)?;
         let mut program = Program::acquire(ifname, queue, mode)?;
         let ifindex = loader_ifindex(ifname)?;
         let umem = Umem::new(config.rx_bufs, config.tx_bufs, config.mem_alloc)?;
+        // The fill rings together hold at most the receive pool (see the module doc).
+        let per_queue = (config.rx_bufs / queues.len() as u32).max(1);
+        let rx_depth = config.rx_wre.min(1 << (31 - per_queue.leading_zeros()));
         let sizes = RingSizes {
-            fill: config.rx_wre,
-            rx: config.rx_wre,
+            fill: rx_depth,
+            rx: rx_depth,
             tx: config.tx_wre,
             completion: config.tx_wre,
         };
-        let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy) {
+        let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy, None) {
             Ok(x) => x,
             // Drivers without zero-copy (veth, most virtual NICs) refuse it; copy mode works
             // everywhere. A busy queue stays an error: copy mode would be refused the same way.
             Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
-                Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy)?
+                Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy, None)?
             }
             // EBUSY: the queue already has an AF_XDP socket (another process?). Kept raw, so
             // the caller can tell.
             Err(e) => return Err(e),
         };
-        program.register_socket(xsk.fd())?;
+        // The other queues receive only: their TX and completion rings are token ones (the
+        // kernel wants a completion ring for a socket with its own fill ring).
+        let rx_only = RingSizes { tx: 8, completion: 8, ..sizes };
+        let mut more = Vec::with_capacity(rest.len());
+        for &q in rest {
+            more.push(Xsk::open(&umem, ifindex, q, rx_only, BindMode::Copy, Some(&xsk))?);
+        }
+        let waiter = if more.is_empty() { None } else { Some(epoll_of(std::iter::once(&xsk).chain(&more))?) };
+        program.register_socket(queue, xsk.fd())?;
+        for (&q, x) in rest.iter().zip(&more) {
+            program.register_socket(q, x.fd())?;
+        }
         let max_ip_len = (if_mtu as usize)
             .min(config.mtu as usize)
             .min(FRAME_SIZE as usize - frame::ETH_HEADER);
@@ -239,7 +287,12 @@ impl XdpVi {
             tx_free: umem.tx_addrs().collect(),
             rx_spare: umem.rx_addrs().collect(),
             ip_id: (std::process::id() as u16).wrapping_mul(31),
-            counters: XdpCounters::default(),
+            counters: XdpCounters { rx_queue_frames: vec![0; queues.len()], ..XdpCounters::default() },
+            queues: queues.to_vec(),
+            rx_turn: 0,
+            post_turn: 0,
+            waiter,
+            more,
             xsk,
             umem,
             program,
@@ -270,29 +323,41 @@ impl XdpVi {
     /// returns how many. Frames that fail validation are counted by [`DropReason`] and never
     /// delivered. Every frame goes back to the fill ring afterwards.
     pub fn rx_burst(&mut self, mut deliver: impl FnMut(RxDatagram<'_>)) -> usize {
-        let ready = self.xsk.rx.available().min(RX_BATCH);
         let mut delivered = 0;
-        for i in 0..ready {
-            let XdpDesc { addr, len, .. } = self.xsk.rx.peek(i);
-            match self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(frame::parse_udp4) {
-                Ok(d) => {
-                    self.counters.rx_datagrams += 1;
-                    self.counters.rx_bytes += d.payload.len() as u64;
-                    match d.checksum {
-                        Checksum::None => self.counters.rx_checksum_none += 1,
-                        Checksum::Partial => self.counters.rx_checksum_partial += 1,
-                        Checksum::Verified => {}
-                    }
-                    delivered += 1;
-                    deliver(RxDatagram { src: d.src, dst: d.dst, payload: d.payload });
-                }
-                Err(reason) => self.counters.rx_dropped[reason as usize] += 1,
+        let n = self.queues.len();
+        let first = self.next_rx_turn();
+        let mut left = RX_BATCH;
+        for k in 0..n {
+            if left == 0 {
+                break;
             }
-            // The frame's start (in aligned mode the kernel may add headroom to `addr`).
-            self.rx_spare.push(addr - addr % u64::from(FRAME_SIZE));
-        }
-        if ready > 0 {
-            self.xsk.rx.release(ready);
+            let q = if first + k >= n { first + k - n } else { first + k };
+            let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
+            let ready = xsk.rx.available().min(left);
+            for i in 0..ready {
+                let XdpDesc { addr, len, .. } = xsk.rx.peek(i);
+                match self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(frame::parse_udp4) {
+                    Ok(d) => {
+                        self.counters.rx_datagrams += 1;
+                        self.counters.rx_bytes += d.payload.len() as u64;
+                        match d.checksum {
+                            Checksum::None => self.counters.rx_checksum_none += 1,
+                            Checksum::Partial => self.counters.rx_checksum_partial += 1,
+                            Checksum::Verified => {}
+                        }
+                        delivered += 1;
+                        deliver(RxDatagram { src: d.src, dst: d.dst, payload: d.payload });
+                    }
+                    Err(reason) => self.counters.rx_dropped[reason as usize] += 1,
+                }
+                // The frame's start (in aligned mode the kernel may add headroom to `addr`).
+                self.rx_spare.push(addr - addr % u64::from(FRAME_SIZE));
+            }
+            if ready > 0 {
+                xsk.rx.release(ready);
+                self.counters.rx_queue_frames[q] += u64::from(ready);
+                left -= ready;
+            }
         }
         self.refill();
         delivered
@@ -305,61 +370,100 @@ impl XdpVi {
     }
 
     /// Puts one receive frame (a frame start) on the fill ring; false when the ring is full.
-    /// [`XdpVi::post_done`] publishes what was put.
+    /// [`XdpVi::post_done`] publishes what was put. With several queues the fill rings take
+    /// turns, a full one skipped; false when all are full.
     pub fn post_rx(&mut self, frame: u64) -> bool {
-        if self.xsk.fill.free(1) == 0 {
-            return false;
+        if self.more.is_empty() {
+            if self.xsk.fill.free(1) == 0 {
+                return false;
+            }
+            return self.xsk.fill.push(frame);
         }
-        self.xsk.fill.push(frame)
+        let n = self.queues.len();
+        for k in 0..n {
+            let q = (self.post_turn + k) % n;
+            let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
+            if xsk.fill.push(frame) {
+                self.post_turn = (q + 1) % n;
+                return true;
+            }
+        }
+        false
     }
 
     /// Publishes the frames given by [`XdpVi::post_rx`], waking the kernel if it asked.
     pub fn post_done(&mut self) {
-        self.xsk.fill.submit();
-        if self.xsk.fill.needs_wakeup() {
-            self.xsk.kick_rx();
+        for xsk in std::iter::once(&mut self.xsk).chain(&mut self.more) {
+            xsk.fill.submit();
+            if xsk.fill.needs_wakeup() {
+                xsk.kick_rx();
+            }
         }
     }
 
     /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
     /// start, parse result with the payload's offset from the frame start and its length). The
     /// frames are the caller's until it posts them again. Counted as in `rx_burst`.
+    ///
+    /// With several queues the RX rings are read in turn, a different one first on each call,
+    /// `max` frames in all.
     pub fn poll_rx(&mut self, max: u32, mut each: impl FnMut(u64, Result<RxMeta, DropReason>)) {
-        let ready = self.xsk.rx.available().min(max);
-        for i in 0..ready {
-            let XdpDesc { addr, len, .. } = self.xsk.rx.peek(i);
-            let frame_start = addr - addr % u64::from(FRAME_SIZE);
-            let parsed = self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
-                let d = frame::parse_udp4(bytes)?;
-                let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
-                Ok((d, offset))
-            });
-            let meta = match parsed {
-                Ok((d, offset)) => {
-                    self.counters.rx_datagrams += 1;
-                    self.counters.rx_bytes += d.payload.len() as u64;
-                    match d.checksum {
-                        Checksum::None => self.counters.rx_checksum_none += 1,
-                        Checksum::Partial => self.counters.rx_checksum_partial += 1,
-                        Checksum::Verified => {}
+        let n = self.queues.len();
+        let first = self.next_rx_turn();
+        let mut left = max;
+        for k in 0..n {
+            if left == 0 {
+                break;
+            }
+            let q = if first + k >= n { first + k - n } else { first + k };
+            let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
+            let ready = xsk.rx.available().min(left);
+            for i in 0..ready {
+                let XdpDesc { addr, len, .. } = xsk.rx.peek(i);
+                let frame_start = addr - addr % u64::from(FRAME_SIZE);
+                let parsed = self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
+                    let d = frame::parse_udp4(bytes)?;
+                    let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
+                    Ok((d, offset))
+                });
+                let meta = match parsed {
+                    Ok((d, offset)) => {
+                        self.counters.rx_datagrams += 1;
+                        self.counters.rx_bytes += d.payload.len() as u64;
+                        match d.checksum {
+                            Checksum::None => self.counters.rx_checksum_none += 1,
+                            Checksum::Partial => self.counters.rx_checksum_partial += 1,
+                            Checksum::Verified => {}
+                        }
+                        Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
                     }
-                    Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
-                }
-                Err(reason) => {
-                    self.counters.rx_dropped[reason as usize] += 1;
-                    Err(reason)
-                }
-            };
-            each(frame_start, meta);
-        }
-        if ready > 0 {
-            self.xsk.rx.release(ready);
+                    Err(reason) => {
+                        self.counters.rx_dropped[reason as usize] += 1;
+                        Err(reason)
+                    }
+                };
+                each(frame_start, meta);
+            }
+            if ready > 0 {
+                xsk.rx.release(ready);
+                self.counters.rx_queue_frames[q] += u64::from(ready);
+                left -= ready;
+            }
         }
     }
 
-    /// Whether the RX ring holds frames ([`XdpVi::poll_rx`] would take some).
+    /// The RX ring to read first this time; the next one the time after (no division: one
+    /// queue is the common case).
+    #[inline]
+    fn next_rx_turn(&mut self) -> usize {
+        let first = self.rx_turn;
+        self.rx_turn = if first + 1 >= self.queues.len() { 0 } else { first + 1 };
+        first
+    }
+
+    /// Whether an RX ring holds frames ([`XdpVi::poll_rx`] would take some).
     pub fn rx_pending(&mut self) -> bool {
-        self.xsk.rx.available() > 0
+        self.xsk.rx.available() > 0 || self.more.iter_mut().any(|x| x.rx.available() > 0)
     }
 
     /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).
@@ -367,9 +471,9 @@ impl XdpVi {
         self.umem.bytes(frame, FRAME_SIZE).unwrap_or(&[])
     }
 
-    /// The fill ring's size.
+    /// The fill rings' sizes, together.
     pub fn fill_depth(&self) -> u32 {
-        self.xsk.fill.size()
+        self.xsk.fill.size() + self.more.iter().map(|x| x.fill.size()).sum::<u32>()
     }
 
     /// How many UMEM frames receive (posted, holding a datagram, or spare).
@@ -427,9 +531,13 @@ impl XdpVi {
         (sent, stopped)
     }
 
-    /// The socket's fd, readable when datagrams are waiting (for poll/epoll).
+    /// An fd readable when datagrams are waiting (for poll/epoll): the socket's, or with several
+    /// queues an epoll set of all of them.
     pub fn fd(&self) -> RawFd {
-        self.xsk.fd()
+        match &self.waiter {
+            Some(ep) => ep.as_raw_fd(),
+            None => self.xsk.fd(),
+        }
     }
 
     pub fn counters(&self) -> &XdpCounters {
@@ -441,9 +549,20 @@ impl XdpVi {
         self.program.stats()
     }
 
-    /// The kernel's counters for this socket (drops for a full RX ring, an empty fill ring...).
+    /// The kernel's counters for the sockets, summed (drops for a full RX ring, an empty fill
+    /// ring...).
     pub fn socket_stats(&self) -> io::Result<libc::xdp_statistics> {
-        self.xsk.statistics()
+        let mut sum = self.xsk.statistics()?;
+        for x in &self.more {
+            let st = x.statistics()?;
+            sum.rx_dropped += st.rx_dropped;
+            sum.rx_invalid_descs += st.rx_invalid_descs;
+            sum.tx_invalid_descs += st.tx_invalid_descs;
+            sum.rx_ring_full += st.rx_ring_full;
+            sum.rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
+            sum.tx_ring_empty_descs += st.tx_ring_empty_descs;
+        }
+        Ok(sum)
     }
 
     /// Whether the socket is bound in zero-copy mode (else copy mode).
@@ -466,6 +585,11 @@ impl XdpVi {
 
     pub fn queue(&self) -> u32 {
         self.queue
+    }
+
+    /// Every queue this VI receives from, the sending one ([`XdpVi::queue`]) first.
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
     }
 
     /// Builds one frame into a free TX frame and puts it on the TX ring (not yet submitted).
@@ -548,8 +672,18 @@ impl XdpVi {
         }
     }
 
-    /// Puts spare receive frames on the fill ring, waking the kernel if it asked.
+    /// Puts spare receive frames on the fill ring(s), waking the kernel if it asked.
     fn refill(&mut self) {
+        if !self.more.is_empty() {
+            while let Some(&addr) = self.rx_spare.last() {
+                if !self.post_rx(addr) {
+                    break;
+                }
+                self.rx_spare.pop();
+            }
+            self.post_done();
+            return;
+        }
         let room = self.xsk.fill.free(self.rx_spare.len() as u32) as usize;
         let n = room.min(self.rx_spare.len());
         if n == 0 {
@@ -563,6 +697,27 @@ impl XdpVi {
             self.xsk.kick_rx();
         }
     }
+}
+
+/// An epoll set (close-on-exec) of `sockets`, readable while one of them is (level-triggered):
+/// what a sleeper waits on for several queues.
+fn epoll_of<'a>(sockets: impl Iterator<Item = &'a Xsk>) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain epoll_create1; the result is checked and owned at once.
+    let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    for x in sockets {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: x.fd() as u64 };
+        // SAFETY: a live event struct; both fds are open.
+        if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, x.fd(), &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
 }
 
 fn loader_ifindex(ifname: &str) -> io::Result<u32> {

@@ -1,10 +1,12 @@
 //! The AF_XDP datapath as one of the engine's VIs ([`crate::vi::Vi`]).
 //!
-//! One [`XdpPort`] per process: queue 0 of one interface (`ACCEL_XDP_IFNAME`, else the interface
-//! that owns the address of the first socket that asks, else the only non-loopback interface
-//! with an IPv4 address, for a socket bound to 0.0.0.0), opened on first use. If it cannot be
-//! opened (no CAP_NET_ADMIN/CAP_BPF, no XDP, the queue taken by another process...) the process
-//! says so in one log line and every socket stays on the kernel (and shm, if on).
+//! One [`XdpPort`] per process: the receive queues `ACCEL_XDP_QUEUES` names (all by default; one
+//! AF_XDP socket each, sharing one UMEM, see [`super`]) of one interface (`ACCEL_XDP_IFNAME`,
+//! else the interface that owns the address of the first socket that asks, else the only
+//! non-loopback interface with an IPv4 address, for a socket bound to 0.0.0.0), opened on first
+//! use. If it cannot be opened (no CAP_NET_ADMIN/CAP_BPF, no XDP, a queue taken by another
+//! process...) the process says so in one log line and every socket stays on the kernel (and
+//! shm, if on).
 //!
 //! - **Receive**: a socket bound (or connected) on an address of the interface, or on 0.0.0.0,
 //!   gets a filter in the shared XDP program steering its datagrams to our XSK. The XSK's frames
@@ -71,6 +73,10 @@ pub struct XdpDev {
     groups_checked: std::time::Instant,
     /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
     stats: Option<crate::stats::MemoryRing>,
+    /// Frames received per queue, in the stats block, and what of the XdpVi's counts
+    /// ([`super::XdpCounters::rx_queue_frames`]) was added there already.
+    queue_stats: Option<crate::stats::QueueCounters>,
+    queue_published: Vec<u64>,
     /// [`PostedRx::poll`]'s scratch list of received frames, kept for its capacity.
     got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)>,
     ifname: String,
@@ -122,6 +128,9 @@ struct Membership {
     sources: Sources,
     /// The filters installed for it now (none while the kernel serves the group).
     installed: Vec<XdpFilterSpec>,
+    /// The socket's inode (0: unknown), so that /proc/net/udp's other sockets on the group's
+    /// port can be told from it ([`XdpDev::check_groups`]).
+    inode: u64,
 }
 
 impl Membership {
@@ -152,7 +161,7 @@ impl Membership {
 /// it ended, if any (its installed filters are the caller's to remove).
 fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, change: GroupChange) -> Option<Membership> {
     let at = groups.iter().position(|m| m.gp == gp && m.cookie == cookie);
-    let new = |sources| Membership { gp, cookie, sources, installed: Vec::new() };
+    let new = |sources| Membership { gp, cookie, sources, installed: Vec::new(), inode: 0 };
     match (change, at) {
         (GroupChange::Join, None) => groups.push(new(Sources::Any { blocked: Vec::new() })),
         (GroupChange::JoinSource(s), None) => groups.push(new(Sources::Only(vec![s]))),
@@ -304,7 +313,9 @@ impl XdpDev {
     /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
     /// (another socket, ours or another process's, accelerated or not) the program passes the
     /// group's datagrams to the kernel, which gives each member its copy; our socket still gets
-    /// its own through the kernel socket (dual path). An any-source member is steered by a
+    /// its own through the kernel socket (dual path). So is a group while another socket is
+    /// bound to its port on 0.0.0.0 or on the group (/proc/net/udp, udp6): IP_MULTICAST_ALL
+    /// gives it the group's datagrams, member or not. An any-source member is steered by a
     /// group:port filter, a source-specific one by a (group:port, source) filter per source
     /// once /proc/net/mcfilter shows the interface including exactly those sources; a member
     /// with blocked sources, or whose filter was set wholesale, is left to the kernel.
@@ -316,10 +327,15 @@ impl XdpDev {
         let users = igmp_users(&self.ifname);
         let by_source = self.groups.iter().any(|m| matches!(m.sources, Sources::Only(_)));
         let sources = if by_source { mcfilter(self.ifindex) } else { Vec::new() };
+        let bound = udp_sockets();
         for i in 0..self.groups.len() {
             let m = &self.groups[i];
             let (gp, cookie) = (m.gp, m.cookie);
             let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
+            // IP_MULTICAST_ALL (on by default): every socket bound to the group's port on
+            // 0.0.0.0 (or on the group) gets the group's datagrams once the host joined it,
+            // member or not; a redirect would hide them from it.
+            let shared = bound.as_ref().is_none_or(|b| others_on(b, gp, m.inode));
             let agrees = match &m.sources {
                 Sources::Only(list) => {
                     let rows: Vec<&(Ipv4Addr, Ipv4Addr, u64, u64)> = sources.iter().filter(|r| r.0 == *gp.ip()).collect();
@@ -327,7 +343,7 @@ impl XdpDev {
                 }
                 _ => true,
             };
-            let want = if alone && agrees { m.filters() } else { Vec::new() };
+            let want = if alone && !shared && agrees { m.filters() } else { Vec::new() };
             if want == m.installed {
                 continue;
             }
@@ -356,6 +372,10 @@ impl XdpDev {
             } else if !old.is_empty() {
                 if !alone {
                     crate::log::debug(format_args!("xdp: {gp} has other members: the kernel serves it"));
+                } else if shared {
+                    crate::log::debug(format_args!(
+                        "xdp: {gp}: another socket is bound to its port (IP_MULTICAST_ALL gives it the group): the kernel serves it"
+                    ));
                 } else {
                     crate::log::debug(format_args!("xdp: {gp}: a source filter the program cannot follow: the kernel serves it"));
                 }
@@ -411,6 +431,56 @@ fn igmp_users(ifname: &str) -> Vec<(Ipv4Addr, u32)> {
     out
 }
 
+/// The IPv4 UDP sockets of this network namespace as (local address, local port, inode), from
+/// /proc/net/udp and /proc/net/udp6 (a dual-stack socket bound to `::` is listed as 0.0.0.0,
+/// one bound to a v4-mapped address as that address; other IPv6 sockets are left out). None
+/// when /proc/net/udp cannot be read.
+fn udp_sockets() -> Option<Vec<(Ipv4Addr, u16, u64)>> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let mut out = parse_proc_net_udp(&text);
+    if let Ok(text6) = std::fs::read_to_string("/proc/net/udp6") {
+        out.extend(parse_proc_net_udp(&text6));
+    }
+    Some(out)
+}
+
+/// The rows of /proc/net/udp or udp6: `sl local_address rem_address st ... uid timeout inode`,
+/// the local address as the kernel's words in hex, each native-endian, and the port in host
+/// order.
+fn parse_proc_net_udp(text: &str) -> Vec<(Ipv4Addr, u16, u64)> {
+    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(|w| w.to_ne_bytes());
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            let inode = f.get(9)?.parse().ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let ip = match addr.len() {
+                8 => Ipv4Addr::from(word(addr)?),
+                32 => {
+                    let w: Vec<[u8; 4]> = (0..4).map(|k| word(&addr[8 * k..8 * k + 8])).collect::<Option<_>>()?;
+                    match (w[0], w[1], w[2]) {
+                        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]) if w[3] == [0, 0, 0, 0] => Ipv4Addr::UNSPECIFIED,
+                        ([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0xff, 0xff]) => Ipv4Addr::from(w[3]),
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            };
+            Some((ip, port, inode))
+        })
+        .collect()
+}
+
+/// Whether a socket other than the one with `inode` is bound to group:port `gp`'s port on
+/// 0.0.0.0 or on the group: the kernel would give it the group's datagrams too.
+fn others_on(sockets: &[(Ipv4Addr, u16, u64)], gp: SocketAddrV4, inode: u64) -> bool {
+    sockets
+        .iter()
+        .any(|&(ip, port, ino)| port == gp.port() && (ip.is_unspecified() || ip == *gp.ip()) && (ino != inode || inode == 0))
+}
+
 impl PostedRx for XdpDev {
     fn post(&mut self, bufs: &[BufId]) -> usize {
         let Some(vi) = self.usable() else { return 0 };
@@ -439,6 +509,14 @@ impl PostedRx for XdpDev {
         let mut got = std::mem::take(&mut self.got);
         let Some(vi) = self.vi.as_mut() else { return };
         vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
+        if let Some(qs) = &self.queue_stats {
+            for (i, (&now, seen)) in vi.counters().rx_queue_frames.iter().zip(self.queue_published.iter_mut()).enumerate() {
+                if now != *seen {
+                    qs.add(i, now - *seen);
+                    *seen = now;
+                }
+            }
+        }
         let mut unclaimed = 0;
         for (frame, meta) in got.drain(..) {
             let c = meta.ok().and_then(|m| {
@@ -473,9 +551,56 @@ impl PostedRx for XdpDev {
     }
 }
 
-/// The name `accel stat` shows for the AF_XDP receive queue of `ifname` (queue 0).
-pub fn stats_ring_name(ifname: &str) -> String {
-    format!("xsk-{ifname}-q0")
+/// The name `accel stat` shows for the AF_XDP receive queues `queues` of `ifname`:
+/// `xsk-<ifname>-q<first>`, or `-q<first>-<last>` for several.
+pub fn stats_ring_name(ifname: &str, queues: &[u32]) -> String {
+    match queues {
+        [] => format!("xsk-{ifname}"),
+        [q] => format!("xsk-{ifname}-q{q}"),
+        [first, .., last] => format!("xsk-{ifname}-q{first}-{last}"),
+    }
+}
+
+/// `0`, `0-3` or `0,2,5`: queues for a log line.
+fn queue_list(queues: &[u32]) -> String {
+    let contiguous = queues.windows(2).all(|w| w[1] == w[0] + 1);
+    match queues {
+        [first, .., last] if contiguous => format!("{first}-{last}"),
+        _ => queues.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
+/// How many receive queues `ifname` has in use (ETHTOOL_GCHANNELS: its rx plus combined
+/// channels). None when the driver does not say (the caller then opens queue 0 alone).
+fn rx_queue_count(ifname: &str) -> Option<u32> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // struct ethtool_channels: cmd, then max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count (u32 each).
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut channels = [0u32; 9];
+    channels[0] = ETHTOOL_GCHANNELS;
+    // SAFETY: plain socket(2); checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: zeroed is a valid ifreq (integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = channels.as_mut_ptr().cast();
+    // SAFETY: `req` names the interface (NUL-terminated: zeroed past the name) and points at
+    // `channels`, a live ethtool_channels-sized buffer the kernel fills.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCETHTOOL, &mut req) };
+    if r < 0 {
+        return None;
+    }
+    Some(channels[5].saturating_add(channels[8])).filter(|&n| n > 0)
 }
 
 /// One process's AF_XDP port. See the module docs.
@@ -489,6 +614,7 @@ pub struct XdpPort {
     sockets: Mutex<HashMap<u64, Weak<Socket>>>,
     cookie_seq: AtomicU64,
     mode: Option<AttachMode>,
+    queues: Vec<u32>,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -525,8 +651,10 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
             PORT.get_or_init(|| match XdpPort::open(&ifname, config) {
                 Ok(p) => {
                     crate::log::debug(format_args!(
-                        "xdp: {} queue 0 open ({} mode{}), {} receive frames",
+                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames",
                         ifname,
+                        if p.queues.len() > 1 { "s" } else { "" },
+                        queue_list(&p.queues),
                         p.mode.map_or("joined", AttachMode::name),
                         if p.zero_copy() { ", zero copy" } else { ", copy" },
                         config.rx_bufs
@@ -535,7 +663,7 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
                 }
                 Err(e) => {
                     crate::log::warn(format_args!(
-                        "xdp: cannot open {ifname} queue 0 ({e}); its sockets stay on the kernel path"
+                        "xdp: cannot open {ifname} ({e}); its sockets stay on the kernel path"
                     ));
                     None
                 }
@@ -580,8 +708,10 @@ pub fn log_counters() {
     if let Some(c) = existing().and_then(XdpPort::counters) {
         let dropped: u64 = c.rx_dropped.iter().sum();
         let not_sent: u64 = c.tx_not_sent.iter().sum();
+        let queues = existing().map(|p| p.queues.clone()).unwrap_or_default();
+        let per_queue: String = queues.iter().zip(&c.rx_queue_frames).map(|(q, n)| format!(" rx_frames_q{q}={n}")).collect();
         crate::log::debug(format_args!(
-            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}",
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}{per_queue}",
             c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kick_errors
         ));
     }
@@ -604,7 +734,17 @@ pub fn shutdown() {
 
 impl XdpPort {
     fn open(ifname: &str, config: &Config) -> io::Result<XdpPort> {
-        let mut vi = XdpVi::open_with_mode(ifname, 0, config, config.xdp_mode)?;
+        let available = rx_queue_count(ifname);
+        let queues = config.xdp_queues.select(available.unwrap_or(1));
+        if queues.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("ACCEL_XDP_QUEUES={} names no queue of the {} it has", config.xdp_queues, available.unwrap_or(1)),
+            ));
+        }
+        let mut vi = XdpVi::open_queues(ifname, &queues, config, config.xdp_mode).map_err(|e| {
+            io::Error::new(e.kind(), format!("queue{} {}: {e}", if queues.len() > 1 { "s" } else { "" }, queue_list(&queues)))
+        })?;
         let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
         // The rest of the receive frames are on the fill ring already.
         let posted = vi.rx_frames().saturating_sub(spare.len() as u32);
@@ -624,7 +764,9 @@ impl XdpPort {
             ifname: ifname.to_string(),
             ifindex,
             depth,
-            stats: crate::stats::memory_ring(&stats_ring_name(ifname), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
+            stats: crate::stats::memory_ring(&stats_ring_name(ifname, &queues), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
+            queue_stats: crate::stats::queue_counters(&queues),
+            queue_published: vec![0; queues.len()],
         };
         let queue = Arc::new(PostedQueue::with_posted(dev, spare, posted).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
@@ -638,11 +780,17 @@ impl XdpPort {
             sockets: Mutex::new(HashMap::new()),
             cookie_seq: AtomicU64::new(seed),
             mode,
+            queues,
         })
     }
 
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The receive queues the port has an XSK on.
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
     }
 
     pub fn zero_copy(&self) -> bool {
@@ -721,11 +869,15 @@ impl XdpPort {
             }
         }
         let gp = SocketAddrV4::new(group, binding.local.port());
+        let inode = crate::shm::registry::socket_inode(binding.fd).unwrap_or(0);
         self.queue.with_device(|d| {
             if let Some(ended) = apply_change(&mut d.groups, gp, binding.cookie, change) {
                 for spec in ended.installed {
                     d.remove(spec, ended.cookie);
                 }
+            }
+            for m in d.groups.iter_mut().filter(|m| m.cookie == binding.cookie && m.inode == 0) {
+                m.inode = inode;
             }
             d.check_groups();
         });
@@ -929,6 +1081,34 @@ mod tests {
         assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), None);
         let retired = vec![(XdpFilterSpec::udp(gp), 2, Instant::now())];
         assert_eq!(group_owner(&[], &retired, gp, a("10.0.0.2:4000")), Some(2));
+    }
+
+    #[test]
+    fn sockets_on_a_group_port_from_proc_net_udp() {
+        let g = u32::from_ne_bytes([239, 1, 2, 3]);
+        let u = u32::from_ne_bytes([10, 0, 0, 1]);
+        let v4 = format!(
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 1: 00000000:1B58 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 101 2 0 0\n\
+             \x20 2: {g:08X}:1B59 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 102 2 0 0\n\
+             \x20 3: {u:08X}:1B5A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 103 2 0 0\n\
+             garbage\n"
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 4: 00000000000000000000000000000000:1B5A 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 104 2 0 0\n\
+             \x20 5: 000080FE00000000FF00000000000001:1B5B 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 105 2 0 0\n";
+        let mut all = parse_proc_net_udp(&v4);
+        assert_eq!(all, vec![(ip("0.0.0.0"), 7000, 101), (ip("239.1.2.3"), 7001, 102), (ip("10.0.0.1"), 7002, 103)]);
+        all.extend(parse_proc_net_udp(v6));
+        assert_eq!(all.len(), 4, "a dual-stack :: socket counts, a link-local one does not");
+        // The member itself (inode 101) on 0.0.0.0:7000 is not another socket.
+        assert!(!others_on(&all, a("239.1.2.3:7000"), 101));
+        assert!(others_on(&all, a("239.1.2.3:7000"), 99));
+        // Bound to the group itself, or dual-stack on ::, counts; a unicast address does not.
+        assert!(others_on(&all, a("239.1.2.3:7001"), 101));
+        assert!(!others_on(&all, a("239.9.9.9:7001"), 101));
+        assert!(others_on(&all, a("239.1.2.3:7002"), 101), "the :: socket");
+        assert!(!others_on(&all, a("239.1.2.3:7003"), 101));
     }
 
     #[test]

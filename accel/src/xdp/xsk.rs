@@ -301,12 +301,19 @@ impl Xsk {
     ///
     /// A queue already served by another XSK (another process, without a shared UMEM) makes
     /// bind fail with `EBUSY`.
+    ///
+    /// With `shared` (an XSK already bound on another queue of the same interface, which
+    /// registered `umem`), the new socket shares that UMEM (`XDP_SHARED_UMEM`) instead of
+    /// registering it: the kernel then wants fill and completion rings of its own (a queue's
+    /// frames are posted and completed per queue), and gives it the first socket's bind mode
+    /// (`mode` is ignored).
     pub fn open(
         umem: &Umem,
         ifindex: u32,
         queue: u32,
         sizes: RingSizes,
         mode: BindMode,
+        shared: Option<&Xsk>,
     ) -> io::Result<Xsk> {
         // SAFETY: plain socket(2); the result is checked and owned at once.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -315,15 +322,17 @@ impl Xsk {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let raw = fd.as_raw_fd();
 
-        let reg = libc::xdp_umem_reg {
-            addr: umem.base() as u64,
-            len: umem.len() as u64,
-            chunk_size: FRAME_SIZE,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        set_opt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        if shared.is_none() {
+            let reg = libc::xdp_umem_reg {
+                addr: umem.base() as u64,
+                len: umem.len() as u64,
+                chunk_size: FRAME_SIZE,
+                headroom: 0,
+                flags: 0,
+                tx_metadata_len: 0,
+            };
+            set_opt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        }
         let pow2 = |n: u32| n.max(1).next_power_of_two();
         let sizes = RingSizes {
             fill: pow2(sizes.fill),
@@ -360,16 +369,18 @@ impl Xsk {
         let fill = map_ring::<u64>(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)?;
         let comp = map_ring::<u64>(raw, &off.cr, sizes.completion, libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t)?;
 
-        let mode_flag = match mode {
-            BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
-            BindMode::Copy => libc::XDP_COPY,
+        // A socket sharing a UMEM takes no mode flags: it inherits the first socket's.
+        let (flags, shared_fd, mode) = match (shared, mode) {
+            (Some(first), _) => (libc::XDP_SHARED_UMEM, first.fd() as u32, first.mode),
+            (None, BindMode::ZeroCopy) => (libc::XDP_ZEROCOPY | libc::XDP_USE_NEED_WAKEUP, 0, mode),
+            (None, BindMode::Copy) => (libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP, 0, mode),
         };
         let sa = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: mode_flag | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_flags: flags,
             sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: 0,
+            sxdp_shared_umem_fd: shared_fd,
         };
         // SAFETY: `sa` is a live sockaddr_xdp and its size is passed with it.
         let r = unsafe {
