@@ -49,6 +49,8 @@ use crate::socket::Socket;
 /// Threads that can hold a record at once; more fall back to the locked lookup.
 const RECORDS: usize = 256;
 const WORDS: usize = RECORDS / 64;
+/// Records a thread without one looks at for a dead owner before it settles for the locked lookup.
+const TAKEOVER_LOOKS: usize = 32;
 /// How long a writer waits for sections in progress before leaving its retirements waiting.
 const WAIT: Duration = Duration::from_micros(50);
 /// While retirements wait, a section's end that is not a blocker's tries to collect them at
@@ -255,9 +257,12 @@ fn claim() -> Option<usize> {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     let taken = POOL.iter().position(|r| r.owner.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed).is_ok());
     let taken = taken.or_else(|| {
-        // None free: take over the record of a thread that has exited (it is in no section).
-        let high = HIGH.load(Ordering::Acquire);
-        POOL[..high].iter().position(|r| {
+        // None free: take over the record of a thread that has exited (it is in no section),
+        // looking at a few from a moving start (each look is a system call).
+        static CURSOR: AtomicUsize = AtomicUsize::new(0);
+        let start = CURSOR.fetch_add(TAKEOVER_LOOKS, Ordering::Relaxed);
+        (start..start + TAKEOVER_LOOKS).map(|k| k % RECORDS).find(|&i| {
+            let r = &POOL[i];
             let o = r.owner.load(Ordering::Acquire);
             o != 0 && !thread_alive(o) && r.owner.compare_exchange(o, tid, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         })
