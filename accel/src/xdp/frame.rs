@@ -261,6 +261,79 @@ pub fn write_udp4(buf: &mut [u8], header: &FrameHeader, payload: &[u8]) -> Optio
     Some(frame_len)
 }
 
+/// The headers of every frame from one source to one destination through one next hop, built
+/// once: a send copies them and patches what varies (the lengths, the IP identification and the
+/// two checksums, completed from sums of the fixed fields), instead of laying out and summing
+/// each header again ([`write_udp4`] is the reference it is tested against).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    /// What it was built for (the IP identification is ignored).
+    pub header: FrameHeader,
+    /// Ethernet, IPv4 and UDP headers with zero lengths, identification and checksums.
+    bytes: [u8; HEADERS],
+    /// [`sum_words`] of the IPv4 header as in `bytes`.
+    ip_sum: u64,
+    /// [`sum_words`] of the UDP pseudo-header without its length, and of the UDP header as in
+    /// `bytes` (the ports).
+    udp_sum: u64,
+}
+
+impl HeaderTemplate {
+    /// The template of `header`'s frames (its `ip_id` is not used).
+    pub fn new(header: &FrameHeader) -> HeaderTemplate {
+        let mut bytes = [0u8; HEADERS];
+        let fixed = FrameHeader { ip_id: 0, ..*header };
+        write_udp4(&mut bytes, &fixed, &[]).expect("the headers fit in HEADERS bytes");
+        // Lengths and checksums are patched per frame: zero them here.
+        for at in [ETH_HEADER + 2, ETH_HEADER + 3, ETH_HEADER + 10, ETH_HEADER + 11] {
+            bytes[at] = 0;
+        }
+        for at in [ETH_HEADER + IPV4_HEADER + 4, ETH_HEADER + IPV4_HEADER + 5, ETH_HEADER + IPV4_HEADER + 6, ETH_HEADER + IPV4_HEADER + 7] {
+            bytes[at] = 0;
+        }
+        let ip_sum = sum_words(&bytes[ETH_HEADER..ETH_HEADER + IPV4_HEADER], 0);
+        let pseudo = pseudo_header_sum(*header.src.ip(), *header.dst.ip(), 0);
+        let udp_sum = sum_words(&bytes[ETH_HEADER + IPV4_HEADER..], pseudo);
+        HeaderTemplate { header: *header, bytes, ip_sum, udp_sum }
+    }
+
+    /// Whether frames for `header` (whatever its `ip_id`) are this template's.
+    #[inline]
+    pub fn serves(&self, header: &FrameHeader) -> bool {
+        self.header.src == header.src && self.header.dst == header.dst && self.header.dst_mac == header.dst_mac && self.header.src_mac == header.src_mac
+    }
+
+    /// Writes the frame carrying `payload` with identification `ip_id` into the start of
+    /// `buf`: the same bytes as [`write_udp4`] for this template's header. Returns the frame's
+    /// length, or `None` when it does not fit in `buf` or in the 16-bit IP length.
+    #[inline]
+    pub fn write(&self, buf: &mut [u8], ip_id: u16, payload: &[u8]) -> Option<usize> {
+        let udp_len = UDP_HEADER + payload.len();
+        let ip_len = IPV4_HEADER + udp_len;
+        let frame_len = ETH_HEADER + ip_len;
+        let ip_len16 = u16::try_from(ip_len).ok()?;
+        let udp_len16 = udp_len as u16; // < ip_len16
+        let frame = buf.get_mut(..frame_len)?;
+        let (head, data) = frame.split_at_mut(HEADERS);
+        head.copy_from_slice(&self.bytes);
+        data.copy_from_slice(payload);
+        let ip_sum = !fold(self.ip_sum + u64::from(ip_len16) + u64::from(ip_id));
+        head[ETH_HEADER + 2..ETH_HEADER + 4].copy_from_slice(&ip_len16.to_be_bytes());
+        head[ETH_HEADER + 4..ETH_HEADER + 6].copy_from_slice(&ip_id.to_be_bytes());
+        head[ETH_HEADER + 10..ETH_HEADER + 12].copy_from_slice(&ip_sum.to_be_bytes());
+        // The UDP length counts twice: in the pseudo-header and in the UDP header.
+        let sum = sum_words(payload, self.udp_sum + 2 * u64::from(udp_len16));
+        let mut udp_sum = !fold(sum);
+        if udp_sum == 0 {
+            udp_sum = 0xffff; // as in write_udp4
+        }
+        let udp = &mut head[ETH_HEADER + IPV4_HEADER..];
+        udp[4..6].copy_from_slice(&udp_len16.to_be_bytes());
+        udp[6..8].copy_from_slice(&udp_sum.to_be_bytes());
+        Some(frame_len)
+    }
+}
+
 /// The one's-complement sum's accumulator over `bytes` as big-endian 16-bit words (an odd last
 /// byte is padded with zero), added to `initial`. Not folded: see [`fold`].
 ///
@@ -320,22 +393,26 @@ fn sum_words_bytewise(bytes: &[u8], initial: u64) -> u64 {
     sum
 }
 
-/// Folds a [`sum_words`] accumulator into 16 bits (end-around carry).
-pub fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+/// Folds a [`sum_words`] accumulator into 16 bits (end-around carry), in four fixed steps: 32
+/// high bits onto the low 32 (< 2^33), then three 16-bit folds (< 2^18, then ≤ 0x10003, then ≤
+/// 0xffff). Each step keeps the value modulo 0xffff and a non-zero value non-zero, so the result
+/// is the one the folding loop gives (`fold_loop` in the tests).
+#[inline]
+pub fn fold(sum: u64) -> u16 {
+    let s = (sum >> 32) + (sum & 0xffff_ffff);
+    let s = (s >> 16) + (s & 0xffff);
+    let s = (s >> 16) + (s & 0xffff);
+    let s = (s >> 16) + (s & 0xffff);
+    s as u16
 }
 
-/// The UDP pseudo-header's contribution: addresses, protocol, UDP length.
+/// The UDP pseudo-header's contribution: addresses, protocol, UDP length (the big-endian
+/// 16-bit words added up, not folded: at most six words).
+#[inline]
 fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: u16) -> u64 {
-    let mut b = [0u8; 12];
-    b[0..4].copy_from_slice(&src.octets());
-    b[4..8].copy_from_slice(&dst.octets());
-    b[9] = IPPROTO_UDP;
-    b[10..12].copy_from_slice(&udp_len.to_be_bytes());
-    sum_words(&b, 0)
+    let (s, d) = (u32::from(src), u32::from(dst));
+    u64::from(s >> 16) + u64::from(s & 0xffff) + u64::from(d >> 16) + u64::from(d & 0xffff)
+        + u64::from(IPPROTO_UDP) + u64::from(udp_len)
 }
 
 #[cfg(test)]
@@ -448,6 +525,52 @@ mod tests {
     }
 
     #[test]
+    fn template_frames_refuse_what_does_not_fit_and_keep_checksum_0xffff() {
+        let t = HeaderTemplate::new(&header());
+        let mut small = [0u8; HEADERS + 3];
+        assert_eq!(t.write(&mut small, 1, b"abcd"), None);
+        let mut big = vec![0u8; 70_000];
+        assert_eq!(t.write(&mut big, 1, &vec![0; 65_508]), None);
+        // A payload whose checksum computes to 0 is sent as 0xffff, as write_udp4 does.
+        let mut f = frame(&[0, 0]);
+        let at = ETH_HEADER + IPV4_HEADER + 6;
+        let sum = u16::from_be_bytes([f[at], f[at + 1]]);
+        let fix = sum.to_be_bytes(); // the payload word that makes the sum come out 0
+        let payload = [fix[0], fix[1]];
+        f = frame(&payload);
+        let mut g = vec![0u8; 2048];
+        let n = t.write(&mut g, header().ip_id, &payload).unwrap();
+        assert_eq!(&f[..], &g[..n]);
+        assert_eq!(&g[at..at + 2], &[0xff, 0xff]);
+    }
+
+    /// The folding loop, as RFC 1071 writes it (the reference for [`fold`]).
+    fn fold_loop(mut sum: u64) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn fold_edge_cases() {
+        for v in [0u64, 1, 0xffff, 0x1_0000, 0x1_fffe, 0x1_ffff, 0xffff_ffff, 0x1_0000_0000, 0xffff_ffff_ffff, u64::MAX, u64::MAX - 1, 0x8000_0000_0000_0000] {
+            assert_eq!(fold(v), fold_loop(v), "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn the_pseudo_header_sum_is_the_sum_of_its_words() {
+        let (src, dst): (Ipv4Addr, Ipv4Addr) = ("192.168.200.1".parse().unwrap(), "255.254.253.252".parse().unwrap());
+        let mut b = [0u8; 12];
+        b[0..4].copy_from_slice(&src.octets());
+        b[4..8].copy_from_slice(&dst.octets());
+        b[9] = IPPROTO_UDP;
+        b[10..12].copy_from_slice(&1480u16.to_be_bytes());
+        assert_eq!(fold(pseudo_header_sum(src, dst, 1480)), fold(sum_words_bytewise(&b, 0)));
+    }
+
+    #[test]
     fn fast_sum_edge_cases() {
         for b in [&[][..], &[0], &[0xff], &[0xff; 2], &[0xff; 7], &[0xff; 9], &[0xff; 1500], &[0; 64], &[1, 2, 3]] {
             for initial in [0u64, 1, 0xffff, 0x1_fffe, 0xffff_ffff] {
@@ -496,6 +619,12 @@ mod tests {
             }
         }
 
+        /// The fixed-step fold equals the folding loop.
+        #[test]
+        fn fold_matches_the_loop(v in any::<u64>()) {
+            prop_assert_eq!(fold(v), fold_loop(v));
+        }
+
         /// The word-at-a-time sum folds to the same checksum as the two-bytes-at-a-time one,
         /// whatever the length, the alignment and the initial value.
         #[test]
@@ -507,6 +636,29 @@ mod tests {
             let b = &bytes[skip.min(bytes.len())..];
             let initial = u64::from(initial);
             prop_assert_eq!(fold(sum_words(b, initial)), fold(sum_words_bytewise(b, initial)));
+        }
+
+        /// A frame from a header template is byte for byte the frame write_udp4 builds.
+        #[test]
+        fn template_frames_equal_built_frames(
+            src in any::<(u32, u16)>(), dst in any::<(u32, u16)>(), ids in proptest::collection::vec(any::<u16>(), 1..4),
+            macs in any::<([u8; 6], [u8; 6])>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
+            let h = FrameHeader {
+                src_mac: macs.0, dst_mac: macs.1, ip_id: 0,
+                src: SocketAddrV4::new(src.0.into(), src.1),
+                dst: SocketAddrV4::new(dst.0.into(), dst.1),
+            };
+            let t = HeaderTemplate::new(&h);
+            for id in ids {
+                let h = FrameHeader { ip_id: id, ..h };
+                prop_assert!(t.serves(&h));
+                let (mut a, mut b) = (vec![0xa5u8; 2048], vec![0x5au8; 2048]);
+                let n = write_udp4(&mut a, &h, &payload).unwrap();
+                prop_assert_eq!(t.write(&mut b, id, &payload), Some(n));
+                prop_assert_eq!(&a[..n], &b[..n]);
+            }
         }
 
         /// Whatever the addresses, ports and payload, a built frame parses back to them.

@@ -62,7 +62,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::config::Config;
-use frame::{Checksum, DropReason, FrameHeader};
+use frame::{Checksum, DropReason, FrameHeader, HeaderTemplate};
 pub use loader::{AttachMode, ProgramStats};
 use loader::{ConnKey, FilterKey, Program};
 use route::{NoNextHop, Resolver};
@@ -195,6 +195,8 @@ pub struct XdpVi {
     /// Receive frames that did not fit on the fill ring.
     rx_spare: Vec<u64>,
     ip_id: u16,
+    /// The headers of the last (source, destination, next hop) sent to, ready to copy.
+    template: Option<HeaderTemplate>,
     counters: XdpCounters,
     /// The queues of [`XdpVi::queue`]'s socket and of `more`'s, in that order.
     queues: Vec<u32>,
@@ -287,6 +289,7 @@ impl XdpVi {
             tx_free: umem.tx_addrs().collect(),
             rx_spare: umem.rx_addrs().collect(),
             ip_id: (std::process::id() as u16).wrapping_mul(31),
+            template: None,
             counters: XdpCounters { rx_queue_frames: vec![0; queues.len()], ..XdpCounters::default() },
             queues: queues.to_vec(),
             rx_turn: 0,
@@ -631,7 +634,12 @@ impl XdpVi {
             dst,
             ip_id: self.ip_id,
         };
-        let written = self.umem.frame_mut(addr).and_then(|buf| frame::write_udp4(buf, &header, payload));
+        // A sender mostly sends where it sent last: its headers are copied, not rebuilt.
+        let template = match &mut self.template {
+            Some(t) if t.serves(&header) => t,
+            slot => slot.insert(HeaderTemplate::new(&header)),
+        };
+        let written = self.umem.frame_mut(addr).and_then(|buf| template.write(buf, header.ip_id, payload));
         let Some(frame_len) = written else {
             self.tx_free.push(addr);
             return Err(NotSent::TooBig);
