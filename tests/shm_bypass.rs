@@ -254,11 +254,30 @@ fn transfer(
     window: u32,
     strict: bool,
 ) -> Transfer {
+    transfer_with(env, recv_accel, send_accel, lib_env, bind, dest, count, sizes, window, strict, &[])
+}
+
+/// [`transfer`] with more options for the receiving probe (`recv_extra`).
+#[allow(clippy::too_many_arguments)]
+fn transfer_with(
+    env: &ShmEnv,
+    recv_accel: bool,
+    send_accel: bool,
+    lib_env: &[(&str, &str)],
+    bind: &str,
+    dest: &str,
+    count: u32,
+    sizes: &str,
+    window: u32,
+    strict: bool,
+    recv_extra: &[&str],
+) -> Transfer {
     let count_s = count.to_string();
     let window_s = window.to_string();
     let mut args = vec![
         "recv", "--bind", bind, "--count", &count_s, "--ack", &window_s, "--sizes", sizes,
     ];
+    args.extend_from_slice(recv_extra);
     if strict {
         args.push("--strict");
     }
@@ -297,10 +316,14 @@ const N: u32 = 20000;
 /// 20000 datagrams of 0..1472 bytes between two accelerated python processes (blocking
 /// sockets): every one arrives once, intact and in order; the kernel sees only doorbells.
 fn python_20000(tag: &str, lib_env: &[(&str, &str)], max_delta: u64) -> u64 {
+    python_20000_with(tag, lib_env, max_delta, &[])
+}
+
+fn python_20000_with(tag: &str, lib_env: &[(&str, &str)], max_delta: u64, recv_extra: &[&str]) -> u64 {
     let env = ShmEnv::new(tag);
     let port = free_port();
     let a = format!("127.0.0.1:{port}");
-    let t = transfer(&env, true, true, lib_env, &a, &a, N, "0-1472", 32, true);
+    let t = transfer_with(&env, true, true, lib_env, &a, &a, N, "0-1472", 32, true, recv_extra);
     assert_received_all(&t.recv, &[0], N as u64, tag);
     assert_eq!(num(&t.send, "sent"), N as f64, "{:?}", t.send);
     eprintln!(
@@ -322,6 +345,14 @@ fn python_20000(tag: &str, lib_env: &[(&str, &str)], max_delta: u64) -> u64 {
 #[test]
 fn shm_python_20000_datagrams_bypass_kernel() {
     python_20000("shm_python_20000", &[], N as u64 / 100);
+}
+
+/// The receiver uses recvmsg (no control buffer: the receive fast path's one-buffer case, and
+/// the general path when it has to wait): every datagram once, intact, in order, MSG_TRUNC
+/// clear, through the rings.
+#[test]
+fn shm_python_20000_datagrams_recvmsg() {
+    python_20000_with("shm_python_recvmsg", &[], N as u64 / 100, &["--api", "recvmsg"]);
 }
 
 /// ACCEL_RX_POLL=0: every wait sleeps, so every wake-up is a doorbell; the data still arrives

@@ -22,7 +22,8 @@ so the receiver regenerates the expected bytes of every datagram and compares th
 Modes (one JSON line on stdout at exit; progress lines start with '#'):
 
   recv   --bind IP:PORT [--count N --senders K] [--stop] [--ack W [--ack-seq]] [--strict] [--fork]
-         [--reuseport] [--rcvbuf BYTES] [--sizes SPEC --seed S]
+         [--reuseport] [--rcvbuf BYTES] [--sizes SPEC --seed S] [--api recvfrom|recvmsg]
+         --api recvmsg receives with recvmsg() (no control buffer) and checks MSG_TRUNC is clear.
          Exits after N datagrams from each of K senders (sender ids 0..K-1 unless --ids),
          or at STOP (--stop). Exit status 1 if anything was corrupt, duplicated or out of order.
          Without --count a receiver acknowledges full windows only: senders to it must send a
@@ -187,8 +188,14 @@ def cmd_recv(a):
     error = None
     try:
         while not done():
-            n, src = s.recvfrom_into(buf)
-            d = bytes(buf[:n])
+            if a.api == "recvmsg":
+                d, _anc, flags, src = s.recvmsg(len(buf))
+                n = len(d)
+                if flags & socket.MSG_TRUNC:
+                    raise RuntimeError(f"recvmsg flags {flags:#x}: MSG_TRUNC on a {n}-byte datagram")
+            else:
+                n, src = s.recvfrom_into(buf)
+                d = bytes(buf[:n])
             if d == STOP:
                 stops += 1
                 if a.stop:
@@ -467,6 +474,7 @@ def main():
     p.add_argument("--cpu", type=int)
     p.add_argument("--paths", default="")
     p.add_argument("--deadline", type=int, default=60)
+    p.add_argument("--api", choices=["recvfrom", "recvmsg"], default="recvfrom")
     p.add_argument("--timeout", type=float, help="settimeout() on the sockets (poll-based waits)")
     a = p.parse_args()
     global TIMEOUT
