@@ -125,6 +125,28 @@ static uint64_t pct(const uint64_t *v, size_t n, double p)
     return v[k - 1];
 }
 
+/* A zeroed MAP_SHARED anonymous mapping the forked child shares; exits 2 on failure. */
+static void *map_shared(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    memset(p, 0, size);
+    return p;
+}
+
+static pid_t fork_or_exit(void)
+{
+    pid_t child = fork();
+    if (child < 0) {
+        perror("fork");
+        exit(2);
+    }
+    return child;
+}
+
 static void report(uint64_t *half, long n)
 {
     double sum = 0;
@@ -139,18 +161,8 @@ static void report(uint64_t *half, long n)
 
 static int ring_main(long n, long warmup, int client_cpu, int server_cpu)
 {
-    struct rings *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
-                            MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (sh == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    memset((void *)sh, 0, sizeof *sh);
-    pid_t child = fork();
-    if (child < 0) {
-        perror("fork");
-        return 2;
-    }
+    struct rings *sh = map_shared(sizeof *sh);
+    pid_t child = fork_or_exit();
     if (child == 0) { /* server: echo each message back */
         pin(server_cpu);
         uint64_t head = 0, tail = 0;
@@ -210,19 +222,8 @@ int main(int argc, char **argv)
     if (ring)
         return ring_main(n, warmup, client_cpu, server_cpu);
 
-    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
-                             MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (sh == MAP_FAILED) {
-        perror("mmap");
-        return 2;
-    }
-    memset((void *)sh, 0, sizeof *sh);
-
-    pid_t child = fork();
-    if (child < 0) {
-        perror("fork");
-        return 2;
-    }
+    struct shared *sh = map_shared(sizeof *sh);
+    pid_t child = fork_or_exit();
     if (child == 0) { /* server: echo ping into pong */
         pin(server_cpu);
         uint64_t last = 0;
