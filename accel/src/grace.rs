@@ -146,11 +146,6 @@ pub fn init() {
     ASYMMETRIC.store(ok, Ordering::SeqCst);
 }
 
-/// Whether readers run without a fence of their own (for diagnostics).
-pub fn asymmetric() -> bool {
-    ASYMMETRIC.load(Ordering::Relaxed)
-}
-
 /// The program's signal handler starts / ends on this thread (signals.rs's wrapper).
 pub fn handler_enter() {
     IN_HANDLER.with(|h| h.set(h.get() + 1));
@@ -489,23 +484,10 @@ fn barrier() {
     fence(Ordering::SeqCst);
 }
 
-/// Tries to free what is pending now, waiting briefly for sections in progress.
+/// Tries to free what is pending now, waiting briefly for sections in progress (tests).
+#[cfg(test)]
 pub fn reclaim_now() {
     service(true, true);
-}
-
-/// Sockets retired and not yet dropped (a racy count, for diagnostics and tests).
-pub fn pending() -> usize {
-    let mut n = 0;
-    for list in [&INTAKE, &READY] {
-        if !list.load(Ordering::Acquire).is_null() {
-            n += 1;
-        }
-    }
-    if !WAITING.load(Ordering::Acquire).is_null() {
-        n += 1;
-    }
-    n
 }
 
 /// Retirements that had to wait for a section to end.

@@ -987,21 +987,18 @@ unsafe fn sendto_general(fd: c_int, buf: *const c_void, len: size_t, flags: c_in
 /// # Safety
 /// As send(2).
 pub unsafe fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, kernel: impl FnOnce() -> isize) -> ssize_t {
+    let mut bypass = true;
     if len == 0 || plausible(buf, len) {
         let payload: &[u8] = if len == 0 { &[] } else { std::slice::from_raw_parts(buf as *const u8, len) };
-        let mut bypass = true;
         match fdtable::with(fd, |s| send_ready(fd, s, payload, flags, None)).flatten() {
             Some(FastSend::Done(r)) => return r,
             Some(FastSend::Kernel) => bypass = false,
-            _ => {}
+            None => {}
         }
-        let Some(s) = fdtable::get(fd) else { return kernel() };
-        let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
-        return send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, bypass, kernel);
     }
     let Some(s) = fdtable::get(fd) else { return kernel() };
     let iov = iovec { iov_base: buf as *mut c_void, iov_len: len };
-    send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, true, kernel)
+    send_iov(fd, &s, &iov, 1, core::ptr::null(), 0, flags, bypass, kernel)
 }
 
 /// sendmsg on a tracked socket (messages with control data go to the kernel).
