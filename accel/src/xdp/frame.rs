@@ -216,15 +216,21 @@ pub struct FrameHeader {
     pub ip_id: u16,
 }
 
+/// The frame's, IPv4 and UDP lengths of a datagram carrying `payload_len` bytes; None when the
+/// IP length does not fit its 16 bits.
+#[inline(always)]
+fn lengths(payload_len: usize) -> Option<(usize, u16, u16)> {
+    let udp_len = UDP_HEADER + payload_len;
+    let ip_len = IPV4_HEADER + udp_len;
+    let ip_len16 = u16::try_from(ip_len).ok()?;
+    Some((ETH_HEADER + ip_len, ip_len16, udp_len as u16)) // udp_len < ip_len
+}
+
 /// Writes a complete Ethernet/IPv4/UDP frame carrying `payload` into the start of `buf`, with
 /// correct IPv4 and UDP checksums. Returns the frame's length, or `None` when it does not fit
 /// in `buf` or in the 16-bit IP length.
 pub fn write_udp4(buf: &mut [u8], header: &FrameHeader, payload: &[u8]) -> Option<usize> {
-    let udp_len = UDP_HEADER + payload.len();
-    let ip_len = IPV4_HEADER + udp_len;
-    let frame_len = ETH_HEADER + ip_len;
-    let ip_len16 = u16::try_from(ip_len).ok()?;
-    let udp_len16 = udp_len as u16; // < ip_len16
+    let (frame_len, ip_len16, udp_len16) = lengths(payload.len())?;
     let frame = buf.get_mut(..frame_len)?;
     let (eth, rest) = frame.split_at_mut(ETH_HEADER);
     let (ip, udp) = rest.split_at_mut(IPV4_HEADER);
@@ -308,11 +314,7 @@ impl HeaderTemplate {
     /// length, or `None` when it does not fit in `buf` or in the 16-bit IP length.
     #[inline]
     pub fn write(&self, buf: &mut [u8], ip_id: u16, payload: &[u8]) -> Option<usize> {
-        let udp_len = UDP_HEADER + payload.len();
-        let ip_len = IPV4_HEADER + udp_len;
-        let frame_len = ETH_HEADER + ip_len;
-        let ip_len16 = u16::try_from(ip_len).ok()?;
-        let udp_len16 = udp_len as u16; // < ip_len16
+        let (frame_len, ip_len16, udp_len16) = lengths(payload.len())?;
         let frame = buf.get_mut(..frame_len)?;
         let (head, data) = frame.split_at_mut(HEADERS);
         head.copy_from_slice(&self.bytes);
