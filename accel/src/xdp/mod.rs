@@ -324,43 +324,24 @@ impl XdpVi {
 
     /// Delivers up to [`RX_BATCH`] received datagrams to `deliver`, in arrival order, and
     /// returns how many. Frames that fail validation are counted by [`DropReason`] and never
-    /// delivered. Every frame goes back to the fill ring afterwards.
+    /// delivered. Every frame goes back to the fill ring afterwards (a [`XdpVi::poll_rx`] whose
+    /// frames are posted again at once).
     pub fn rx_burst(&mut self, mut deliver: impl FnMut(RxDatagram<'_>)) -> usize {
+        let mut taken = [(0u64, None::<RxMeta>); RX_BATCH as usize];
+        let mut n = 0;
+        self.poll_rx(RX_BATCH, |frame, meta| {
+            taken[n] = (frame, meta.ok());
+            n += 1;
+        });
         let mut delivered = 0;
-        let n = self.queues.len();
-        let first = self.next_rx_turn();
-        let mut left = RX_BATCH;
-        for k in 0..n {
-            if left == 0 {
-                break;
-            }
-            let q = if first + k >= n { first + k - n } else { first + k };
-            let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
-            let ready = xsk.rx.available().min(left);
-            for i in 0..ready {
-                let XdpDesc { addr, len, .. } = xsk.rx.peek(i);
-                match self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(frame::parse_udp4) {
-                    Ok(d) => {
-                        self.counters.rx_datagrams += 1;
-                        self.counters.rx_bytes += d.payload.len() as u64;
-                        match d.checksum {
-                            Checksum::None => self.counters.rx_checksum_none += 1,
-                            Checksum::Partial => self.counters.rx_checksum_partial += 1,
-                            Checksum::Verified => {}
-                        }
-                        delivered += 1;
-                        deliver(RxDatagram { src: d.src, dst: d.dst, payload: d.payload });
-                    }
-                    Err(reason) => self.counters.rx_dropped[reason as usize] += 1,
+        for &(frame, meta) in &taken[..n] {
+            if let Some(m) = meta {
+                if let Some(payload) = self.umem.bytes(frame + u64::from(m.offset), m.len) {
+                    delivered += 1;
+                    deliver(RxDatagram { src: m.src, dst: m.dst, payload });
                 }
-                // The frame's start (in aligned mode the kernel may add headroom to `addr`).
-                self.rx_spare.push(addr - addr % u64::from(FRAME_SIZE));
             }
-            if ready > 0 {
-                xsk.rx.release(ready);
-                self.counters.rx_queue_frames[q] += u64::from(ready);
-                left -= ready;
-            }
+            self.rx_spare.push(frame);
         }
         self.refill();
         delivered
@@ -406,7 +387,8 @@ impl XdpVi {
 
     /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
     /// start, parse result with the payload's offset from the frame start and its length). The
-    /// frames are the caller's until it posts them again. Counted as in `rx_burst`.
+    /// frames are the caller's until it posts them again. Datagrams and drops (by [`DropReason`]) are
+    /// counted here.
     ///
     /// With several queues the RX rings are read in turn, a different one first on each call,
     /// `max` frames in all.
