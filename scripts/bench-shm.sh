@@ -17,8 +17,10 @@
 #     no sockets, no interposition), so the gap between floor and sockperf splits into the ring's
 #     share and the socket layer's.
 #  3. sockperf throughput, UDP 64 B and 1472 B, --pps max: client msg/s sent, server's received
-#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received. Then, 64 B busy,
-#     the highest paced rate (--mps) without loss, searched downward from the unpaced rate.
+#     count (sockperf sr prints it when it gets SIGINT), loss = sent - received. Busy mode also
+#     runs accel with ACCEL_PROFILE=throughput (mode accel-tp: deeper rings). Then, 64 B busy,
+#     the highest rate without loss: the unpaced run's if it lost nothing, else the highest paced
+#     rate (--mps) without loss, searched downward from the unpaced rate.
 #  4. Memory: VmRSS of an idle sockperf server with and without the library, and of a python3
 #     program holding N = 1, 10, 100 bound UDP sockets (default ring allocation and
 #     ACCEL_RING_ALLOCATION_LOGIC_RX=10, ring per socket); /dev/shm/accel-$UID contents.
@@ -92,6 +94,7 @@ FAIL=$WORK/failures.md     # anything that did not run cleanly, for the doc
 : > "$FAIL"
 log() { printf 'bench-shm: %s\n' "$*" >&2; }
 put() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$RES"; }
+val() { awk -F'\t' -v t="$1" -v m="$2" -v r="$3" -v k="$4" '$1==t && $2==m && $3==r && $4==k {v=$5} END {print (v == "" ? "NA" : v)}' "$RES"; }
 fail() { # title, file with output
   log "FAILED: $1"
   { printf -- '- %s\n\n```\n' "$1"; tail -n 15 "$2" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g'; printf '```\n\n'; } >> "$FAIL"
@@ -101,13 +104,16 @@ fail() { # title, file with output
 KERNEL_ENV=(env -u LD_PRELOAD)
 ACCEL_BUSY_ENV=(env LD_PRELOAD="$LIB" ACCEL_SHM=1 ACCEL_PROFILE=latency)
 ACCEL_DEFAULT_ENV=(env LD_PRELOAD="$LIB" ACCEL_SHM=1)
-env_for() { # mode(kernel|accel) profile(busy|blocking) -> ENVV
+ACCEL_TP_ENV=(env LD_PRELOAD="$LIB" ACCEL_SHM=1 ACCEL_PROFILE=throughput)
+env_for() { # mode(kernel|accel|accel-tp) profile(busy|blocking) -> ENVV
   if [ "$1" = kernel ]; then ENVV=("${KERNEL_ENV[@]}")
+  elif [ "$1" = accel-tp ]; then ENVV=("${ACCEL_TP_ENV[@]}")
   elif [ "$2" = busy ]; then ENVV=("${ACCEL_BUSY_ENV[@]}")
   else ENVV=("${ACCEL_DEFAULT_ENV[@]}"); fi
 }
 env_text() { # for the doc
   if [ "$1" = kernel ]; then echo ""
+  elif [ "$1" = accel-tp ]; then echo "LD_PRELOAD=target/release/libaccel.so ACCEL_SHM=1 ACCEL_PROFILE=throughput "
   elif [ "$2" = busy ]; then echo "LD_PRELOAD=target/release/libaccel.so ACCEL_SHM=1 ACCEL_PROFILE=latency "
   else echo "LD_PRELOAD=target/release/libaccel.so ACCEL_SHM=1 "; fi
 }
@@ -278,8 +284,14 @@ tp() {
 LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1}
 tp_lossless() {
   local mode=$1 rep=$2 max f mps
-  max=$(awk -F'\t' -v m="$mode" -v r="$rep" '$1=="tp-64-busy" && $2==m && $3==r && $4=="rate" {print $5}' "$RES" | tail -n1)
-  if [ -z "$max" ] || [ "$max" = NA ]; then put tpl "$mode" "$rep" rate NA; return 0; fi
+  max=$(val tp-64-busy "$mode" "$rep" rate)
+  if [ "$max" = NA ]; then put tpl "$mode" "$rep" rate NA; return 0; fi
+  # An unpaced run that lost nothing is a run without loss at the highest rate there is.
+  if [ "$(val tp-64-busy "$mode" "$rep" loss)" = 0 ]; then
+    put tpl "$mode" "$rep" rate "$(val tp-64-busy "$mode" "$rep" rxrate)"; put tpl "$mode" "$rep" paced unpaced
+    log "tp lossless $mode rep $rep: the unpaced run lost nothing"
+    return 0
+  fi
   for f in $LOSSLESS_FRACTIONS; do
     mps=$(awk -v m="$max" -v f="$f" 'BEGIN {printf "%d", m * f}')
     tp 64 busy "$mode" "$rep" "$mps"
@@ -308,12 +320,17 @@ for rep in $(seq "$REPS"); do
   floor "$rep" ring
   for m in "${ORDER[@]}"; do pp blocking "$m" "$rep"; done
   for m in "${ORDER[@]}"; do pp paced "$m" "$rep"; done
+  # Throughput also runs accel with the throughput profile (busy mode only).
+  if [ $((rep % 2)) = 1 ]; then TP_ORDER=(kernel accel accel-tp); else TP_ORDER=(accel-tp accel kernel); fi
   for size in 64 1472; do
     for prof in $TP_MODES; do
-      for m in "${ORDER[@]}"; do tp "$size" "$prof" "$m" "$rep"; done
+      for m in "${TP_ORDER[@]}"; do
+        [ "$m" = accel-tp ] && [ "$prof" != busy ] && continue
+        tp "$size" "$prof" "$m" "$rep"
+      done
     done
   done
-  for m in "${ORDER[@]}"; do tp_lossless "$m" "$rep"; done
+  for m in "${TP_ORDER[@]}"; do tp_lossless "$m" "$rep"; done
 done
 
 # ---- 4. memory -----------------------------------------------------------------------------
@@ -421,7 +438,6 @@ for n in $MEM_NS; do
 done
 
 # ---- analysis ------------------------------------------------------------------------------
-val() { awk -F'\t' -v t="$1" -v m="$2" -v r="$3" -v k="$4" '$1==t && $2==m && $3==r && $4==k {v=$5} END {print (v == "" ? "NA" : v)}' "$RES"; }
 floor_table() { # KIND (shm|rawring|ring) -> per-repetition table of the floor runs, and their medians
   local kind=$1 rep
   echo "| rep | p50 | p99 | p99.9 | avg | max |"
@@ -517,9 +533,7 @@ SEC=$WORK/section.md
   echo
   kb=$(med pp-busy kernel p50) ab=$(med pp-busy accel p50) fl=$(med floor shm p50) frl=$(med floor rawring p50)
   kbl=$(med pp-blocking kernel p50) abl=$(med pp-blocking accel p50)
-  krate=$(med tp-64-busy kernel rate) arate=$(med tp-64-busy accel rate)
-  aloss=$(awk -F'\t' '$1=="tp-64-busy" && $2=="accel" && $4=="loss" {if ($5=="NA") bad=1; s+=$5} END {print bad ? "NA" : s}' "$RES")
-  klr=$(med tpl kernel rate) alr=$(med tpl accel rate)
+  krate=$(med tp-64-busy kernel rate) klr=$(med tpl kernel rate)
   t4=$(awk -v k="$klr" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
   t1a=$(awk -v k="$kb" 'BEGIN {if (k == "NA") print "NA"; else printf "%.3f", 0.2 * k}')
   t1b=$(awk -v f="$fl" 'BEGIN {if (f == "NA") print "NA"; else printf "%.3f", 1.5 * f}')
@@ -527,16 +541,24 @@ SEC=$WORK/section.md
   t3=$(awk -v k="$krate" 'BEGIN {if (k == "NA") print "NA"; else printf "%d", 15 * k}')
   met() { case $1 in yes) echo "**met**" ;; no) echo "**not met**" ;; *) echo "**pending** (no data)" ;; esac; }
   both() { if [ "$1" = yes ] && [ "$2" = yes ]; then echo yes; elif [ "$1" = NA ] || [ "$2" = NA ]; then echo NA; else echo no; fi; }
-  zero=$( [ "$aloss" = NA ] && echo NA || { [ "$aloss" = 0 ] && echo yes || echo no; } )
   echo "| target | measured (medians) | result |"
   echo "|---|---|---|"
   echo "| busy p50: accel ≤ 0.2 × kernel | accel $ab µs vs 0.2 × $kb = $t1a µs (ratio $(ratio "$ab" "$kb")) | $(met "$(le "$ab" "$t1a")") |"
   echo "| busy p50: accel ≤ 1.5 × the raw shared-memory ring ping-pong (64 B messages, plain SPSC ring) | accel $ab µs vs 1.5 × $frl = $t1c µs (ratio $(ratio "$ab" "$frl")) | $(met "$(le "$ab" "$t1c")") |"
   echo "| (stricter, beyond the issue) busy p50: accel ≤ 1.5 × the one-word floor (one cache line each way, nothing carried) | accel $ab µs vs 1.5 × $fl = $t1b µs (ratio $(ratio "$ab" "$fl")) | $(met "$(le "$ab" "$t1b")") |"
   echo "| blocking p50: accel ≤ kernel | accel $abl µs vs kernel $kbl µs (ratio $(ratio "$abl" "$kbl")) | $(met "$(le "$abl" "$kbl")") |"
-  echo "| throughput 64 B (busy): accel ≥ 15 × kernel msg/s | accel $(fmt_int "$arate") vs 15 × $(fmt_int "$krate") = $(fmt_int "$t3") msg/s (ratio $(ratio "$arate" "$krate")) | $(met "$(le "$t3" "$arate")") |"
-  echo "| throughput 64 B (busy): zero loss at that rate | accel lost $(fmt_int "$aloss") datagrams in total over $REPS runs | $(met "$zero") |"
-  echo "| throughput 64 B (busy), both at their highest rate without loss: accel ≥ 15 × kernel | accel $(fmt_int "$alr") vs 15 × $(fmt_int "$klr") = $(fmt_int "$t4") msg/s received without loss (ratio $(ratio "$alr" "$klr")) | $(met "$(le "$t4" "$alr")") |"
+  # The throughput targets, for accel with the throughput profile (the one made for it) and, for
+  # reference, with the latency profile the other rows use.
+  for m in accel-tp accel; do
+    label="" arate="" aloss="" alr="" zero=""
+    if [ "$m" = accel-tp ]; then label="ACCEL_PROFILE=throughput"; else label="latency profile, for reference"; fi
+    arate=$(med tp-64-busy "$m" rate) alr=$(med tpl "$m" rate)
+    aloss=$(awk -F'\t' -v m="$m" '$1=="tp-64-busy" && $2==m && $4=="loss" {if ($5=="NA") bad=1; s+=$5} END {print bad ? "NA" : s}' "$RES")
+    zero=$( [ "$aloss" = NA ] && echo NA || { [ "$aloss" = 0 ] && echo yes || echo no; } )
+    echo "| throughput 64 B (busy; $label): accel ≥ 15 × kernel msg/s | accel $(fmt_int "$arate") vs 15 × $(fmt_int "$krate") = $(fmt_int "$t3") msg/s (ratio $(ratio "$arate" "$krate")) | $(met "$(le "$t3" "$arate")") |"
+    echo "| throughput 64 B (busy; $label): zero loss at that rate | accel lost $(fmt_int "$aloss") datagrams in total over $REPS runs | $(met "$zero") |"
+    echo "| throughput 64 B (busy; $label), both at their highest rate without loss: accel ≥ 15 × kernel | accel $(fmt_int "$alr") vs 15 × $(fmt_int "$klr") = $(fmt_int "$t4") msg/s received without loss (ratio $(ratio "$alr" "$klr")) | $(met "$(le "$t4" "$alr")") |"
+  done
   echo
   disturbed=$(awk -F'\t' '$4 == "srvcpu" && $1 ~ /busy/ && $5 != "NA" && $5 + 0 < 90 {printf "%s%s %s rep %s (%s%%)", sep, $1, $2, $3, $5; sep = ", "}' "$RES")
   if [ -n "$disturbed" ]; then
@@ -626,7 +648,7 @@ SEC=$WORK/section.md
   echo '```'
   echo "[ENV] taskset -c $SERVER_CPU sockperf sr -i 127.0.0.1 -p PORT [--nonblocked]     # stopped with SIGINT 0.5 s after the client ends"
   echo "[ENV] taskset -c $CLIENT_CPU sockperf tp -i 127.0.0.1 -p PORT -m SIZE -t $DURATION --pps max [--nonblocked]"
-  echo "#   busy: --nonblocked on both, accel ENV = $(env_text accel busy)"
+  echo "#   busy: --nonblocked on both, accel ENV = $(env_text accel busy)(accel-tp: $(env_text accel-tp busy | sed 's/ $//'))"
   echo "#   blocking: no --nonblocked, accel ENV = $(env_text accel blocking)"
   echo '```'
   echo
@@ -640,32 +662,46 @@ SEC=$WORK/section.md
   echo
   for size in 64 1472; do
     for prof in $TP_MODES; do
-      t="tp-$size-$prof"
+      t="tp-$size-$prof" modes=(kernel accel) head="| rep" rule="|---" row=""
+      [ "$prof" = busy ] && modes+=(accel-tp)
       echo "**$size B, $prof**"
       echo
-      echo "| rep | kernel msg/s sent | kernel received/s | kernel loss (datagrams, %) | accel msg/s sent | accel received/s | accel loss (datagrams, %) | server CPU % kernel / accel |"
-      echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+      for m in "${modes[@]}"; do head+=" | $m msg/s sent | $m received/s | $m loss (datagrams, %)"; rule+="|---:|---:|---:"; done
+      echo "$head | server CPU % $(IFS=/; echo "${modes[*]}") |"
+      echo "$rule|---:|"
       for rep in $(seq "$REPS"); do
-        echo "| $rep | $(fmt_int "$(val "$t" kernel "$rep" rate)") | $(fmt_int "$(val "$t" kernel "$rep" rxrate)") | $(fmt_int "$(val "$t" kernel "$rep" loss)") ($(val "$t" kernel "$rep" lossp)%) | $(fmt_int "$(val "$t" accel "$rep" rate)") | $(fmt_int "$(val "$t" accel "$rep" rxrate)") | $(fmt_int "$(val "$t" accel "$rep" loss)") ($(val "$t" accel "$rep" lossp)%) | $(val "$t" kernel "$rep" srvcpu) / $(val "$t" accel "$rep" srvcpu) |"
+        row="| $rep"
+        for m in "${modes[@]}"; do
+          row+=" | $(fmt_int "$(val "$t" "$m" "$rep" rate)") | $(fmt_int "$(val "$t" "$m" "$rep" rxrate)") | $(fmt_int "$(val "$t" "$m" "$rep" loss)") ($(val "$t" "$m" "$rep" lossp)%)"
+        done
+        echo "$row | $(for m in "${modes[@]}"; do printf '%s%s' "${sep:-}" "$(val "$t" "$m" "$rep" srvcpu)"; sep=" / "; done; unset sep) |"
       done
-      echo "| **median** | **$(fmt_int "$(med "$t" kernel rate)")** | $(fmt_int "$(med "$t" kernel rxrate)") | $(fmt_int "$(med "$t" kernel loss)") ($(med "$t" kernel lossp)%) | **$(fmt_int "$(med "$t" accel rate)")** | $(fmt_int "$(med "$t" accel rxrate)") | $(fmt_int "$(med "$t" accel loss)") ($(med "$t" accel lossp)%) | |"
+      row="| **median**"
+      for m in "${modes[@]}"; do
+        row+=" | **$(fmt_int "$(med "$t" "$m" rate)")** | $(fmt_int "$(med "$t" "$m" rxrate)") | $(fmt_int "$(med "$t" "$m" loss)") ($(med "$t" "$m" lossp)%)"
+      done
+      echo "$row | |"
       echo
-      echo "accel/kernel (medians): msg/s sent **$(ratio "$(med "$t" accel rate)" "$(med "$t" kernel rate)")**, received per second **$(ratio "$(med "$t" accel rxrate)" "$(med "$t" kernel rxrate)")** (kernel $(fmt_int "$(med "$t" kernel rxrate)"), accel $(fmt_int "$(med "$t" accel rxrate)") received/s)."
-      echo
+      for m in "${modes[@]:1}"; do
+        echo "$m/kernel (medians): msg/s sent **$(ratio "$(med "$t" "$m" rate)" "$(med "$t" kernel rate)")**, received per second **$(ratio "$(med "$t" "$m" rxrate)" "$(med "$t" kernel rxrate)")** (kernel $(fmt_int "$(med "$t" kernel rxrate)"), $m $(fmt_int "$(med "$t" "$m" rxrate)") received/s)."
+        echo
+      done
     done
   done
-  echo "**64 B, busy, highest rate without loss**: per repetition and mode, sockperf tp paced (\`--mps R\` instead of"
-  echo "\`--pps max\`) at R = f × the rate the same mode reached unpaced in that repetition, for f = $LOSSLESS_FRACTIONS"
-  echo "in turn, until a run loses nothing; reported: that run's received/s (NA: every paced rate lost datagrams)."
+  paced_at() { v=$(val tpl "$1" "$2" paced); if [ "$v" = unpaced ]; then echo unpaced; else echo "paced at $(fmt_int "$v")"; fi; }
+  echo "**64 B, busy, highest rate without loss**: per repetition and mode, the unpaced run's received/s if it lost"
+  echo "nothing; otherwise sockperf tp paced (\`--mps R\` instead of \`--pps max\`) at R = f × the rate the same mode"
+  echo "reached unpaced in that repetition, for f = $LOSSLESS_FRACTIONS in turn, until a run loses nothing; reported:"
+  echo "that run's received/s (NA: every paced rate lost datagrams)."
   echo
-  echo "| rep | kernel received/s without loss (paced at) | accel received/s without loss (paced at) |"
-  echo "|---|---:|---:|"
+  echo "| rep | kernel received/s without loss | accel (latency profile) | accel-tp (throughput profile) |"
+  echo "|---|---:|---:|---:|"
   for rep in $(seq "$REPS"); do
-    echo "| $rep | $(fmt_int "$(val tpl kernel "$rep" rate)") ($(fmt_int "$(val tpl kernel "$rep" paced)")) | $(fmt_int "$(val tpl accel "$rep" rate)") ($(fmt_int "$(val tpl accel "$rep" paced)")) |"
+    echo "| $rep | $(fmt_int "$(val tpl kernel "$rep" rate)") ($(paced_at kernel "$rep")) | $(fmt_int "$(val tpl accel "$rep" rate)") ($(paced_at accel "$rep")) | $(fmt_int "$(val tpl accel-tp "$rep" rate)") ($(paced_at accel-tp "$rep")) |"
   done
-  echo "| **median** | **$(fmt_int "$(med tpl kernel rate)")** | **$(fmt_int "$(med tpl accel rate)")** |"
+  echo "| **median** | **$(fmt_int "$(med tpl kernel rate)")** | **$(fmt_int "$(med tpl accel rate)")** | **$(fmt_int "$(med tpl accel-tp rate)")** |"
   echo
-  echo "accel/kernel (medians): **$(ratio "$(med tpl accel rate)" "$(med tpl kernel rate)")**."
+  echo "accel/kernel (medians): latency profile **$(ratio "$(med tpl accel rate)" "$(med tpl kernel rate)")**, throughput profile **$(ratio "$(med tpl accel-tp rate)" "$(med tpl kernel rate)")**."
   echo
   echo "### Memory"
   echo
