@@ -205,6 +205,19 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// A hint to bring the cache line at `p` in, owned for writing (PREFETCHW; a NOP on x86-64
+/// processors without it, nothing elsewhere).
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetchw is a hint (a NOP on processors without it); it never faults.
+    unsafe {
+        core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Set when this process consumes a datagram from any ring, cleared by its next push (see
 /// [`Ring::demote_if_answer`]). A heuristic shared by the process's threads.
 static CONSUMED_SINCE_PUSH: AtomicBool = AtomicBool::new(false);
@@ -236,6 +249,13 @@ const IDLE_PEEKS_PER_TAIL: u32 = 64;
 /// The consumers' fast path samples the fill for `max_fill` at every this many positions (a
 /// power of two).
 const FILL_SAMPLE: u64 = 16;
+/// A consumer at least this far behind (at its last fill sample) prefetches ahead.
+const BACKLOG: u64 = 32;
+/// How far ahead a backlogged consumer prefetches, in slots (less than [`BACKLOG`] -
+/// [`FILL_SAMPLE`], so the slot is published: the fill shrinks by one per pop between samples).
+const CONSUMER_PREFETCH_AHEAD: u64 = 8;
+/// How far ahead a producer of a small-datagram stream takes slots for writing.
+const PRODUCER_PREFETCH_AHEAD: u64 = 4;
 /// Rings up to this size are pre-faulted when mapped (no page faults on the fast path later).
 const POPULATE_MAX: usize = 16 << 20;
 /// Linux's PID_MAX_LIMIT: a lock word above this cannot be a pid.
@@ -461,6 +481,9 @@ pub struct Ring {
     /// Consecutive-ish peeks of this process that found the slot at `head` unwritten (see
     /// [`Ring::peek`]); process-local, approximate across threads.
     idle_peeks: AtomicU32,
+    /// The fill this process's consumers last sampled was at least [`BACKLOG`]: while so, a
+    /// fast-path peek prefetches the slot [`CONSUMER_PREFETCH_AHEAD`] positions on.
+    backlogged: AtomicBool,
 }
 
 // SAFETY: `Ring` is a pointer to a MAP_SHARED mapping that lives until drop plus immutable
@@ -660,6 +683,7 @@ impl Ring {
             max_payload: slot_size as usize - SLOT_HEADER_SIZE,
             creator_pid,
             idle_peeks: AtomicU32::new(0),
+            backlogged: AtomicBool::new(false),
         })
     }
 
@@ -846,6 +870,30 @@ impl Ring {
         // The next slot's payload line, while the consumer is busy with this one: the next
         // push then writes it from our cache instead of waiting for it.
         prefetch(self.slot_ptr(pos.wrapping_add(1)).wrapping_add(SLOT_LINE));
+        self.prefetch_ahead_for_write(pos, payload.len());
+    }
+
+    /// In a one-way stream of small datagrams (at most two lines with the header), take the
+    /// lines of the slot [`PRODUCER_PREFETCH_AHEAD`] positions on for writing now, so that the
+    /// push that reaches it finds them here instead of waiting to take them from the consumer's
+    /// core. With the consumer's own prefetch (see [`Ring::peek`]) 64 B streams went from 8.5
+    /// to ~18 M msg/s. Not when that slot may still be unread (a near-full ring: it would pull
+    /// the line out from under the consumer), not in request/response traffic (the peer polls
+    /// nearby), and not for larger datagrams (measured: 1472 B streams 5.3 -> 3.5 M msg/s, the
+    /// consumer slowed down).
+    #[inline(always)]
+    fn prefetch_ahead_for_write(&self, pos: u64, len: usize) {
+        if SLOT_HEADER_SIZE + len > 2 * SLOT_LINE || CONSUMED_SINCE_PUSH.load(Relaxed) {
+            return;
+        }
+        let ahead = pos.wrapping_add(PRODUCER_PREFETCH_AHEAD);
+        // head_cache <= head, so this never says free a slot that is not.
+        if ahead.wrapping_sub(self.hdr().prod.head_cache.load(Relaxed)) >= self.slots as u64 {
+            return;
+        }
+        let slot = self.slot_ptr(ahead);
+        prefetch_write(slot);
+        prefetch_write(slot.wrapping_add(SLOT_LINE));
     }
 
     /// After a push that answers something (this process consumed a datagram from a ring since
@@ -1026,6 +1074,15 @@ impl Ring {
                 if head & (FILL_SAMPLE - 1) == 0 {
                     self.sample_fill(head);
                 }
+                // Behind the producer: the slots after this one are written, so bring the
+                // first two lines of one a few positions on while this one is copied out (the
+                // hardware prefetcher does not follow a 2 KiB stride across pages). Not at the
+                // producer's heels, where it would take lines the producer is about to write.
+                if self.backlogged.load(Relaxed) {
+                    let ahead = self.slot_ptr(head.wrapping_add(CONSUMER_PREFETCH_AHEAD));
+                    prefetch(ahead);
+                    prefetch(ahead.wrapping_add(SLOT_LINE));
+                }
                 if let Some(d) = self.read_slot(head) {
                     return Some(Ok((head, d)));
                 }
@@ -1105,8 +1162,15 @@ impl Ring {
     fn sample_fill(&self, head: u64) {
         let h = self.hdr();
         let fill = h.tail.tail.load(Relaxed).wrapping_sub(head);
-        if fill <= self.slots as u64 && fill > h.cons.max_fill.load(Relaxed) {
+        if fill > self.slots as u64 {
+            return;
+        }
+        if fill > h.cons.max_fill.load(Relaxed) {
             h.cons.max_fill.fetch_max(fill, Relaxed);
+        }
+        let backlogged = fill >= BACKLOG;
+        if self.backlogged.load(Relaxed) != backlogged {
+            self.backlogged.store(backlogged, Relaxed);
         }
     }
 
