@@ -286,9 +286,11 @@ impl Profile {
             }
             Profile::Throughput => {
                 set_poll(config, 1000, 1000);
-                config.rx_bufs = 16384;
+                // 16384 slots: a 64 B stream at ~16 M msg/s rides out a 1 ms stall of the
+                // receiver; two such rings fit in the pool (see docs/benchmarks.md).
+                config.rx_bufs = 32768;
                 config.tx_bufs = 8192;
-                config.rx_wre = 4096;
+                config.rx_wre = 16384;
                 config.tx_wre = 4096;
                 for key in [Key::RxBufs, Key::TxBufs, Key::RxWre, Key::TxWre] {
                     config.sources.set(key, source.clone());
@@ -1552,8 +1554,8 @@ mod tests {
         let (config, warnings) = config_from(&[("ACCEL_PROFILE", "throughput")]);
         assert!(warnings.is_empty());
         assert_eq!((config.rx_poll, config.select_poll), (1000, 1000));
-        assert_eq!((config.rx_bufs, config.tx_bufs), (16384, 8192));
-        assert_eq!((config.rx_wre, config.tx_wre), (4096, 4096));
+        assert_eq!((config.rx_bufs, config.tx_bufs), (32768, 8192));
+        assert_eq!((config.rx_wre, config.tx_wre), (16384, 4096));
         assert_eq!(config.ring_allocation_rx, RingAllocation::PerInterface);
         assert_eq!(config.ring_migration_ratio_rx, 100);
     }
@@ -1596,14 +1598,14 @@ mod tests {
     fn bad_value_under_a_profile_falls_back_to_the_profile_value() {
         let (config, warnings) =
             config_from(&[("ACCEL_PROFILE", "throughput"), ("VMA_RX_BUFS", "many")]);
-        assert_eq!(config.rx_bufs, 16384);
+        assert_eq!(config.rx_bufs, 32768);
         assert_eq!(
             warnings,
             vec![ConfigWarning {
                 variable: "VMA_RX_BUFS".into(),
                 value: "many".into(),
                 problem: "not a number".into(),
-                used: "16384 (throughput profile)".into(),
+                used: "32768 (throughput profile)".into(),
             }]
         );
         assert_eq!(
