@@ -240,26 +240,10 @@ struct Transfer {
 }
 
 /// One receiver and one sender of the probe in `env`: `count` datagrams of `sizes` to
-/// `dest` (the receiver binds `bind`), an ACK every `window` datagrams.
+/// `dest` (the receiver binds `bind`), an ACK every `window` datagrams; `recv_extra`: more
+/// options for the receiving probe.
 #[allow(clippy::too_many_arguments)]
 fn transfer(
-    env: &ShmEnv,
-    recv_accel: bool,
-    send_accel: bool,
-    lib_env: &[(&str, &str)],
-    bind: &str,
-    dest: &str,
-    count: u32,
-    sizes: &str,
-    window: u32,
-    strict: bool,
-) -> Transfer {
-    transfer_with(env, recv_accel, send_accel, lib_env, bind, dest, count, sizes, window, strict, &[])
-}
-
-/// [`transfer`] with more options for the receiving probe (`recv_extra`).
-#[allow(clippy::too_many_arguments)]
-fn transfer_with(
     env: &ShmEnv,
     recv_accel: bool,
     send_accel: bool,
@@ -323,7 +307,7 @@ fn python_20000_with(tag: &str, lib_env: &[(&str, &str)], max_delta: u64, recv_e
     let env = ShmEnv::new(tag);
     let port = free_port();
     let a = format!("127.0.0.1:{port}");
-    let t = transfer_with(&env, true, true, lib_env, &a, &a, N, "0-1472", 32, true, recv_extra);
+    let t = transfer(&env, true, true, lib_env, &a, &a, N, "0-1472", 32, true, recv_extra);
     assert_received_all(&t.recv, &[0], N as u64, tag);
     assert_eq!(num(&t.send, "sent"), N as f64, "{:?}", t.send);
     eprintln!(
@@ -433,7 +417,7 @@ fn shm_accelerated_sender_to_plain_receiver_uses_kernel() {
     let env = ShmEnv::new("shm_accel_to_plain");
     let port = free_port();
     let a = format!("127.0.0.1:{port}");
-    let t = transfer(&env, false, true, &[], &a, &a, N, "0-1472", 32, true);
+    let t = transfer(&env, false, true, &[], &a, &a, N, "0-1472", 32, true, &[]);
     assert_received_all(&t.recv, &[0], N as u64, "plain receiver");
     assert!(
         t.delta >= N as u64,
@@ -451,7 +435,7 @@ fn shm_plain_sender_to_accelerated_receiver_uses_kernel() {
     let env = ShmEnv::new("shm_plain_to_accel");
     let port = free_port();
     let a = format!("127.0.0.1:{port}");
-    let t = transfer(&env, true, false, &[], &a, &a, N, "0-1472", 32, true);
+    let t = transfer(&env, true, false, &[], &a, &a, N, "0-1472", 32, true, &[]);
     assert_received_all(&t.recv, &[0], N as u64, "accelerated receiver");
     assert!(
         t.delta >= N as u64,
@@ -538,7 +522,7 @@ fn shm_oversize_datagrams_take_kernel_path_intact() {
     // One cycle per window: 2 ring-sized, 4 oversize (2017 is one byte over the slot).
     let sizes = "2016,2017,4000,60000,65507,100";
     let count = 600u32;
-    let t = transfer(&env, true, true, &[], &a, &a, count, sizes, 6, false);
+    let t = transfer(&env, true, true, &[], &a, &a, count, sizes, 6, false, &[]);
     assert_received_all(&t.recv, &[0], count as u64, "oversize");
     let oversize = count as u64 * 4 / 6;
     assert!(

@@ -159,6 +159,28 @@ static void report(uint64_t *half, long n)
            pct(half, n, 99.9) / 2000.0, half[0] / 2000.0, half[n - 1] / 2000.0, n);
 }
 
+/* Room for n round-trip samples; on failure kills the server child and exits 2. */
+static uint64_t *samples_or_exit(long n, pid_t child)
+{
+    uint64_t *half = malloc((size_t)n * sizeof *half);
+    if (!half) {
+        perror("malloc");
+        kill(child, SIGKILL);
+        exit(2);
+    }
+    return half;
+}
+
+/* Stops the server child, waits for it and prints the samples. */
+static int finish(volatile uint64_t *stop, pid_t child, uint64_t *half, long n)
+{
+    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    waitpid(child, NULL, 0);
+    report(half, n);
+    free(half);
+    return 0;
+}
+
 static int ring_main(long n, long warmup, int client_cpu, int server_cpu)
 {
     struct rings *sh = map_shared(sizeof *sh);
@@ -177,12 +199,7 @@ static int ring_main(long n, long warmup, int client_cpu, int server_cpu)
         }
     }
     pin(client_cpu);
-    uint64_t *half = malloc((size_t)n * sizeof *half);
-    if (!half) {
-        perror("malloc");
-        kill(child, SIGKILL);
-        return 2;
-    }
+    uint64_t *half = samples_or_exit(n, child);
     uint64_t head = 0, tail = 0;
     unsigned char msg[MSG], back[MSG];
     memset(msg, 0x5a, sizeof msg);
@@ -201,11 +218,7 @@ static int ring_main(long n, long warmup, int client_cpu, int server_cpu)
         if (i >= warmup)
             half[i - warmup] = t1 - t0; /* RTT in ns; halved when printed */
     }
-    __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
-    waitpid(child, NULL, 0);
-    report(half, n);
-    free(half);
-    return 0;
+    return finish(&sh->stop, child, half, n);
 }
 
 int main(int argc, char **argv)
@@ -240,12 +253,7 @@ int main(int argc, char **argv)
     }
 
     pin(client_cpu);
-    uint64_t *half = malloc((size_t)n * sizeof *half);
-    if (!half) {
-        perror("malloc");
-        kill(child, SIGKILL);
-        return 2;
-    }
+    uint64_t *half = samples_or_exit(n, child);
     uint64_t seq = 0;
     for (long i = 0; i < warmup + n; i++) {
         uint64_t t0 = now_ns();
@@ -256,10 +264,5 @@ int main(int argc, char **argv)
         if (i >= warmup)
             half[i - warmup] = t1 - t0; /* RTT in ns; halved when printed */
     }
-    __atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
-    waitpid(child, NULL, 0);
-
-    report(half, n);
-    free(half);
-    return 0;
+    return finish(&sh->stop, child, half, n);
 }
