@@ -731,6 +731,132 @@ fn xdp_sockperf_ping_pong_and_throughput() {
     }
 }
 
+/// A python probe for batched kicks (ACCEL_XDP_TX_BATCH). `tail`: sends 5 datagrams, prints the
+/// monotonic time, then sleeps 1.5 s without touching a socket (only the flusher thread can send
+/// them before exit). `rr`: 50 request/answer round trips, blocking or through poll, prints the
+/// median round trip in ms.
+const BATCH_PROBE: &str = r#"
+import socket, sys, time, select
+dest, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7200))
+if mode == "tail":
+    for i in range(5):
+        s.sendto(b"tail %d" % i, (dest, port))
+    print("sent %.6f" % time.monotonic(), flush=True)
+    time.sleep(1.5)
+else:
+    rtts = []
+    p = select.poll(); p.register(s.fileno(), select.POLLIN)
+    for i in range(50):
+        t = time.monotonic()
+        s.sendto(b"req %d" % i, (dest, port))
+        if mode == "rr-poll" and not p.poll(5000): break
+        d, a = s.recvfrom(100)
+        assert d == b"ans %d" % i, d
+        rtts.append(time.monotonic() - t)
+    rtts.sort()
+    print("rtts %d median_ms %.3f" % (len(rtts), 1000 * rtts[len(rtts) // 2]), flush=True)
+"#;
+
+/// The other end of [`BATCH_PROBE`]: `tail` prints each datagram's arrival time; `rr` answers
+/// 50 requests.
+const BATCH_PEER: &str = r#"
+import socket, sys, time
+ip, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, port))
+s.settimeout(10)
+print("bound", flush=True)
+for i in range(5 if mode == "tail" else 50):
+    d, a = s.recvfrom(100)
+    if mode == "tail":
+        print("got %s %.6f" % (d.decode(), time.monotonic()), flush=True)
+    else:
+        s.sendto(d.replace(b"req", b"ans"), a)
+print("done", flush=True)
+"#;
+
+/// Batched kicks (ACCEL_XDP_TX_BATCH) never hold a datagram back for long: a batch that does not
+/// fill goes within ACCEL_XDP_TX_FLUSH_USEC (the flusher thread, while the sender sleeps away
+/// from any socket call); a request goes as soon as its sender waits for the answer (blocking
+/// or in poll), not after the flush time; a stream arrives whole, in order, with one kick per
+/// batch.
+#[test]
+fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
+    let env = XdpEnv::new("xdp_tx_batch");
+    let py = python3();
+    let probe = py_args(&env.cx, BATCH_PROBE, "probe.py");
+    let peer = py_args(&env.cx, BATCH_PEER, "peer.py");
+
+    // A batch of 16 never fills: the flusher sends the 5 after 2 ms, not the exit after 1.5 s.
+    let mut cmd = env.cmd(Side::A, false, &py);
+    cmd.arg(&peer).args([A_IP, "6600", "tail"]);
+    let mut rx = env.spawn(cmd, "peer-tail");
+    wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+    let mut cmd = env.cmd(Side::B, true, &py);
+    cmd.arg(&probe).args([A_IP, "6600", "tail"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "2000");
+    // The neighbour entry first (until it resolves, datagrams go through the kernel).
+    env.b.exec(&["ping", "-c", "1", "-W", "2", A_IP]);
+    let (out, tx_pid) = env.run(cmd, "probe-tail", None);
+    out.assert_success();
+    let sent_at: f64 = out.stdout_text().trim().strip_prefix("sent ").and_then(|t| t.parse().ok()).expect("sent time");
+    let st = rx.wait_timeout(CHILD_TIMEOUT);
+    let got = rx.stdout_text();
+    assert!(st.success() && got.contains("done"), "peer: {st}\n{got}");
+    let last: f64 = got.lines().filter(|l| l.starts_with("got ")).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).fold(0.0, f64::max);
+    for i in 0..5 {
+        assert!(got.contains(&format!("got tail {i} ")), "tail {i} missing:\n{got}");
+    }
+    eprintln!("tail: the last datagram arrived {:.1} ms after the sends", (last - sent_at) * 1000.0);
+    assert!(last - sent_at < 0.5, "the batch waited {:.3} s (the sender slept 1.5 s): not flushed in time", last - sent_at);
+    assert_eq!(env.xdp_counter(tx_pid, "tx_datagrams"), 5);
+    assert_eq!(env.xdp_counter(tx_pid, "tx_kicks"), 1, "{}", env.log_of(tx_pid));
+    assert_eq!(env.xdp_counter(tx_pid, "tx_late_kicks"), 1);
+
+    // Requests: with a 100 ms flush time, round trips far below it prove the wait flushed.
+    for (port, mode) in [(6601u16, "rr"), (6602, "rr-poll")] {
+        let mut cmd = env.cmd(Side::A, false, &py);
+        cmd.arg(&peer).args([A_IP, &port.to_string(), "rr"]);
+        let mut rx = env.spawn(cmd, &format!("peer-{mode}"));
+        wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+        let mut cmd = env.cmd(Side::B, true, &py);
+        cmd.arg(&probe).args([A_IP, &port.to_string(), mode]);
+        cmd.env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "100000");
+        let (out, tx_pid) = env.run(cmd, &format!("probe-{mode}"), None);
+        out.assert_success();
+        let text = out.stdout_text();
+        let median: f64 = text.split_whitespace().skip_while(|w| *w != "median_ms").nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::MAX);
+        eprintln!("{mode}: {}", text.trim());
+        assert!(text.contains("rtts 50 "), "{mode}: {text}");
+        assert!(median < 20.0, "{mode}: median round trip {median} ms: requests waited for the flush time");
+        assert_eq!(env.xdp_counter(tx_pid, "tx_late_kicks"), 0, "{mode}: a request waited for the flusher");
+        assert!(rx.wait_timeout(CHILD_TIMEOUT).success());
+    }
+
+    // A stream (python: ~0.1 ms per datagram, bursts of 32 with 2 ms pauses) in batches of 16
+    // with a 20 ms flush time: one kick per batch (the last, partial one at exit at the latest);
+    // every datagram arrives intact and in order.
+    let count = 3000u64;
+    let recv = py_args(&env.cx, RECEIVER, "recv.py");
+    let send = py_args(&env.cx, SENDER, "send.py");
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&recv).args([A_IP, "6603", &count.to_string(), "1000", "block"]);
+    let mut rx = env.spawn(cmd, "recv-stream");
+    env.wait_filter(&mut rx, &format!("{A_IP}:6603"));
+    let mut cmd = env.cmd(Side::B, true, &py);
+    cmd.arg(&send).args([A_IP, "6603", &count.to_string(), "1000", "7100"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "20000");
+    let (tx, tx_pid) = env.run(cmd, "send-stream", None);
+    tx.assert_success();
+    let st = rx.wait_timeout(CHILD_TIMEOUT);
+    let out = rx.stdout_text();
+    assert!(st.success() && out.contains(&format!("ok {count} bad 0")), "receiver: {st}\n{out}");
+    let (kicks, late) = (env.xdp_counter(tx_pid, "tx_kicks"), env.xdp_counter(tx_pid, "tx_late_kicks"));
+    eprintln!("stream: {count} datagrams, {kicks} kicks, {late} by the flusher");
+    assert_eq!(env.xdp_counter(tx_pid, "tx_datagrams"), count);
+    assert!(kicks <= count / 16 + 2, "{kicks} kicks for {count} datagrams: not batched");
+}
+
 /// A second accelerated process on the same interface cannot have queue 0 (EBUSY): it says so
 /// once and receives through the kernel, while the first keeps the bypass.
 #[test]

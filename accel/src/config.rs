@@ -292,7 +292,10 @@ impl Profile {
                 config.tx_bufs = 8192;
                 config.rx_wre = 16384;
                 config.tx_wre = 4096;
-                for key in [Key::RxBufs, Key::TxBufs, Key::RxWre, Key::TxWre] {
+                // AF_XDP copy mode: one kick (a system call) per 32 sends, not per send; a
+                // datagram waits for its batch at most 100 us (the default flush time).
+                config.xdp_tx_batch = 32;
+                for key in [Key::RxBufs, Key::TxBufs, Key::RxWre, Key::TxWre, Key::XdpTxBatch] {
                     config.sources.set(key, source.clone());
                 }
             }
@@ -367,7 +370,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 26;
+pub const VARIABLE_COUNT: usize = 28;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -553,10 +556,24 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         accepted: "all (every receive queue of the interface), a count N (queues 0..N-1), or a range FIRST-LAST",
         help: "AF_XDP datapath: the receive queues that get an AF_XDP socket",
     },
+    Variable {
+        name: "ACCEL_XDP_TX_BATCH",
+        alias: None,
+        default: "1",
+        accepted: "1..=1024 datagrams (1: every send is kicked at once)",
+        help: "AF_XDP datapath, copy mode: sends kicked together with one system call; a datagram waits for the batch at most ACCEL_XDP_TX_FLUSH_USEC, and no longer than until the process waits on an accelerated socket",
+    },
+    Variable {
+        name: "ACCEL_XDP_TX_FLUSH_USEC",
+        alias: None,
+        default: "100",
+        accepted: "1..=100000 microseconds",
+        help: "AF_XDP datapath: the longest a datagram waits for its batch (ACCEL_XDP_TX_BATCH > 1) before a helper thread kicks it",
+    },
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 46] = [
+const KNOWN_VARIABLES: [&str; 48] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -603,6 +620,8 @@ const KNOWN_VARIABLES: [&str; 46] = [
     "ACCEL_XDP_IFNAME",
     "ACCEL_XDP_MODE",
     "ACCEL_XDP_QUEUES",
+    "ACCEL_XDP_TX_BATCH",
+    "ACCEL_XDP_TX_FLUSH_USEC",
 ];
 
 /// Every variable name accel reads (ours and the aliases); `exec` keeps these in the new image.
@@ -640,6 +659,8 @@ enum Key {
     XdpIfname,
     XdpMode,
     XdpQueues,
+    XdpTxBatch,
+    XdpTxFlushUsec,
 }
 
 /// All keys, in the order of [`VARIABLES`].
@@ -670,6 +691,8 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::XdpIfname,
     Key::XdpMode,
     Key::XdpQueues,
+    Key::XdpTxBatch,
+    Key::XdpTxFlushUsec,
 ];
 
 impl Key {
@@ -763,6 +786,10 @@ pub struct Config {
     pub xdp_mode: crate::xdp::AttachMode,
     /// ACCEL_XDP_QUEUES: which receive queues it opens.
     pub xdp_queues: XdpQueues,
+    /// ACCEL_XDP_TX_BATCH: sends per kick in copy mode (1: each send kicked at once).
+    pub xdp_tx_batch: u32,
+    /// ACCEL_XDP_TX_FLUSH_USEC: the longest a batched send waits for its kick.
+    pub xdp_tx_flush_usec: u32,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
     /// its default; it only feeds [`Config::describe`].
     pub sources: Sources,
@@ -799,6 +826,8 @@ impl Default for Config {
             xdp_ifname: None,
             xdp_mode: crate::xdp::AttachMode::Auto,
             xdp_queues: XdpQueues::All,
+            xdp_tx_batch: 1,
+            xdp_tx_flush_usec: 100,
             sources: Sources::default(),
         }
     }
@@ -908,6 +937,8 @@ impl Config {
         reader.read(Key::XdpIfname, |raw| parse_optional_text(raw.trim()), |c, name| c.xdp_ifname = name);
         reader.read(Key::XdpMode, parse_xdp_mode, |c, mode| c.xdp_mode = mode);
         reader.read(Key::XdpQueues, parse_xdp_queues, |c, q| c.xdp_queues = q);
+        reader.read(Key::XdpTxBatch, |raw| exact(parse_u32(raw, 1, 1024)), |c, n| c.xdp_tx_batch = n);
+        reader.read(Key::XdpTxFlushUsec, |raw| exact(parse_u32(raw, 1, 100_000)), |c, n| c.xdp_tx_flush_usec = n);
 
         (reader.config, reader.warnings)
     }
@@ -981,6 +1012,8 @@ impl Config {
             Key::XdpIfname => self.xdp_ifname.clone().unwrap_or_default(),
             Key::XdpMode => self.xdp_mode.name().to_string(),
             Key::XdpQueues => self.xdp_queues.to_string(),
+            Key::XdpTxBatch => self.xdp_tx_batch.to_string(),
+            Key::XdpTxFlushUsec => self.xdp_tx_flush_usec.to_string(),
         };
         Shown {
             meaning: meaning_of(key, &value),
@@ -1413,6 +1446,8 @@ mod tests {
         ("ACCEL_XDP_IFNAME", "eth1", "eth1"),
         ("ACCEL_XDP_MODE", "SKB", "generic"),
         ("ACCEL_XDP_QUEUES", " 2-3", "2-3"),
+        ("ACCEL_XDP_TX_BATCH", "32", "32"),
+        ("ACCEL_XDP_TX_FLUSH_USEC", "20", "20"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
@@ -1556,6 +1591,7 @@ mod tests {
         assert_eq!((config.rx_poll, config.select_poll), (1000, 1000));
         assert_eq!((config.rx_bufs, config.tx_bufs), (32768, 8192));
         assert_eq!((config.rx_wre, config.tx_wre), (16384, 4096));
+        assert_eq!((config.xdp_tx_batch, config.xdp_tx_flush_usec), (32, 100));
         assert_eq!(config.ring_allocation_rx, RingAllocation::PerInterface);
         assert_eq!(config.ring_migration_ratio_rx, 100);
     }
@@ -1794,7 +1830,8 @@ mod tests {
             "keep",
             "not a boolean (0/1, true/false, yes/no, on/off)",
             "1 (default)",
-        ),
+        ),        ("ACCEL_XDP_TX_BATCH", "0", "out of range 1..=1024", "1 (default)"),
+        ("ACCEL_XDP_TX_FLUSH_USEC", "1s", "not a number", "100 (default)"),
     ];
 
     #[test]
@@ -2064,7 +2101,7 @@ mod tests {
         for (i, key) in KEYS.iter().enumerate() {
             assert_eq!(*key as usize, i);
         }
-        assert_eq!(Key::XdpQueues as usize + 1, VARIABLE_COUNT);
+        assert_eq!(Key::XdpTxFlushUsec as usize + 1, VARIABLE_COUNT);
     }
 
     #[test]

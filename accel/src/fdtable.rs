@@ -101,9 +101,9 @@ fn slot(fd: i32, create: bool) -> Option<&'static Slot> {
 /// must not run a signal handler that closes a socket (its `close` would wait for the lock its
 /// own thread holds). Two system calls, on the rare paths only (writers, and readers without a
 /// grace record).
-struct SignalsBlocked(libc::sigset_t);
+pub(crate) struct SignalsBlocked(libc::sigset_t);
 impl SignalsBlocked {
-    fn new() -> SignalsBlocked {
+    pub(crate) fn new() -> SignalsBlocked {
         // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask write the sets we pass.
         unsafe {
             let mut all: libc::sigset_t = core::mem::zeroed();

@@ -652,6 +652,8 @@ unsafe fn run_poll(
         if let Some(r) = done(count(fds, n)) {
             return r;
         }
+        // Nothing ready: the process is about to wait, so what it sent goes now.
+        crate::xdp::flusher::flush_before_wait();
         if dl.expired() {
             set_errno(saved);
             return 0;
@@ -1840,7 +1842,8 @@ unsafe fn engine_loop(sh: &Shadow, epfd: c_int, ev: *mut epoll_event, max: usize
                 set_errno(saved);
                 return n as c_int;
             }
-            Ok(_) => {}
+            // Nothing ready: the process is about to wait, so what it sent goes now.
+            Ok(_) => crate::xdp::flusher::flush_before_wait(),
         }
         if dl.expired() {
             set_errno(saved);

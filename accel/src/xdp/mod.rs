@@ -50,6 +50,7 @@
 //! Filters are exclusive: a local endpoint (or 5-tuple) already steered to a live process's
 //! socket cannot be taken by another ([`XdpVi::add_filter`] fails with `AddrInUse`).
 
+pub mod flusher;
 pub mod frame;
 pub mod loader;
 pub mod port;
@@ -176,6 +177,12 @@ pub struct XdpCounters {
     /// Kicks the kernel refused with a hard error (interface down...). The frames stay on the
     /// TX ring: handing them back could duplicate them if a later kick sends them.
     pub tx_kick_errors: u64,
+    /// Kicks made (system calls telling the kernel to send the TX ring; each may send several
+    /// frames when kicks are deferred, see [`XdpVi::send_deferred`]).
+    pub tx_kicks: u64,
+    /// Of those, kicks made because a deferred frame had waited its longest
+    /// ([`XdpVi::flush_tx`] called by the port's flusher).
+    pub tx_late_kicks: u64,
     /// Frames taken off each queue's RX ring, in [`XdpVi::queues`] order.
     pub rx_queue_frames: Vec<u64>,
 }
@@ -204,6 +211,8 @@ pub struct XdpVi {
     /// [`XdpVi::post_rx`] tries first (indexes into `queues`).
     rx_turn: usize,
     post_turn: usize,
+    /// Frames on the TX ring that no kick has covered yet ([`XdpVi::send_deferred`]).
+    tx_unkicked: u32,
     /// With several queues: an epoll set of every socket, readable when one of them is.
     waiter: Option<std::os::fd::OwnedFd>,
     // Drop order matters: the sockets first (they stop using the UMEM and leave the XSKMAP),
@@ -294,6 +303,7 @@ impl XdpVi {
             queues: queues.to_vec(),
             rx_turn: 0,
             post_turn: 0,
+            tx_unkicked: 0,
             waiter,
             more,
             xsk,
@@ -494,6 +504,40 @@ impl XdpVi {
         result
     }
 
+    /// As [`XdpVi::send`] without the kick: the frame waits on the TX ring until a later send's
+    /// kick or [`XdpVi::flush_tx`]. In copy mode every kick is a system call that sends what
+    /// the ring holds (and, across veth, runs the receiver's kernel work), so one kick per
+    /// several datagrams costs the sender much less per datagram; the caller bounds how many
+    /// and how long ([`XdpVi::unkicked`]). In zero-copy mode the frame is kicked at once (the
+    /// driver sends without kicks unless it asks for one).
+    pub fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        if self.zero_copy() {
+            return self.send(src, dst, payload);
+        }
+        let result = self.queue_one(src, dst, payload);
+        if result.is_ok() {
+            self.xsk.tx.submit();
+            self.tx_unkicked += 1;
+        }
+        result
+    }
+
+    /// Frames sent with [`XdpVi::send_deferred`] and not kicked yet.
+    pub fn unkicked(&self) -> u32 {
+        self.tx_unkicked
+    }
+
+    /// Kicks the frames [`XdpVi::send_deferred`] left on the TX ring, if any; `late` says the
+    /// caller does it because one of them waited its longest (counted apart).
+    pub fn flush_tx(&mut self, late: bool) {
+        if self.tx_unkicked > 0 {
+            if late {
+                self.counters.tx_late_kicks += 1;
+            }
+            self.kick();
+        }
+    }
+
     /// Sends a batch with one kick; stops at the first datagram that cannot go this way.
     /// Returns how many were queued and, if it stopped early, why (the caller sends
     /// `batch[sent..]` through the kernel, in order).
@@ -604,6 +648,11 @@ impl XdpVi {
             (_, None) => return Err(NotSent::NextHop(NoNextHop::NoRoute)),
         };
         self.reap_completions();
+        if self.xsk.tx.free(1) == 0 && self.tx_unkicked > 0 {
+            // Deferred frames fill the ring: send them, then look again.
+            self.kick();
+            self.reap_completions();
+        }
         if self.xsk.tx.free(1) == 0 {
             return Err(NotSent::RingFull);
         }
@@ -635,9 +684,11 @@ impl XdpVi {
     /// bounded number of frames, so it is repeated while the kernel keeps taking them.
     /// A hard error is counted ([`XdpCounters::tx_kick_errors`]).
     fn kick(&mut self) {
+        self.tx_unkicked = 0;
         if self.xsk.mode() == BindMode::ZeroCopy && !self.xsk.tx.needs_wakeup() {
             return;
         }
+        self.counters.tx_kicks += 1;
         for _ in 0..64 {
             let before = self.xsk.tx.outstanding();
             if self.xsk.kick_tx().is_err() {

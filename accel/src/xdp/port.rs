@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use libc::c_int;
 use parking_lot::Mutex;
 
-use super::{AttachMode, Filter as XdpFilterSpec, NotSent, XdpCounters, XdpVi};
+use super::{flusher, AttachMode, Filter as XdpFilterSpec, NotSent, XdpCounters, XdpVi};
 use crate::config::Config;
 use crate::socket::{Proto, Socket};
 use crate::vi::posted::{Completion, PostedQueue, PostedRx};
@@ -615,6 +615,10 @@ pub struct XdpPort {
     cookie_seq: AtomicU64,
     mode: Option<AttachMode>,
     queues: Vec<u32>,
+    /// Sends per kick (ACCEL_XDP_TX_BATCH; 1 in zero-copy mode, where kicks are rare anyway).
+    tx_batch: u32,
+    /// ACCEL_XDP_TX_FLUSH_USEC, for the flusher thread.
+    tx_flush_usec: u32,
 }
 
 impl std::fmt::Debug for XdpPort {
@@ -711,13 +715,28 @@ pub fn log_counters() {
         let queues = existing().map(|p| p.queues.clone()).unwrap_or_default();
         let per_queue: String = queues.iter().zip(&c.rx_queue_frames).map(|(q, n)| format!(" rx_frames_q{q}={n}")).collect();
         crate::log::debug(format_args!(
-            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kick_errors={}{per_queue}",
-            c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kick_errors
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kicks={} tx_late_kicks={} tx_kick_errors={}{per_queue}",
+            c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kicks, c.tx_late_kicks, c.tx_kick_errors
         ));
     }
 }
 
-/// At exit: closes the XSK and leaves the program (detaching it if we were the last user).
+/// Kicks the frames sends left unkicked ([`flusher`]); `late`: because one waited its longest.
+pub fn flush_deferred(late: bool) {
+    if let Some(p) = existing() {
+        p.queue.with_device(|d| {
+            if let Some(vi) = d.vi.as_mut() {
+                vi.flush_tx(late);
+            }
+            flusher::kicked();
+        });
+    } else {
+        flusher::kicked();
+    }
+}
+
+/// At exit: sends what is deferred, closes the XSK and leaves the program (detaching it if we
+/// were the last user).
 pub fn shutdown() {
     if FORKED.load(Ordering::Relaxed) {
         return;
@@ -726,6 +745,10 @@ pub fn shutdown() {
         let vi = p.queue.with_device(|d| {
             d.binds.clear();
             d.conns.clear();
+            if let Some(vi) = d.vi.as_mut() {
+                vi.flush_tx(false);
+            }
+            flusher::kicked();
             d.vi.take()
         });
         drop(vi);
@@ -753,6 +776,7 @@ impl XdpPort {
         let max_payload = vi.max_payload();
         let mode = vi.attach_mode();
         let ifindex = vi.ifindex();
+        let zero_copy = vi.zero_copy();
         let dev = XdpDev {
             vi: Some(vi),
             binds: AddrMap::default(),
@@ -781,6 +805,8 @@ impl XdpPort {
             cookie_seq: AtomicU64::new(seed),
             mode,
             queues,
+            tx_batch: if zero_copy { 1 } else { config.xdp_tx_batch.max(1) },
+            tx_flush_usec: config.xdp_tx_flush_usec,
         })
     }
 
@@ -946,9 +972,33 @@ impl Vi for XdpPort {
 
     fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
         if tx.payload.len() > self.max_payload || !self.reaches(*tx.dest.ip()) {
+            // The kernel sends this one now: what was deferred goes first.
+            flusher::flush_before_wait();
             return TxOutcome::NotServed;
         }
-        let r = self.queue.with_device(|d| d.usable().map(|vi| vi.send(tx.src, tx.dest, tx.payload)));
+        let batch = self.tx_batch;
+        let r = self.queue.with_device(|d| {
+            let vi = d.usable()?;
+            if batch <= 1 || !flusher::available(self.tx_flush_usec) {
+                return Some(vi.send(tx.src, tx.dest, tx.payload));
+            }
+            let r = vi.send_deferred(tx.src, tx.dest, tx.payload);
+            match vi.unkicked() {
+                0 => {}
+                1 if r.is_ok() => flusher::deferred_first(),
+                n if n >= batch => {
+                    vi.flush_tx(false);
+                    flusher::kicked();
+                }
+                _ => {}
+            }
+            if r.is_err() {
+                // The kernel sends this one now: what was queued before it goes first.
+                vi.flush_tx(false);
+                flusher::kicked();
+            }
+            Some(r)
+        });
         match r {
             Some(Ok(_)) => TxOutcome::Sent { woke: false },
             // Nothing was queued: the kernel sends it (and resolves the neighbour meanwhile).

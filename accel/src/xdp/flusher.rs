@@ -1,0 +1,126 @@
+//! Deferred transmit kicks (ACCEL_XDP_TX_BATCH > 1) and the thread that bounds their wait.
+//!
+//! In AF_XDP copy mode nothing leaves the TX ring until the process kicks it with a system
+//! call, and across veth that call also runs the receiving side's kernel work. Kicking once
+//! per batch of sends instead of once per send cuts the sender's cost per datagram by a fifth
+//! (64 B, batch 16: 0.85 -> 0.67 us on this machine; docs/benchmarks.md). The port
+//! ([`super::port`]) leaves up to ACCEL_XDP_TX_BATCH - 1 frames unkicked; the batch's last send
+//! kicks them all. What bounds the wait of a batch that never fills:
+//!
+//! - the process waiting: a receive, poll, select or epoll call that is about to spin or sleep
+//!   on an accelerated socket kicks first ([`flush_before_wait`]) — a request is on the wire
+//!   before its sender waits for the answer;
+//! - time: a helper thread, started by the first deferred send, kicks what has waited
+//!   ACCEL_XDP_TX_FLUSH_USEC. It sleeps while the oldest unkicked frame is younger, and
+//!   parks when none is left, so a steady stream wakes it about once per flush interval and an
+//!   idle sender not at all. Like libvma's internal thread it is the library's, not the
+//!   application's: all signals blocked, it never runs application code.
+//!
+//! If the thread cannot be started (a thread limit, a sandbox), sends are kicked at once, as
+//! with batch 1, and that is logged once.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::Duration;
+
+/// Monotonic time (ns) when the oldest frame no kick has covered yet was queued; 0: none.
+static PENDING_SINCE: AtomicU64 = AtomicU64::new(0);
+/// The flusher is parked (or about to park) until the next deferred send.
+static IDLE: AtomicBool = AtomicBool::new(false);
+/// The flusher thread, once started; `None` if it could not be.
+static FLUSHER: OnceLock<Option<Thread>> = OnceLock::new();
+/// How long a frame may wait, in ns (from the first caller's config).
+static FLUSH_AFTER_NS: AtomicU64 = AtomicU64::new(100_000);
+
+/// Now, in ns of CLOCK_MONOTONIC (never 0).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we pass (a vDSO call, no system call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64).max(1)
+}
+
+/// Whether deferring is possible: starts the flusher on first use (`flush_usec` is the
+/// process's ACCEL_XDP_TX_FLUSH_USEC). False if it cannot run: the caller kicks at once.
+pub fn available(flush_usec: u32) -> bool {
+    FLUSHER
+        .get_or_init(|| {
+            FLUSH_AFTER_NS.store(u64::from(flush_usec.max(1)) * 1000, SeqCst);
+            start()
+        })
+        .is_some()
+}
+
+/// The caller left the first frame of a batch unkicked (under the port's lock).
+pub fn deferred_first() {
+    PENDING_SINCE.store(now_ns(), SeqCst);
+    if IDLE.load(SeqCst) {
+        if let Some(Some(t)) = FLUSHER.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// The caller kicked every deferred frame (under the port's lock).
+#[inline]
+pub fn kicked() {
+    if PENDING_SINCE.load(SeqCst) != 0 {
+        PENDING_SINCE.store(0, SeqCst);
+    }
+}
+
+/// Before the process spins or sleeps on an accelerated socket: send what is deferred. One
+/// load when nothing is.
+#[inline]
+pub fn flush_before_wait() {
+    if PENDING_SINCE.load(SeqCst) != 0 {
+        super::port::flush_deferred(false);
+    }
+}
+
+fn start() -> Option<Thread> {
+    // The thread inherits this mask: no application signal is ever delivered to it.
+    let blocked = crate::fdtable::SignalsBlocked::new();
+    let spawned = std::thread::Builder::new()
+        .name("accel-txflush".into())
+        .stack_size(64 * 1024)
+        .spawn(run);
+    drop(blocked);
+    match spawned {
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(e) => {
+            crate::log::warn(format_args!(
+                "xdp: cannot start the transmit flusher thread ({e}); ACCEL_XDP_TX_BATCH ignored, every send is kicked at once"
+            ));
+            None
+        }
+    }
+}
+
+/// The flusher: kicks what has waited its longest, sleeps until the oldest frame's time, parks
+/// when nothing waits.
+fn run() {
+    loop {
+        let since = PENDING_SINCE.load(SeqCst);
+        if since == 0 {
+            IDLE.store(true, SeqCst);
+            // A send that deferred before IDLE was set is seen here; one after it unparks.
+            if PENDING_SINCE.load(SeqCst) == 0 {
+                std::thread::park();
+            }
+            IDLE.store(false, SeqCst);
+            continue;
+        }
+        let due = since.saturating_add(FLUSH_AFTER_NS.load(SeqCst));
+        let now = now_ns();
+        if now < due {
+            std::thread::sleep(Duration::from_nanos(due - now));
+            continue;
+        }
+        // Still the same batch after its time: kick it (a newer batch has its own time).
+        if PENDING_SINCE.load(SeqCst) == since {
+            super::port::flush_deferred(true);
+        }
+    }
+}
