@@ -9,7 +9,9 @@
 #  2. throughput, UDP 64 B and 1472 B, --pps max, busy receiver (--nonblocked on both sides):
 #     client msg/s, the server's received count (sockperf sr prints it on SIGINT), loss = sent -
 #     received, received msg/s. Variants: kernel, accel-M (ACCEL_PROFILE=latency) and accel-tp-M
-#     (ACCEL_PROFILE=throughput: larger batches and buffers), for M in XDP_MODES.
+#     (ACCEL_PROFILE=throughput: larger buffers, one TX kick per 32 sends, plus TP_EXTRA: by
+#     default ACCEL_RX_WRE=2048, because in copy mode the profile's 16384-deep fill ring makes
+#     the kernel copy into cold frames; see configuration.md), for M in XDP_MODES.
 #  3. the highest rate at which nothing is lost, 64 B and 1472 B, per repetition and throughput
 #     variant, right after that repetition's unpaced runs: the unpaced run's received msg/s if it
 #     lost nothing; else paced runs (--mps) at falling fractions (LOSSLESS_FRACTIONS) of the rate
@@ -32,6 +34,7 @@
 #
 # Environment: REPS (3), DURATION (3, seconds per sockperf run), XDP_MODES ("native generic"),
 #              LOSSLESS_FRACTIONS ("1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1", of the unpaced rate),
+#              TP_EXTRA ("ACCEL_RX_WRE=2048", more environment for accel-tp-M),
 #              NO_BUILD=1 to skip cargo build, KEEP=1 to keep raw outputs, SERVER_CPU (0),
 #              CLIENT_CPU (1).
 set -euo pipefail
@@ -41,6 +44,7 @@ ROOT=$(pwd)
 REPS=${REPS:-3}
 DURATION=${DURATION:-3}
 XDP_MODES=${XDP_MODES:-native generic}
+TP_EXTRA=${TP_EXTRA-ACCEL_RX_WRE=2048}
 LOSSLESS_FRACTIONS=${LOSSLESS_FRACTIONS:-1.0 0.9 0.8 0.7 0.6 0.45 0.3 0.2 0.1}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -114,7 +118,7 @@ strip() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 env_for() {
   case $1 in
     kernel) ENVV=(env -u LD_PRELOAD) ;;
-    accel-tp-*) ENVV=(env LD_PRELOAD="$LIB" ACCEL_XDP=1 ACCEL_XDP_MODE="${1#accel-tp-}" ACCEL_PROFILE=throughput) ;;
+    accel-tp-*) ENVV=(env LD_PRELOAD="$LIB" ACCEL_XDP=1 ACCEL_XDP_MODE="${1#accel-tp-}" ACCEL_PROFILE=throughput $TP_EXTRA) ;;
     accel-*) ENVV=(env LD_PRELOAD="$LIB" ACCEL_XDP=1 ACCEL_XDP_MODE="${1#accel-}")
              if [ "$2" = busy ]; then ENVV+=(ACCEL_PROFILE=latency); fi ;;
   esac
@@ -122,7 +126,7 @@ env_for() {
 env_text() {
   case $1 in
     kernel) echo "" ;;
-    accel-tp-*) echo "LD_PRELOAD=target/release/libaccel.so ACCEL_XDP=1 ACCEL_XDP_MODE=${1#accel-tp-} ACCEL_PROFILE=throughput " ;;
+    accel-tp-*) echo "LD_PRELOAD=target/release/libaccel.so ACCEL_XDP=1 ACCEL_XDP_MODE=${1#accel-tp-} ACCEL_PROFILE=throughput${TP_EXTRA:+ $TP_EXTRA} " ;;
     accel-*) echo "LD_PRELOAD=target/release/libaccel.so ACCEL_XDP=1 ACCEL_XDP_MODE=${1#accel-}$([ "$2" = busy ] && echo " ACCEL_PROFILE=latency") " ;;
   esac
 }
