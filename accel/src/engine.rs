@@ -773,6 +773,8 @@ fn register_fork_handlers() {
 /// socket, which the new image inherits). Returns a token for [`after_failed_exec`].
 pub fn before_exec() -> Vec<Arc<Socket>> {
     let _g = EngineGuard::enter();
+    // Frames left unkicked (ACCEL_XDP_TX_BATCH) would go with this image.
+    crate::xdp::flusher::flush_if_pending();
     shmvi::existing().map(|vi| vi.withdraw_all()).unwrap_or_default()
 }
 

@@ -653,7 +653,7 @@ unsafe fn run_poll(
             return r;
         }
         // Nothing ready: the process is about to wait, so what it sent goes now.
-        crate::xdp::flusher::flush_before_wait();
+        crate::xdp::flusher::flush_if_pending();
         if dl.expired() {
             set_errno(saved);
             return 0;
@@ -1843,7 +1843,7 @@ unsafe fn engine_loop(sh: &Shadow, epfd: c_int, ev: *mut epoll_event, max: usize
                 return n as c_int;
             }
             // Nothing ready: the process is about to wait, so what it sent goes now.
-            Ok(_) => crate::xdp::flusher::flush_before_wait(),
+            Ok(_) => crate::xdp::flusher::flush_if_pending(),
         }
         if dl.expired() {
             set_errno(saved);

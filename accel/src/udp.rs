@@ -383,7 +383,7 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
         }
         // Nothing to receive: the process is about to wait (or poll again), so what it sent
         // goes now (ACCEL_XDP_TX_BATCH).
-        crate::xdp::flusher::flush_before_wait();
+        crate::xdp::flusher::flush_if_pending();
         if shut_rd && !nonblocking {
             return 0; // shut down for reading, queues empty: the kernel returns 0 at once
         }
@@ -606,7 +606,7 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
     }
     // Nothing to receive: a request deferred by ACCEL_XDP_TX_BATCH goes before the caller
     // polls for its answer.
-    crate::xdp::flusher::flush_before_wait();
+    crate::xdp::flusher::flush_if_pending();
     // The general path counts this call itself when it is the kernel's turn (on the AF_XDP
     // datapath: when the time pacing lets it look, else the count starts again here).
     if s.kernel_look_next() {

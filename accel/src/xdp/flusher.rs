@@ -8,8 +8,8 @@
 //! kicks them all. What bounds the wait of a batch that never fills:
 //!
 //! - the process waiting: a receive, poll, select or epoll call that is about to spin or sleep
-//!   on an accelerated socket kicks first ([`flush_before_wait`]) — a request is on the wire
-//!   before its sender waits for the answer;
+//!   on an accelerated socket kicks first ([`flush_if_pending`]) — a request is on the wire
+//!   before its sender waits for the answer; so do a send the kernel takes (order) and exec;
 //! - time: a helper thread, started by the first deferred send, kicks what has waited
 //!   ACCEL_XDP_TX_FLUSH_USEC. It sleeps while the oldest unkicked frame is younger, and
 //!   parks when none is left, so a steady stream wakes it about once per flush interval and an
@@ -70,10 +70,10 @@ pub fn kicked() {
     }
 }
 
-/// Before the process spins or sleeps on an accelerated socket: send what is deferred. One
-/// load when nothing is.
+/// Sends what is deferred, if anything: before the process spins or sleeps on an accelerated
+/// socket, before a send the kernel takes, before exec. One load when nothing is.
 #[inline]
-pub fn flush_before_wait() {
+pub fn flush_if_pending() {
     if PENDING_SINCE.load(SeqCst) != 0 {
         super::port::flush_deferred(false);
     }

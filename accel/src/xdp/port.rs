@@ -973,7 +973,7 @@ impl Vi for XdpPort {
     fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
         if tx.payload.len() > self.max_payload || !self.reaches(*tx.dest.ip()) {
             // The kernel sends this one now: what was deferred goes first.
-            flusher::flush_before_wait();
+            flusher::flush_if_pending();
             return TxOutcome::NotServed;
         }
         let batch = self.tx_batch;
