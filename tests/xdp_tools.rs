@@ -733,10 +733,12 @@ fn xdp_sockperf_ping_pong_and_throughput() {
 
 /// A python probe for batched kicks (ACCEL_XDP_TX_BATCH). `tail`: sends 5 datagrams, prints the
 /// monotonic time, then sleeps 1.5 s without touching a socket (only the flusher thread can send
-/// them before exit). `rr`: 50 request/answer round trips, blocking or through poll, prints the
-/// median round trip in ms.
+/// them before exit). `rr*`: 50 request/answer round trips, waiting for each answer in a
+/// blocking recvfrom, poll, epoll, select, or a loop of non-blocking recvfrom; prints the median
+/// round trip in ms. `fork`: 40 times, sends 40 datagrams and forks a child that polls the
+/// (inherited, accelerated) socket and exits; prints "forked N".
 const BATCH_PROBE: &str = r#"
-import socket, sys, time, select
+import socket, sys, time, select, os
 dest, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 7200))
@@ -745,14 +747,39 @@ if mode == "tail":
         s.sendto(b"tail %d" % i, (dest, port))
     print("sent %.6f" % time.monotonic(), flush=True)
     time.sleep(1.5)
+elif mode == "fork":
+    n = 0
+    for k in range(40):
+        for i in range(40):
+            s.sendto(b"stream %d" % i, (dest, port))
+        pid = os.fork()
+        if pid == 0:
+            select.select([s], [], [], 0)
+            try: s.recv(100, socket.MSG_DONTWAIT)
+            except BlockingIOError: pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+        n += 1
+    print("forked %d" % n, flush=True)
 else:
     rtts = []
     p = select.poll(); p.register(s.fileno(), select.POLLIN)
+    ep = select.epoll(); ep.register(s.fileno(), select.EPOLLIN)
     for i in range(50):
         t = time.monotonic()
         s.sendto(b"req %d" % i, (dest, port))
         if mode == "rr-poll" and not p.poll(5000): break
-        d, a = s.recvfrom(100)
+        if mode == "rr-epoll" and not ep.poll(5): break
+        if mode == "rr-select" and not select.select([s], [], [], 5)[0]: break
+        if mode == "rr-nonblock":
+            while True:
+                try:
+                    d, a = s.recvfrom(100, socket.MSG_DONTWAIT)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - t > 5: raise
+        else:
+            d, a = s.recvfrom(100)
         assert d == b"ans %d" % i, d
         rtts.append(time.monotonic() - t)
     rtts.sort()
@@ -789,13 +816,13 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
     let probe = py_args(&env.cx, BATCH_PROBE, "probe.py");
     let peer = py_args(&env.cx, BATCH_PEER, "peer.py");
 
-    // A batch of 16 never fills: the flusher sends the 5 after 2 ms, not the exit after 1.5 s.
+    // A batch of 16 never fills: the flusher sends the 5 after 50 ms, not the exit after 1.5 s.
     let mut cmd = env.cmd(Side::A, false, &py);
     cmd.arg(&peer).args([A_IP, "6600", "tail"]);
     let mut rx = env.spawn(cmd, "peer-tail");
     wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
     let mut cmd = env.cmd(Side::B, true, &py);
-    cmd.arg(&probe).args([A_IP, "6600", "tail"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "2000");
+    cmd.arg(&probe).args([A_IP, "6600", "tail"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "50000");
     // The neighbour entry first (until it resolves, datagrams go through the kernel).
     env.b.exec(&["ping", "-c", "1", "-W", "2", A_IP]);
     let (out, tx_pid) = env.run(cmd, "probe-tail", None);
@@ -811,11 +838,12 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
     eprintln!("tail: the last datagram arrived {:.1} ms after the sends", (last - sent_at) * 1000.0);
     assert!(last - sent_at < 0.5, "the batch waited {:.3} s (the sender slept 1.5 s): not flushed in time", last - sent_at);
     assert_eq!(env.xdp_counter(tx_pid, "tx_datagrams"), 5);
-    assert_eq!(env.xdp_counter(tx_pid, "tx_kicks"), 1, "{}", env.log_of(tx_pid));
-    assert_eq!(env.xdp_counter(tx_pid, "tx_late_kicks"), 1);
+    // One late kick, unless python took more than 50 ms between two of the five sends.
+    let (kicks, late) = (env.xdp_counter(tx_pid, "tx_kicks"), env.xdp_counter(tx_pid, "tx_late_kicks"));
+    assert!(late >= 1 && kicks == late, "kicks {kicks}, late {late}\n{}", env.log_of(tx_pid));
 
     // Requests: with a 100 ms flush time, round trips far below it prove the wait flushed.
-    for (port, mode) in [(6601u16, "rr"), (6602, "rr-poll")] {
+    for (port, mode) in [(6601u16, "rr"), (6602, "rr-poll"), (6604, "rr-epoll"), (6605, "rr-select"), (6606, "rr-nonblock")] {
         let mut cmd = env.cmd(Side::A, false, &py);
         cmd.arg(&peer).args([A_IP, &port.to_string(), "rr"]);
         let mut rx = env.spawn(cmd, &format!("peer-{mode}"));
@@ -833,6 +861,15 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
         assert_eq!(env.xdp_counter(tx_pid, "tx_late_kicks"), 0, "{mode}: a request waited for the flusher");
         assert!(rx.wait_timeout(CHILD_TIMEOUT).success());
     }
+
+    // Forks while batches are deferred and the flusher runs (nobody listens on 6607: the
+    // datagrams are only a load): every child, which polls the inherited socket, exits; none
+    // inherits the port's lock held by the flusher.
+    let mut cmd = env.cmd(Side::B, true, &py);
+    cmd.arg(&probe).args([A_IP, "6607", "fork"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "100");
+    let (out, _) = env.run(cmd, "probe-fork", None);
+    out.assert_success();
+    assert!(out.stdout_text().contains("forked 40"), "{}", out.stdout_text());
 
     // A stream (python: ~0.1 ms per datagram, bursts of 32 with 2 ms pauses) in batches of 16
     // with a 20 ms flush time: one kick per batch (the last, partial one at exit at the latest);

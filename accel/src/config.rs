@@ -293,7 +293,7 @@ impl Profile {
                 config.rx_wre = 16384;
                 config.tx_wre = 4096;
                 // AF_XDP copy mode: one kick (a system call) per 32 sends, not per send; a
-                // datagram waits for its batch at most 100 us (the default flush time).
+                // datagram waits for its batch about 100 us at most (the default flush time).
                 config.xdp_tx_batch = 32;
                 for key in [Key::RxBufs, Key::TxBufs, Key::RxWre, Key::TxWre, Key::XdpTxBatch] {
                     config.sources.set(key, source.clone());
@@ -561,7 +561,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         alias: None,
         default: "1",
         accepted: "1..=1024 datagrams (1: every send is kicked at once)",
-        help: "AF_XDP datapath, copy mode: sends kicked together with one system call; a datagram waits for the batch at most ACCEL_XDP_TX_FLUSH_USEC, and no longer than until the process waits on an accelerated socket",
+        help: "AF_XDP datapath, copy mode: sends kicked together with one system call; a datagram waits for the batch about ACCEL_XDP_TX_FLUSH_USEC at most, less when its thread waits on an accelerated socket",
     },
     Variable {
         name: "ACCEL_XDP_TX_FLUSH_USEC",
@@ -1830,7 +1830,8 @@ mod tests {
             "keep",
             "not a boolean (0/1, true/false, yes/no, on/off)",
             "1 (default)",
-        ),        ("ACCEL_XDP_TX_BATCH", "0", "out of range 1..=1024", "1 (default)"),
+        ),
+        ("ACCEL_XDP_TX_BATCH", "0", "out of range 1..=1024", "1 (default)"),
         ("ACCEL_XDP_TX_FLUSH_USEC", "1s", "not a number", "100 (default)"),
     ];
 

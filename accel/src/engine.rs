@@ -258,6 +258,8 @@ fn decide(fd: c_int, s: &Socket, what: &str, d: Decision) {
     let kernel = !d.accelerate();
     s.set_decision(&mut s.state.lock(), d);
     if kernel {
+        // Its later sends skip the engine: what the AF_XDP datapath holds goes first (order).
+        crate::xdp::flusher::flush_if_pending();
         release_rx(s);
         fdtable::remove(fd);
     }
@@ -724,13 +726,16 @@ pub fn set_nonblocking(fd: c_int, on: bool) {
 
 fn register_fork_handlers() {
     extern "C" fn prepare() {
+        crate::xdp::flusher::before_fork();
         fdtable::lock_for_fork();
     }
     extern "C" fn parent() {
         fdtable::unlock_after_fork();
+        crate::xdp::flusher::after_fork();
     }
     extern "C" fn child() {
         fdtable::unlock_after_fork();
+        crate::xdp::flusher::after_fork();
         crate::grace::after_fork_child();
         crate::shm::ring::after_fork_child();
         crate::mux::after_fork_child();
@@ -762,6 +767,7 @@ fn register_fork_handlers() {
         if let Some(vi) = shmvi::existing() {
             vi.shutdown();
         }
+        crate::xdp::flusher::flush_if_pending(); // counted in the log line below
         crate::xdp::port::log_counters();
         crate::xdp::port::shutdown();
     }
@@ -774,7 +780,7 @@ fn register_fork_handlers() {
 pub fn before_exec() -> Vec<Arc<Socket>> {
     let _g = EngineGuard::enter();
     // Frames left unkicked (ACCEL_XDP_TX_BATCH) would go with this image.
-    crate::xdp::flusher::flush_if_pending();
+    crate::xdp::flusher::flush_before_exec();
     shmvi::existing().map(|vi| vi.withdraw_all()).unwrap_or_default()
 }
 

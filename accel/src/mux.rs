@@ -652,8 +652,8 @@ unsafe fn run_poll(
         if let Some(r) = done(count(fds, n)) {
             return r;
         }
-        // Nothing ready: the process is about to wait, so what it sent goes now.
-        crate::xdp::flusher::flush_if_pending();
+        // Nothing ready: what this thread sent (ACCEL_XDP_TX_BATCH) goes before it waits.
+        crate::xdp::flusher::flush_if_mine();
         if dl.expired() {
             set_errno(saved);
             return 0;
@@ -675,6 +675,7 @@ unsafe fn run_poll(
         }
         // Queues nobody rings a doorbell for (AF_XDP) are slept on through their own fd.
         let waits: Vec<c_int> = rings.iter().filter_map(|r| r.wait_fd()).collect();
+        crate::xdp::flusher::flush_if_pending(); // nothing deferred waits for this sleep
         let b = block(dl.remaining(), &waits);
         drop(armed);
         spins = 0;
@@ -1842,8 +1843,8 @@ unsafe fn engine_loop(sh: &Shadow, epfd: c_int, ev: *mut epoll_event, max: usize
                 set_errno(saved);
                 return n as c_int;
             }
-            // Nothing ready: the process is about to wait, so what it sent goes now.
-            Ok(_) => crate::xdp::flusher::flush_if_pending(),
+            // Nothing ready: what this thread sent (ACCEL_XDP_TX_BATCH) goes before it waits.
+            Ok(_) => crate::xdp::flusher::flush_if_mine(),
         }
         if dl.expired() {
             set_errno(saved);
@@ -1863,6 +1864,7 @@ unsafe fn engine_loop(sh: &Shadow, epfd: c_int, ev: *mut epoll_event, max: usize
         if sh.bypass_pending(0) {
             continue;
         }
+        crate::xdp::flusher::flush_if_pending(); // nothing deferred waits for this sleep
         let r = kernel_wait(which, epfd, ev, max as c_int, dl.remaining(), mask);
         let e = errno();
         drop(armed);

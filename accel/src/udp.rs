@@ -381,9 +381,9 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
                 return r;
             }
         }
-        // Nothing to receive: the process is about to wait (or poll again), so what it sent
-        // goes now (ACCEL_XDP_TX_BATCH).
-        crate::xdp::flusher::flush_if_pending();
+        // Nothing to receive: what this thread sent (ACCEL_XDP_TX_BATCH) goes before it waits
+        // or polls again.
+        crate::xdp::flusher::flush_if_mine();
         if shut_rd && !nonblocking {
             return 0; // shut down for reading, queues empty: the kernel returns 0 at once
         }
@@ -408,7 +408,9 @@ unsafe fn receive(fd: c_int, s: &Socket, t: &RxTarget, msg: *mut msghdr, flags: 
             }
             continue;
         }
-        // Sleep in the kernel until a datagram or a doorbell arrives.
+        // Sleep in the kernel until a datagram or a doorbell arrives; nothing deferred by any
+        // thread waits for this one's sleep.
+        crate::xdp::flusher::flush_if_pending();
         let Some(b) = s.rx_binding() else {
             // No ring any more: only the kernel socket (doorbells still filtered above).
             let mut probe = [0u8; 1];
@@ -604,9 +606,9 @@ fn empty_nonblocking(s: &Socket, flags: c_int) -> Option<isize> {
     if s.kernel_hint.load(Ordering::Relaxed) {
         return None;
     }
-    // Nothing to receive: a request deferred by ACCEL_XDP_TX_BATCH goes before the caller
-    // polls for its answer.
-    crate::xdp::flusher::flush_if_pending();
+    // Nothing to receive: a request this thread deferred (ACCEL_XDP_TX_BATCH) goes before it
+    // polls for the answer.
+    crate::xdp::flusher::flush_if_mine();
     // The general path counts this call itself when it is the kernel's turn (on the AF_XDP
     // datapath: when the time pacing lets it look, else the count starts again here).
     if s.kernel_look_next() {
@@ -782,6 +784,8 @@ pub unsafe fn send_iov(
     engine::before_send(fd, s, to);
     let sent = if bypass { try_bypass_send(fd, s, iov, iovlen, to, flags) } else { None };
     let Some(r) = sent else {
+        // What the AF_XDP datapath holds unkicked goes first (order).
+        crate::xdp::flusher::flush_if_pending();
         let r = kernel();
         if r >= 0 {
             s.counters.tx(r as usize);
@@ -1021,6 +1025,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
             })
         }
         Some(s) => {
+            crate::xdp::flusher::flush_if_pending(); // order, as in send_iov
             let r = real::sendmsg(fd, msg, flags);
             if r >= 0 {
                 s.counters.tx(r as usize);

@@ -122,6 +122,11 @@ impl<P: PostedRx> PostedQueue<P> {
     pub fn with_device<R>(&self, f: impl FnOnce(&mut P) -> R) -> R {
         f(&mut self.inner.lock().dev)
     }
+
+    /// As [`PostedQueue::with_device`] if the lock is free at once; `None` if not.
+    pub fn try_with_device<R>(&self, f: impl FnOnce(&mut P) -> R) -> Option<R> {
+        self.inner.try_lock().map(|mut g| f(&mut g.dev))
+    }
 }
 
 impl<P: PostedRx> Inner<P> {

@@ -693,12 +693,17 @@ impl XdpVi {
             let before = self.xsk.tx.outstanding();
             if self.xsk.kick_tx().is_err() {
                 self.counters.tx_kick_errors += 1;
-                return;
+                break;
             }
             let after = self.xsk.tx.outstanding();
             if after == 0 || after >= before {
-                return;
+                break;
             }
+        }
+        // What the kernel left on the ring (a busy queue, an error) still needs a kick: it
+        // counts as unkicked, so a deferring caller tries again later.
+        if self.xsk.mode() == BindMode::Copy {
+            self.tx_unkicked = self.xsk.tx.outstanding();
         }
     }
 

@@ -721,17 +721,32 @@ pub fn log_counters() {
     }
 }
 
-/// Kicks the frames sends left unkicked ([`flusher`]); `late`: because one waited its longest.
-pub fn flush_deferred(late: bool) {
-    if let Some(p) = existing() {
-        p.queue.with_device(|d| {
-            if let Some(vi) = d.vi.as_mut() {
-                vi.flush_tx(late);
-            }
-            flusher::kicked();
-        });
-    } else {
+/// Kicks the frames sends left unkicked ([`flusher`]); `late`: because one waited its longest;
+/// `try_only`: not if the port's lock is taken.
+pub fn flush_deferred(late: bool, try_only: bool) {
+    let Some(p) = existing() else {
         flusher::kicked();
+        return;
+    };
+    let flush = |d: &mut XdpDev| match d.vi.as_mut() {
+        Some(vi) => kick_deferred(vi, late),
+        None => flusher::kicked(),
+    };
+    if try_only {
+        p.queue.try_with_device(flush);
+    } else {
+        p.queue.with_device(flush);
+    }
+}
+
+/// Kicks what `vi` holds unkicked; what the kernel did not take stays pending, due again one
+/// flush interval later (a busy queue: the flusher retries, it does not spin).
+fn kick_deferred(vi: &mut XdpVi, late: bool) {
+    vi.flush_tx(late);
+    if vi.unkicked() == 0 {
+        flusher::kicked();
+    } else {
+        flusher::deferred_first();
     }
 }
 
@@ -983,19 +998,15 @@ impl Vi for XdpPort {
                 return Some(vi.send(tx.src, tx.dest, tx.payload));
             }
             let r = vi.send_deferred(tx.src, tx.dest, tx.payload);
-            match vi.unkicked() {
-                0 => {}
-                1 if r.is_ok() => flusher::deferred_first(),
-                n if n >= batch => {
-                    vi.flush_tx(false);
-                    flusher::kicked();
+            if r.is_err() || vi.unkicked() >= batch {
+                // A full batch; or the kernel sends this one now, and what was queued before
+                // it goes first.
+                kick_deferred(vi, false);
+            } else {
+                flusher::deferred_here();
+                if vi.unkicked() == 1 {
+                    flusher::deferred_first();
                 }
-                _ => {}
-            }
-            if r.is_err() {
-                // The kernel sends this one now: what was queued before it goes first.
-                vi.flush_tx(false);
-                flusher::kicked();
             }
             Some(r)
         });
