@@ -293,7 +293,7 @@ impl Profile {
                 config.rx_wre = 16384;
                 config.tx_wre = 4096;
                 // AF_XDP copy mode: one kick (a system call) per 32 sends, not per send; a
-                // datagram waits for its batch about 100 us at most (the default flush time).
+                // datagram waits for its batch about 1 ms at most (the default flush time).
                 config.xdp_tx_batch = 32;
                 for key in [Key::RxBufs, Key::TxBufs, Key::RxWre, Key::TxWre, Key::XdpTxBatch] {
                     config.sources.set(key, source.clone());
@@ -566,7 +566,7 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
     Variable {
         name: "ACCEL_XDP_TX_FLUSH_USEC",
         alias: None,
-        default: "100",
+        default: "1000",
         accepted: "1..=100000 microseconds",
         help: "AF_XDP datapath: the longest a datagram waits for its batch (ACCEL_XDP_TX_BATCH > 1) before a helper thread kicks it",
     },
@@ -827,7 +827,7 @@ impl Default for Config {
             xdp_mode: crate::xdp::AttachMode::Auto,
             xdp_queues: XdpQueues::All,
             xdp_tx_batch: 1,
-            xdp_tx_flush_usec: 100,
+            xdp_tx_flush_usec: 1000,
             sources: Sources::default(),
         }
     }
@@ -1591,7 +1591,7 @@ mod tests {
         assert_eq!((config.rx_poll, config.select_poll), (1000, 1000));
         assert_eq!((config.rx_bufs, config.tx_bufs), (32768, 8192));
         assert_eq!((config.rx_wre, config.tx_wre), (16384, 4096));
-        assert_eq!((config.xdp_tx_batch, config.xdp_tx_flush_usec), (32, 100));
+        assert_eq!((config.xdp_tx_batch, config.xdp_tx_flush_usec), (32, 1000));
         assert_eq!(config.ring_allocation_rx, RingAllocation::PerInterface);
         assert_eq!(config.ring_migration_ratio_rx, 100);
     }
@@ -1832,7 +1832,7 @@ mod tests {
             "1 (default)",
         ),
         ("ACCEL_XDP_TX_BATCH", "0", "out of range 1..=1024", "1 (default)"),
-        ("ACCEL_XDP_TX_FLUSH_USEC", "1s", "not a number", "100 (default)"),
+        ("ACCEL_XDP_TX_FLUSH_USEC", "1s", "not a number", "1000 (default)"),
     ];
 
     #[test]
