@@ -3,8 +3,8 @@
 //! In AF_XDP copy mode nothing leaves the TX ring until the process kicks it with a system
 //! call, and across veth that call also runs the receiving side's kernel work. Kicking once
 //! per batch of sends instead of once per send saves the sender most of that per-call work
-//! (64 B on the bench machine: 0.78-0.97 us of its core per datagram kicked one by one,
-//! 0.64-0.86 us in batches of 16-32; docs/benchmarks.md). The port ([`super::port`]) leaves up
+//! (64 B on the bench machine: 0.80-0.86 us of its core per datagram kicked one by one,
+//! 0.62-0.64 us in batches of 32; docs/benchmarks.md). The port ([`super::port`]) leaves up
 //! to ACCEL_XDP_TX_BATCH - 1 frames unkicked; the batch's last send kicks them all. What bounds
 //! the wait of a batch that never fills:
 //!
