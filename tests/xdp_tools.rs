@@ -815,12 +815,17 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
     let py = python3();
     let probe = py_args(&env.cx, BATCH_PROBE, "probe.py");
     let peer = py_args(&env.cx, BATCH_PEER, "peer.py");
+    // A plain (kernel) peer in A on `port`, bound before it is returned.
+    let spawn_peer = |port: u16, mode: &str| {
+        let mut cmd = env.cmd(Side::A, false, &py);
+        cmd.arg(&peer).args([A_IP, &port.to_string(), mode]);
+        let mut p = env.spawn(cmd, &format!("peer-{port}"));
+        wait_stdout_line(&mut p, "bound", LISTEN_DEADLINE);
+        p
+    };
 
     // A batch of 16 never fills: the flusher sends the 5 after 50 ms, not the exit after 1.5 s.
-    let mut cmd = env.cmd(Side::A, false, &py);
-    cmd.arg(&peer).args([A_IP, "6600", "tail"]);
-    let mut rx = env.spawn(cmd, "peer-tail");
-    wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+    let mut rx = spawn_peer(6600, "tail");
     let mut cmd = env.cmd(Side::B, true, &py);
     cmd.arg(&probe).args([A_IP, "6600", "tail"]).env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "50000");
     // The neighbour entry first (until it resolves, datagrams go through the kernel).
@@ -844,10 +849,7 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
 
     // Requests: with a 100 ms flush time, round trips far below it prove the wait flushed.
     for (port, mode) in [(6601u16, "rr"), (6602, "rr-poll"), (6604, "rr-epoll"), (6605, "rr-select"), (6606, "rr-nonblock")] {
-        let mut cmd = env.cmd(Side::A, false, &py);
-        cmd.arg(&peer).args([A_IP, &port.to_string(), "rr"]);
-        let mut rx = env.spawn(cmd, &format!("peer-{mode}"));
-        wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+        let mut rx = spawn_peer(port, "rr");
         let mut cmd = env.cmd(Side::B, true, &py);
         cmd.arg(&probe).args([A_IP, &port.to_string(), mode]);
         cmd.env("ACCEL_XDP_TX_BATCH", "16").env("ACCEL_XDP_TX_FLUSH_USEC", "100000");

@@ -761,9 +761,8 @@ pub fn shutdown() {
             d.binds.clear();
             d.conns.clear();
             if let Some(vi) = d.vi.as_mut() {
-                vi.flush_tx(false);
+                kick_deferred(vi, false);
             }
-            flusher::kicked();
             d.vi.take()
         });
         drop(vi);
@@ -986,9 +985,9 @@ impl Vi for XdpPort {
     }
 
     fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {
+        // NotServed: the caller sends it through the kernel, and kicks what is deferred first
+        // (udp::send_iov), so order is kept.
         if tx.payload.len() > self.max_payload || !self.reaches(*tx.dest.ip()) {
-            // The kernel sends this one now: what was deferred goes first.
-            flusher::flush_if_pending();
             return TxOutcome::NotServed;
         }
         let batch = self.tx_batch;
@@ -998,14 +997,14 @@ impl Vi for XdpPort {
                 return Some(vi.send(tx.src, tx.dest, tx.payload));
             }
             let r = vi.send_deferred(tx.src, tx.dest, tx.payload);
-            if r.is_err() || vi.unkicked() >= batch {
-                // A full batch; or the kernel sends this one now, and what was queued before
-                // it goes first.
-                kick_deferred(vi, false);
-            } else {
-                flusher::deferred_here();
-                if vi.unkicked() == 1 {
-                    flusher::deferred_first();
+            if r.is_ok() {
+                if vi.unkicked() >= batch {
+                    kick_deferred(vi, false);
+                } else {
+                    flusher::deferred_here();
+                    if vi.unkicked() == 1 {
+                        flusher::deferred_first();
+                    }
                 }
             }
             Some(r)
