@@ -370,7 +370,7 @@ pub struct Variable {
 }
 
 /// The number of settings (not names: each setting may also have an alias).
-pub const VARIABLE_COUNT: usize = 28;
+pub const VARIABLE_COUNT: usize = 29;
 
 /// Every setting, in documentation order; [`Config::describe`] follows the same order.
 pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
@@ -570,10 +570,17 @@ pub const VARIABLES: [Variable; VARIABLE_COUNT] = [
         accepted: "1..=100000 microseconds",
         help: "AF_XDP datapath: the longest a datagram waits for its batch (ACCEL_XDP_TX_BATCH > 1) before a helper thread kicks it",
     },
+    Variable {
+        name: "ACCEL_XDP_TX_CSUM_OFFLOAD",
+        alias: None,
+        default: "1",
+        accepted: "boolean (0/1, true/false, yes/no, on/off)",
+        help: "AF_XDP datapath, copy mode: leave each sent datagram's UDP checksum to the device (the kernel completes it for devices without offload), as kernel sockets do; 0: computed in user space",
+    },
 ];
 
 /// Every name in [`VARIABLES`], ours and the aliases, each setting's pair together.
-const KNOWN_VARIABLES: [&str; 48] = [
+const KNOWN_VARIABLES: [&str; 49] = [
     "ACCEL_ENABLE",
     "VMA_OFFLOADED_SOCKETS",
     "ACCEL_PROFILE",
@@ -622,6 +629,7 @@ const KNOWN_VARIABLES: [&str; 48] = [
     "ACCEL_XDP_QUEUES",
     "ACCEL_XDP_TX_BATCH",
     "ACCEL_XDP_TX_FLUSH_USEC",
+    "ACCEL_XDP_TX_CSUM_OFFLOAD",
 ];
 
 /// Every variable name accel reads (ours and the aliases); `exec` keeps these in the new image.
@@ -661,6 +669,7 @@ enum Key {
     XdpQueues,
     XdpTxBatch,
     XdpTxFlushUsec,
+    XdpTxCsumOffload,
 }
 
 /// All keys, in the order of [`VARIABLES`].
@@ -693,6 +702,7 @@ const KEYS: [Key; VARIABLE_COUNT] = [
     Key::XdpQueues,
     Key::XdpTxBatch,
     Key::XdpTxFlushUsec,
+    Key::XdpTxCsumOffload,
 ];
 
 impl Key {
@@ -790,6 +800,8 @@ pub struct Config {
     pub xdp_tx_batch: u32,
     /// ACCEL_XDP_TX_FLUSH_USEC: the longest a batched send waits for its kick.
     pub xdp_tx_flush_usec: u32,
+    /// ACCEL_XDP_TX_CSUM_OFFLOAD: sends leave the UDP checksum to the device where they can.
+    pub xdp_tx_csum_offload: bool,
     /// Where each value above came from. Code that builds a `Config` by hand can leave this at
     /// its default; it only feeds [`Config::describe`].
     pub sources: Sources,
@@ -828,6 +840,7 @@ impl Default for Config {
             xdp_queues: XdpQueues::All,
             xdp_tx_batch: 1,
             xdp_tx_flush_usec: 1000,
+            xdp_tx_csum_offload: true,
             sources: Sources::default(),
         }
     }
@@ -939,6 +952,7 @@ impl Config {
         reader.read(Key::XdpQueues, parse_xdp_queues, |c, q| c.xdp_queues = q);
         reader.read(Key::XdpTxBatch, |raw| exact(parse_u32(raw, 1, 1024)), |c, n| c.xdp_tx_batch = n);
         reader.read(Key::XdpTxFlushUsec, |raw| exact(parse_u32(raw, 1, 100_000)), |c, n| c.xdp_tx_flush_usec = n);
+        reader.read(Key::XdpTxCsumOffload, parse_bool, |c, on| c.xdp_tx_csum_offload = on);
 
         (reader.config, reader.warnings)
     }
@@ -1014,6 +1028,7 @@ impl Config {
             Key::XdpQueues => self.xdp_queues.to_string(),
             Key::XdpTxBatch => self.xdp_tx_batch.to_string(),
             Key::XdpTxFlushUsec => self.xdp_tx_flush_usec.to_string(),
+            Key::XdpTxCsumOffload => flag(self.xdp_tx_csum_offload),
         };
         Shown {
             meaning: meaning_of(key, &value),
@@ -1448,6 +1463,7 @@ mod tests {
         ("ACCEL_XDP_QUEUES", " 2-3", "2-3"),
         ("ACCEL_XDP_TX_BATCH", "32", "32"),
         ("ACCEL_XDP_TX_FLUSH_USEC", "20", "20"),
+        ("ACCEL_XDP_TX_CSUM_OFFLOAD", "off", "0"),
     ];
 
     fn set_under(name: &str, input: &str, expected: &str, ours: &str) {
@@ -1833,6 +1849,7 @@ mod tests {
         ),
         ("ACCEL_XDP_TX_BATCH", "0", "out of range 1..=1024", "1 (default)"),
         ("ACCEL_XDP_TX_FLUSH_USEC", "1s", "not a number", "1000 (default)"),
+        ("ACCEL_XDP_TX_CSUM_OFFLOAD", "hw", "not a boolean (0/1, true/false, yes/no, on/off)", "1 (default)"),
     ];
 
     #[test]
@@ -2102,7 +2119,7 @@ mod tests {
         for (i, key) in KEYS.iter().enumerate() {
             assert_eq!(*key as usize, i);
         }
-        assert_eq!(Key::XdpTxFlushUsec as usize + 1, VARIABLE_COUNT);
+        assert_eq!(Key::XdpTxCsumOffload as usize + 1, VARIABLE_COUNT);
     }
 
     #[test]

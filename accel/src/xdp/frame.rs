@@ -29,8 +29,12 @@
 //!
 //! # Building
 //!
-//! [`write_udp4`] lays out a complete frame with both checksums computed (an AF_XDP socket
-//! in copy mode offers no checksum offload), DF set as the kernel sets it for UDP, TTL 64.
+//! [`write_udp4`] lays out a complete frame with both checksums computed, DF set as the kernel
+//! sets it for UDP, TTL 64. [`HeaderTemplate`] builds the same frames faster, either complete or
+//! ready for checksum offload ([`HeaderTemplate::write_for_offload`]: the UDP checksum field
+//! holds the pseudo-header sum and whoever transmits the frame — the NIC, or the kernel for a
+//! device without checksum offload — completes it over [`UDP_CSUM_START`].., exactly as for the
+//! kernel's own UDP sends).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -42,6 +46,10 @@ pub const IPV4_HEADER: usize = 20;
 pub const UDP_HEADER: usize = 8;
 /// Everything before the payload.
 pub const HEADERS: usize = ETH_HEADER + IPV4_HEADER + UDP_HEADER;
+/// Where an offloaded UDP checksum's sum starts (the UDP header), from the frame's start, and
+/// where in the UDP header the result goes (skb-style `csum_start` / `csum_offset`).
+pub const UDP_CSUM_START: u16 = (ETH_HEADER + IPV4_HEADER) as u16;
+pub const UDP_CSUM_OFFSET: u16 = 6;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const IPPROTO_UDP: u8 = 17;
@@ -188,12 +196,15 @@ pub fn parse_udp4(frame: &[u8]) -> Result<Udp4<'_>, DropReason> {
     let dst_port = be16(udp, 2).ok_or(DropReason::Truncated)?;
     let field = be16(udp, 6).ok_or(DropReason::Truncated)?;
     let pseudo = pseudo_header_sum(src_ip, dst_ip, udp_len as u16);
+    // Partial is checked before summing the payload: an offloaded send's frame (the usual case
+    // across veth) costs no pass over its bytes. A complete checksum that happens to equal the
+    // pseudo-header sum is accepted either way.
     let checksum = if field == 0 {
         Checksum::None
-    } else if fold(sum_words(udp, pseudo)) == 0xffff {
-        Checksum::Verified
     } else if field == fold(pseudo) {
         Checksum::Partial
+    } else if fold(sum_words(udp, pseudo)) == 0xffff {
+        Checksum::Verified
     } else {
         return Err(DropReason::UdpChecksum);
     };
@@ -282,6 +293,8 @@ pub struct HeaderTemplate {
     /// [`sum_words`] of the UDP pseudo-header without its length, and of the UDP header as in
     /// `bytes` (the ports).
     udp_sum: u64,
+    /// [`sum_words`] of the UDP pseudo-header without its length (for offloaded checksums).
+    pseudo_sum: u64,
 }
 
 impl HeaderTemplate {
@@ -298,9 +311,9 @@ impl HeaderTemplate {
             bytes[at] = 0;
         }
         let ip_sum = sum_words(&bytes[ETH_HEADER..ETH_HEADER + IPV4_HEADER], 0);
-        let pseudo = pseudo_header_sum(*header.src.ip(), *header.dst.ip(), 0);
-        let udp_sum = sum_words(&bytes[ETH_HEADER + IPV4_HEADER..], pseudo);
-        HeaderTemplate { header: *header, bytes, ip_sum, udp_sum }
+        let pseudo_sum = pseudo_header_sum(*header.src.ip(), *header.dst.ip(), 0);
+        let udp_sum = sum_words(&bytes[ETH_HEADER + IPV4_HEADER..], pseudo_sum);
+        HeaderTemplate { header: *header, bytes, ip_sum, udp_sum, pseudo_sum }
     }
 
     /// Whether frames for `header` (whatever its `ip_id`) are this template's.
@@ -314,6 +327,19 @@ impl HeaderTemplate {
     /// length, or `None` when it does not fit in `buf` or in the 16-bit IP length.
     #[inline]
     pub fn write(&self, buf: &mut [u8], ip_id: u16, payload: &[u8]) -> Option<usize> {
+        self.write_with(buf, ip_id, payload, false)
+    }
+
+    /// As [`HeaderTemplate::write`], but the UDP checksum is left for the transmitter to
+    /// complete (checksum offload): its field holds the folded pseudo-header sum, as the
+    /// kernel leaves it in a `CHECKSUM_PARTIAL` skb, and the payload is not summed here.
+    #[inline]
+    pub fn write_for_offload(&self, buf: &mut [u8], ip_id: u16, payload: &[u8]) -> Option<usize> {
+        self.write_with(buf, ip_id, payload, true)
+    }
+
+    #[inline(always)]
+    fn write_with(&self, buf: &mut [u8], ip_id: u16, payload: &[u8], offload: bool) -> Option<usize> {
         let (frame_len, ip_len16, udp_len16) = lengths(payload.len())?;
         let frame = buf.get_mut(..frame_len)?;
         let (head, data) = frame.split_at_mut(HEADERS);
@@ -323,12 +349,18 @@ impl HeaderTemplate {
         head[ETH_HEADER + 2..ETH_HEADER + 4].copy_from_slice(&ip_len16.to_be_bytes());
         head[ETH_HEADER + 4..ETH_HEADER + 6].copy_from_slice(&ip_id.to_be_bytes());
         head[ETH_HEADER + 10..ETH_HEADER + 12].copy_from_slice(&ip_sum.to_be_bytes());
-        // The UDP length counts twice: in the pseudo-header and in the UDP header.
-        let sum = sum_words(payload, self.udp_sum + 2 * u64::from(udp_len16));
-        let mut udp_sum = !fold(sum);
-        if udp_sum == 0 {
-            udp_sum = 0xffff; // as in write_udp4
-        }
+        let udp_sum = if offload {
+            // Not complemented: the sum the transmitter starts from. Never 0 (the protocol
+            // number alone makes it non-zero), so it cannot read as "no checksum".
+            fold(self.pseudo_sum + u64::from(udp_len16))
+        } else {
+            // The UDP length counts twice: in the pseudo-header and in the UDP header.
+            let sum = sum_words(payload, self.udp_sum + 2 * u64::from(udp_len16));
+            match !fold(sum) {
+                0 => 0xffff, // as in write_udp4
+                s => s,
+            }
+        };
         let udp = &mut head[ETH_HEADER + IPV4_HEADER..];
         udp[4..6].copy_from_slice(&udp_len16.to_be_bytes());
         udp[6..8].copy_from_slice(&udp_sum.to_be_bytes());
@@ -544,6 +576,40 @@ mod tests {
         let n = t.write(&mut g, header().ip_id, &payload).unwrap();
         assert_eq!(&f[..], &g[..n]);
         assert_eq!(&g[at..at + 2], &[0xff, 0xff]);
+    }
+
+    /// What a transmitter does with an offloaded checksum: sums from `UDP_CSUM_START` to the
+    /// end (the field included) and stores the complement there, 0 sent as 0xffff.
+    fn complete_offloaded(frame: &mut [u8]) {
+        let start = usize::from(UDP_CSUM_START);
+        let at = start + usize::from(UDP_CSUM_OFFSET);
+        let sum = match !fold(sum_words(&frame[start..], 0)) {
+            0 => 0xffff,
+            s => s,
+        };
+        frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    #[test]
+    fn offloaded_frames_are_partial_and_complete_to_the_full_frame() {
+        let t = HeaderTemplate::new(&header());
+        for len in [0usize, 1, 2, 17, 64, 1472] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut full = vec![0u8; 2048];
+            let n = t.write(&mut full, 9, &payload).unwrap();
+            let mut off = vec![0u8; 2048];
+            assert_eq!(t.write_for_offload(&mut off, 9, &payload), Some(n), "{len}");
+            let d = parse_udp4(&off[..n]).unwrap();
+            assert_eq!((d.checksum, d.payload), (Checksum::Partial, &payload[..]), "{len}");
+            // Only the UDP checksum differs, and completing it gives the full frame.
+            let at = usize::from(UDP_CSUM_START + UDP_CSUM_OFFSET);
+            assert_eq!(off[..at], full[..at], "{len}");
+            assert_eq!(off[at + 2..n], full[at + 2..n], "{len}");
+            complete_offloaded(&mut off[..n]);
+            assert_eq!(off[..n], full[..n], "{len}");
+        }
+        let mut small = [0u8; HEADERS + 3];
+        assert_eq!(t.write_for_offload(&mut small, 1, b"abcd"), None);
     }
 
     /// The folding loop, as RFC 1071 writes it (the reference for [`fold`]).

@@ -68,7 +68,7 @@ pub use loader::{AttachMode, ProgramStats};
 use loader::{ConnKey, FilterKey, Program};
 use route::{NoNextHop, Resolver};
 use umem::{Umem, FRAME_SIZE};
-use xsk::{BindMode, RingSizes, XdpDesc, Xsk};
+use xsk::{BindMode, RingSizes, XdpDesc, Xsk, TX_METADATA_LEN};
 
 /// IP protocol number of UDP, the only protocol filters steer so far.
 pub const IPPROTO_UDP: u8 = 17;
@@ -204,6 +204,8 @@ pub struct XdpVi {
     ip_id: u16,
     /// The headers of the last (source, destination, next hop) sent to, ready to copy.
     template: Option<HeaderTemplate>,
+    /// Sends leave the UDP checksum to the device (TX metadata, copy mode; see [`xsk`]).
+    tx_checksum_offload: bool,
     counters: XdpCounters,
     /// The queues of [`XdpVi::queue`]'s socket and of `more`'s, in that order.
     queues: Vec<u32>,
@@ -262,12 +264,13 @@ impl XdpVi {
             tx: config.tx_wre,
             completion: config.tx_wre,
         };
-        let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy, None) {
+        let metadata = config.xdp_tx_csum_offload;
+        let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy, None, metadata) {
             Ok(x) => x,
             // Drivers without zero-copy (veth, most virtual NICs) refuse it; copy mode works
             // everywhere. A busy queue stays an error: copy mode would be refused the same way.
             Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
-                Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy, None)?
+                Xsk::open(&umem, ifindex, queue, sizes, BindMode::Copy, None, metadata)?
             }
             // EBUSY: the queue already has an AF_XDP socket (another process?). Kept raw, so
             // the caller can tell.
@@ -278,7 +281,7 @@ impl XdpVi {
         let rx_only = RingSizes { tx: 8, completion: 8, ..sizes };
         let mut more = Vec::with_capacity(rest.len());
         for &q in rest {
-            more.push(Xsk::open(&umem, ifindex, q, rx_only, BindMode::Copy, Some(&xsk))?);
+            more.push(Xsk::open(&umem, ifindex, q, rx_only, BindMode::Copy, Some(&xsk), metadata)?);
         }
         let waiter = if more.is_empty() { None } else { Some(epoll_of(std::iter::once(&xsk).chain(&more))?) };
         program.register_socket(queue, xsk.fd())?;
@@ -287,7 +290,10 @@ impl XdpVi {
         }
         let max_ip_len = (if_mtu as usize)
             .min(config.mtu as usize)
-            .min(FRAME_SIZE as usize - frame::ETH_HEADER);
+            .min((FRAME_SIZE - TX_METADATA_LEN) as usize - frame::ETH_HEADER);
+        // Zero-copy drivers may not implement the checksum request: only copy mode, where the
+        // kernel completes the checksum for any device, offloads it.
+        let tx_checksum_offload = xsk.tx_metadata() && xsk.mode() == BindMode::Copy;
         let mut vi = XdpVi {
             ifname: ifname.to_string(),
             ifindex,
@@ -299,6 +305,7 @@ impl XdpVi {
             rx_spare: umem.rx_addrs().collect(),
             ip_id: (std::process::id() as u16).wrapping_mul(31),
             template: None,
+            tx_checksum_offload,
             counters: XdpCounters { rx_queue_frames: vec![0; queues.len()], ..XdpCounters::default() },
             queues: queues.to_vec(),
             rx_turn: 0,
@@ -310,6 +317,16 @@ impl XdpVi {
             umem,
             program,
         };
+        if tx_checksum_offload {
+            // The request is the same for every frame and the kernel does not write it back
+            // (no timestamp is asked for): written once, in every send frame's metadata room.
+            let frames: Vec<u64> = vi.umem.tx_addrs().collect();
+            for addr in frames {
+                if let Some(frame) = vi.umem.frame_mut(addr) {
+                    xsk::write_checksum_request(&mut frame[..TX_METADATA_LEN as usize], frame::UDP_CSUM_START, frame::UDP_CSUM_OFFSET);
+                }
+            }
+        }
         vi.refill();
         Ok(vi)
     }
@@ -599,6 +616,12 @@ impl XdpVi {
         self.xsk.mode() == BindMode::ZeroCopy
     }
 
+    /// Whether sends leave the UDP checksum to the device (ACCEL_XDP_TX_CSUM_OFFLOAD, a kernel
+    /// with AF_XDP TX metadata, copy mode).
+    pub fn tx_checksum_offload(&self) -> bool {
+        self.tx_checksum_offload
+    }
+
     /// How this process attached the program, or `None` if it joined an attached one.
     pub fn attach_mode(&self) -> Option<AttachMode> {
         self.program.attached_mode()
@@ -670,12 +693,23 @@ impl XdpVi {
             Some(t) if t.serves(&header) => t,
             slot => slot.insert(HeaderTemplate::new(&header)),
         };
-        let written = self.umem.frame_mut(addr).and_then(|buf| template.write(buf, header.ip_id, payload));
+        // The frame's data starts after the metadata room (every TX address must; see xsk).
+        let offload = self.tx_checksum_offload;
+        let written = self.umem.frame_mut(addr).and_then(|buf| {
+            let data = &mut buf[TX_METADATA_LEN as usize..];
+            if offload {
+                template.write_for_offload(data, header.ip_id, payload)
+            } else {
+                template.write(data, header.ip_id, payload)
+            }
+        });
         let Some(frame_len) = written else {
             self.tx_free.push(addr);
             return Err(NotSent::TooBig);
         };
-        let pushed = self.xsk.tx.push(XdpDesc { addr, len: frame_len as u32, options: 0 });
+        let options = if offload { xsk::XDP_TX_METADATA } else { 0 };
+        let desc = XdpDesc { addr: addr + u64::from(TX_METADATA_LEN), len: frame_len as u32, options };
+        let pushed = self.xsk.tx.push(desc);
         debug_assert!(pushed, "free(1) was checked");
         Ok(Sent { frame_len })
     }
@@ -711,7 +745,8 @@ impl XdpVi {
     fn reap_completions(&mut self) {
         let done = self.xsk.completion.available();
         for i in 0..done {
-            self.tx_free.push(self.xsk.completion.peek(i));
+            let addr = self.xsk.completion.peek(i); // the descriptor's: past the metadata room
+            self.tx_free.push(addr - addr % u64::from(FRAME_SIZE));
         }
         if done > 0 {
             self.xsk.completion.release(done);

@@ -20,7 +20,8 @@
 //! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
 //!   the XSK fd as its [`RxQueue::wait_fd`](crate::vi::RxQueue::wait_fd): blocking receives and
 //!   the poll/select/epoll loops sleep on it next to the application's fds.
-//! - **Send**: Ethernet/IPv4/UDP built in a UMEM frame, checksums complete, next hop from
+//! - **Send**: Ethernet/IPv4/UDP built in a UMEM frame (the UDP checksum left to the device in
+//!   copy mode where the kernel takes TX metadata, else computed here), next hop from
 //!   rtnetlink (cached, see [`super::route`]). An unresolved neighbour, no route through this
 //!   interface, a local or broadcast destination, a datagram over the MTU or a full ring →
 //!   [`TxOutcome::NotServed`], i.e. the kernel sends it (and resolves the neighbour meanwhile).
@@ -655,13 +656,14 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
             PORT.get_or_init(|| match XdpPort::open(&ifname, config) {
                 Ok(p) => {
                     crate::log::debug(format_args!(
-                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames",
+                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames, UDP checksums {}",
                         ifname,
                         if p.queues.len() > 1 { "s" } else { "" },
                         queue_list(&p.queues),
                         p.mode.map_or("joined", AttachMode::name),
                         if p.zero_copy() { ", zero copy" } else { ", copy" },
-                        config.rx_bufs
+                        config.rx_bufs,
+                        if p.tx_checksum_offload() { "offloaded" } else { "computed" }
                     ));
                     Some(p)
                 }
@@ -831,6 +833,10 @@ impl XdpPort {
     /// The receive queues the port has an XSK on.
     pub fn queues(&self) -> &[u32] {
         &self.queues
+    }
+
+    pub fn tx_checksum_offload(&self) -> bool {
+        self.queue.with_device(|d| d.vi.as_ref().is_some_and(XdpVi::tx_checksum_offload))
     }
 
     pub fn zero_copy(&self) -> bool {

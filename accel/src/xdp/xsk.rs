@@ -26,6 +26,19 @@
 //! copy mode every TX batch is kicked, flag or not. For the fill ring, `recvfrom` with
 //! `MSG_DONTWAIT` (or a `poll`) does it.
 //!
+//! # TX metadata (checksum offload)
+//!
+//! Since Linux 6.11 (and the 6.8–6.10 stable updates) a UMEM registered with
+//! `XDP_UMEM_TX_METADATA_LEN` reserves `tx_metadata_len` bytes before each TX descriptor's
+//! address for a `struct xsk_tx_metadata`; a descriptor with the `XDP_TX_METADATA` option asks,
+//! through it, for the UDP checksum to be completed by the device (`XDP_TXMD_FLAGS_CHECKSUM`,
+//! skb-style start and offset). In copy mode the kernel honours it for every device: the skb it
+//! builds is `CHECKSUM_PARTIAL`, completed by the NIC, or in software on the way out for a device
+//! without checksum offload. Older kernels refuse the flag, and we register without metadata
+//! (a kernel before 6.8 would ignore the length silently and then refuse every descriptor
+//! asking for metadata, so the length alone is never tried). Zero-copy drivers implement the
+//! request or not; this module only reports whether the UMEM has the room.
+//!
 //! # Why raw system calls and not a crate
 //!
 //! What this needs is small (socket, five setsockopts, one getsockopt, four mmaps, bind, the
@@ -50,6 +63,27 @@ pub struct XdpDesc {
     /// Bytes of frame data.
     pub len: u32,
     pub options: u32,
+}
+
+/// Bytes reserved before every TX descriptor's address for `struct xsk_tx_metadata` (24 bytes
+/// today) when the UMEM has TX metadata: a multiple of 8 below 256 as the kernel wants, and a
+/// whole cache line so that sent frames still start on one. Every TX descriptor's address must
+/// then lie this far into its frame, metadata or not.
+pub const TX_METADATA_LEN: u32 = 64;
+/// `xdp_umem_reg.flags`: `tx_metadata_len` is meant (`XDP_UMEM_TX_METADATA_LEN`).
+const XDP_UMEM_TX_METADATA_LEN: u32 = 1 << 2;
+/// `xdp_desc.options`: this descriptor carries TX metadata (`XDP_TX_METADATA`).
+pub const XDP_TX_METADATA: u32 = 1 << 1;
+/// `xsk_tx_metadata.flags`: complete the L4 checksum (`XDP_TXMD_FLAGS_CHECKSUM`).
+pub const XDP_TXMD_FLAGS_CHECKSUM: u64 = 1 << 1;
+
+/// Writes the TX metadata that asks for a checksum over `frame[start..]` stored at
+/// `start + offset` (`struct xsk_tx_metadata`: u64 flags, then u16 csum_start, u16 csum_offset;
+/// native byte order) into `meta`, the `TX_METADATA_LEN` bytes before a frame's data.
+pub fn write_checksum_request(meta: &mut [u8], start: u16, offset: u16) {
+    meta[..8].copy_from_slice(&XDP_TXMD_FLAGS_CHECKSUM.to_ne_bytes());
+    meta[8..10].copy_from_slice(&start.to_ne_bytes());
+    meta[10..12].copy_from_slice(&offset.to_ne_bytes());
 }
 
 /// Depths of the four rings; each is rounded up to a power of two (the kernel requires it).
@@ -224,6 +258,8 @@ pub struct Xsk {
     pub fill: Producer<u64>,
     pub completion: Consumer<u64>,
     mode: BindMode,
+    /// Whether the UMEM has room for TX metadata ([`TX_METADATA_LEN`] before each TX address).
+    tx_metadata: bool,
     // Last: the rings are unmapped before the socket is closed.
     fd: OwnedFd,
 }
@@ -307,6 +343,10 @@ impl Xsk {
     /// registering it: the kernel then wants fill and completion rings of its own (a queue's
     /// frames are posted and completed per queue), and gives it the first socket's bind mode
     /// (`mode` is ignored).
+    ///
+    /// With `tx_metadata` the UMEM is registered with room for TX metadata where the kernel
+    /// supports it ([`Xsk::tx_metadata`] says whether it did; see the module doc). A shared
+    /// socket has its first socket's UMEM, and the same answer.
     pub fn open(
         umem: &Umem,
         ifindex: u32,
@@ -314,6 +354,7 @@ impl Xsk {
         sizes: RingSizes,
         mode: BindMode,
         shared: Option<&Xsk>,
+        tx_metadata: bool,
     ) -> io::Result<Xsk> {
         // SAFETY: plain socket(2); the result is checked and owned at once.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -322,17 +363,29 @@ impl Xsk {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let raw = fd.as_raw_fd();
 
-        if shared.is_none() {
-            let reg = libc::xdp_umem_reg {
-                addr: umem.base() as u64,
-                len: umem.len() as u64,
-                chunk_size: FRAME_SIZE,
-                headroom: 0,
-                flags: 0,
-                tx_metadata_len: 0,
-            };
-            set_opt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
-        }
+        let tx_metadata = match shared {
+            Some(first) => first.tx_metadata,
+            None => {
+                let reg = |flags: u32, tx_metadata_len: u32| libc::xdp_umem_reg {
+                    addr: umem.base() as u64,
+                    len: umem.len() as u64,
+                    chunk_size: FRAME_SIZE,
+                    headroom: 0,
+                    flags,
+                    tx_metadata_len,
+                };
+                let with_metadata = reg(XDP_UMEM_TX_METADATA_LEN, TX_METADATA_LEN);
+                match tx_metadata.then(|| set_opt(raw, libc::XDP_UMEM_REG, &with_metadata, "XDP_UMEM_REG")) {
+                    Some(Ok(())) => true,
+                    // EINVAL: a kernel that does not know the flag. Anything else fails the
+                    // plain registration too, which then says so.
+                    Some(Err(_)) | None => {
+                        set_opt(raw, libc::XDP_UMEM_REG, &reg(0, 0), "XDP_UMEM_REG")?;
+                        false
+                    }
+                }
+            }
+        };
         let pow2 = |n: u32| n.max(1).next_power_of_two();
         let sizes = RingSizes {
             fill: pow2(sizes.fill),
@@ -398,8 +451,15 @@ impl Xsk {
             fill: Producer::new(fill),
             completion: Consumer::new(comp),
             mode,
+            tx_metadata,
             fd,
         })
+    }
+
+    /// Whether TX descriptors may carry metadata: the UMEM reserves [`TX_METADATA_LEN`] bytes
+    /// before each of their addresses.
+    pub fn tx_metadata(&self) -> bool {
+        self.tx_metadata
     }
 
     /// The socket's fd: readable (POLLIN) when the RX ring has frames.
