@@ -1210,24 +1210,46 @@ print("got", n[0], n[1], "in-order", in_order[0], in_order[1], flush=True)
 /// `quiet` seconds of silence. Last it prints "summary" with every phase's count. With
 /// `any-block`, `leave_after` "uP" unblocks the source after phase P instead ("unblocked").
 const MMEMBER: &str = r#"
-import socket, struct, sys
+import ctypes, socket, struct, sys
 group, iface, port, how, phases, leave_after, quiet, ifname = sys.argv[1:9]
 port, quiet = int(port), float(quiet)
 want = {int(p): int(n) for p, n in (x.split(":") for x in phases.split(",") if x)}
 # Not in the socket module of every python: the Linux values.
 IP_UNBLOCK_SOURCE, IP_BLOCK_SOURCE, IP_ADD_SOURCE_MEMBERSHIP, IP_DROP_SOURCE_MEMBERSHIP = 37, 38, 39, 40
 MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47
+IP_MSFILTER, MCAST_MSFILTER, MCAST_INCLUDE = 41, 48, 1
+# A source filter set wholesale after an any-source join, INCLUDE the sources: with the socket
+# options, or through glibc's setipv4sourcefilter() / setsourcefilter() (which call setsockopt
+# inside libc).
+WHOLESALE = ("msfilter", "mcast-msfilter", "ipv4sourcefilter", "sourcefilter")
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 s.bind(("0.0.0.0", port))
 g, i = socket.inet_aton(group), socket.inet_aton(iface)
 kind, _, rest = how.partition("=")
-sources = rest.split("+") if kind in ("src", "mcast-src") else []
+sources = rest.split("+") if kind in ("src", "mcast-src") + WHOLESALE else []
 def storage(a):
     return struct.pack("=H2x4s", socket.AF_INET, socket.inet_aton(a)).ljust(128, b"\0")
 def gsr(src):
     return struct.pack("=I4x", socket.if_nametoindex(ifname)) + storage(group) + storage(src)
+def set_filter(srcs):
+    index, word = socket.if_nametoindex(ifname), lambda a: struct.unpack("=I", socket.inet_aton(a))[0]
+    if kind == "msfilter":
+        s.setsockopt(socket.IPPROTO_IP, IP_MSFILTER, g + i + struct.pack("=II", MCAST_INCLUDE, len(srcs)) + b"".join(socket.inet_aton(x) for x in srcs))
+    elif kind == "mcast-msfilter":
+        s.setsockopt(socket.IPPROTO_IP, MCAST_MSFILTER, struct.pack("=I4x", index) + storage(group) + struct.pack("=II", MCAST_INCLUDE, len(srcs)) + b"".join(storage(x) for x in srcs))
+    else:
+        libc = ctypes.CDLL(None, use_errno=True)
+        u32 = ctypes.c_uint32
+        if kind == "ipv4sourcefilter":
+            arr = (u32 * max(len(srcs), 1))(*[word(x) for x in srcs])
+            r = libc.setipv4sourcefilter(s.fileno(), u32(word(iface)), u32(word(group)), u32(MCAST_INCLUDE), u32(len(srcs)), arr)
+        else:
+            lst = ctypes.create_string_buffer(b"".join(storage(x) for x in srcs) or b"\0" * 128)
+            grp = ctypes.create_string_buffer(storage(group))
+            r = libc.setsourcefilter(s.fileno(), u32(index), grp, u32(16), u32(MCAST_INCLUDE), u32(len(srcs)), lst)
+        assert r == 0, "%s: errno %d" % (kind, ctypes.get_errno())
 if kind == "src":
     for src in sources:
         s.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, g + i + socket.inet_aton(src))
@@ -1238,6 +1260,13 @@ else:
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, g + i)
     if kind == "any-block":
         s.setsockopt(socket.IPPROTO_IP, IP_BLOCK_SOURCE, g + i + socket.inet_aton(rest))
+    elif kind in WHOLESALE:
+        set_filter(sources)
+    elif kind == "hidden-exclude":
+        # libc's own setsockopt, past any preloaded one (as a library bound to libc calls it).
+        v = g + i + struct.pack("=II", 0, 1) + socket.inet_aton(rest)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        assert libc.setsockopt(s.fileno(), socket.IPPROTO_IP, IP_MSFILTER, v, len(v)) == 0, ctypes.get_errno()
 print("joined", flush=True)
 s.settimeout(quiet)
 seen, dup, bad, senders = {}, {}, 0, {}
@@ -1249,6 +1278,8 @@ def leave():
     elif kind == "mcast-src":
         for src in sources:
             s.setsockopt(socket.IPPROTO_IP, MCAST_LEAVE_SOURCE_GROUP, gsr(src))
+    elif kind in WHOLESALE:
+        set_filter([])  # INCLUDE nothing: the kernel leaves the group
     else:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, g + i)
 try:
@@ -1502,13 +1533,17 @@ fn xdp_multicast_bound_non_member_keeps_getting_the_group() {
 const B_IP2: &str = "10.203.0.3";
 
 /// Source-specific multicast on the datapath: a member that joined group G for source S only
-/// (IP_ADD_SOURCE_MEMBERSHIP; then MCAST_JOIN_SOURCE_GROUP) gets S's datagrams through the XSK
+/// (IP_ADD_SOURCE_MEMBERSHIP; MCAST_JOIN_SOURCE_GROUP; an any-source join narrowed to INCLUDE S
+/// by IP_MSFILTER, by MCAST_MSFILTER, by glibc's setipv4sourcefilter() and setsourcefilter(),
+/// left by INCLUDE nothing) gets S's datagrams through the XSK
 /// (A's kernel sees none of them) and none of another source's, which the program passes to the
 /// kernel and the kernel's source filter drops; once it dropped the source nothing more reaches
 /// it. Only what it joined ever reached the XSK, and A's kernel sent the IGMPv3 records of each
 /// join and leave (captured on B's side). A member of two sources gets both through the
 /// XSK. An any-source member that blocks a source (IP_BLOCK_SOURCE) is served by the kernel,
-/// which keeps the blocked source out, and is steered again once it unblocks it; a second
+/// which keeps the blocked source out, and is steered again once it unblocks it; one whose
+/// filter was set where no hook sees it (libc's own setsockopt) is handed to the kernel at the
+/// owner's next check; a second
 /// member of a source-specific group (a plain process) makes the kernel serve both.
 #[test]
 fn xdp_multicast_source_specific_members() {
@@ -1532,6 +1567,10 @@ fn xdp_multicast_source_specific_members() {
     for (how, joined, other, group, port) in [
         ("src", B_IP, B_IP2, "232.1.2.3", 7200u16),
         ("mcast-src", B_IP2, B_IP, "232.1.2.4", 7201),
+        ("msfilter", B_IP, B_IP2, "232.1.2.8", 7206),
+        ("mcast-msfilter", B_IP2, B_IP, "232.1.2.9", 7207),
+        ("ipv4sourcefilter", B_IP, B_IP2, "232.1.2.10", 7208),
+        ("sourcefilter", B_IP2, B_IP, "232.1.2.11", 7209),
     ] {
         let what = format!("{how}={joined}");
         let mut cmd = env.cmd(Side::A, true, &py);
@@ -1559,7 +1598,9 @@ fn xdp_multicast_source_specific_members() {
             summary.starts_with(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={joined} 2={joined}")),
             "{what}: the member got datagrams it did not join for: {summary}\n{log}"
         );
-        assert!(log.contains(&format!("xdp: {group}:{port} has a single member: steered to the XSK from {joined}")), "{what}\n{log}");
+        // A filter set wholesale follows an any-source join (steered by group:port first).
+        let steered = if matches!(how, "src" | "mcast-src") { " has a single member:" } else { ":" };
+        assert!(log.contains(&format!("xdp: {group}:{port}{steered} steered to the XSK from {joined}")), "{what}\n{log}");
         // Only the joined source's datagrams went through the XSK, and every one had its owner.
         assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), 2 * u64::from(n), "{what}\n{log}");
         assert_eq!(env.xdp_counter(owner.pid, "rx_unclaimed"), 0, "{what}");
@@ -1625,6 +1666,27 @@ fn xdp_multicast_source_specific_members() {
     assert!(log.contains(&format!("xdp: {group}:{port}: a source filter the program cannot follow: the kernel serves it")), "{log}");
     assert_eq!(log.matches(&format!("xdp: {group}:{port} has a single member: steered to the XSK\n")).count(), 2, "{log}");
     assert_eq!(env.xdp_counter(owner.pid, "rx_datagrams"), u64::from(n), "{log}");
+
+    // A filter set where no hook sees it (EXCLUDE a source, by libc's own setsockopt) after an
+    // any-source join: the owner's next check finds it in /proc/net/mcfilter and hands the group
+    // to the kernel, which keeps that source out.
+    let (group, port) = ("239.1.3.2", 7210u16);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.arg(&member).args([group, A_IP, &port.to_string(), &format!("hidden-exclude={B_IP2}"), &format!("0:{n},2:{n}"), "-", "20", A_DEV]);
+    let mut owner = env.spawn(cmd, "asm-hidden-exclude");
+    wait_stdout_line(&mut owner, "joined", LISTEN_DEADLINE);
+    std::thread::sleep(Duration::from_millis(50)); // past the owner's check interval (20 ms)
+    msend_from(&env, B_IP, group, port, 0, 0..n);
+    wait_stdout_line(&mut owner, &format!("phase 0 complete {n} dup 0"), CHILD_TIMEOUT);
+    let before = env.a.in_datagrams();
+    msend_from(&env, B_IP2, group, port, 1, 0..n);
+    msend_from(&env, B_IP, group, port, 2, 0..n);
+    let st = owner.wait_timeout(CHILD_TIMEOUT);
+    let out = owner.stdout_text();
+    let log = env.log_of(owner.pid);
+    assert!(st.success() && out.contains(&format!("summary 0:{n} 2:{n} bad 0 dup 0 senders 0={B_IP} 2={B_IP}\n")), "hidden filter: {out}\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, u64::from(n), "hidden filter: the kernel serves the group\n{log}");
+    assert!(log.contains(&format!("xdp: {group}:{port}: a source filter the program cannot follow: the kernel serves it")), "{log}");
 
     // A source-specific group with a second member (plain; accelerated, without the queue): the
     // kernel serves both.

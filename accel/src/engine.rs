@@ -28,7 +28,7 @@ use crate::rules::{Role, RuleSet};
 use crate::shm::vi as shmvi;
 use crate::socket::{Proto, Socket};
 use crate::vi::{Filter, Vi};
-use crate::xdp::port::{GroupChange, JoinInterface};
+use crate::xdp::port::{GroupChange, JoinInterface, SourceFilter};
 
 /// The process-wide engine state, built once.
 pub struct Engine {
@@ -506,10 +506,12 @@ pub fn is_membership_option(name: c_int) -> bool {
 ///
 /// Layouts: `ip_mreq` (group, interface address) or `ip_mreqn` (…, interface index) for
 /// IP_ADD/DROP_MEMBERSHIP; `ip_mreq_source` (group, interface address, source) for the
-/// IP_*_SOURCE options; `ip_msfilter` (group, interface address, …) for IP_MSFILTER; and for the
-/// protocol-independent MCAST_* options a u32 interface index, then (8-byte aligned) a
-/// `sockaddr_storage` with the group at 8 and, in `group_source_req`, a second one with the
-/// source at 136.
+/// IP_*_SOURCE options; `ip_msfilter` (group, interface address, u32 mode, u32 count, then the
+/// sources, 4 bytes each, from 16) for IP_MSFILTER; and for the protocol-independent MCAST_*
+/// options a u32 interface index, then (8-byte aligned) a `sockaddr_storage` with the group at 8
+/// and, in `group_source_req`, a second one with the source at 136; `group_filter` has the mode
+/// and count at 136 and 140 and the sources as `sockaddr_storage`s (128 bytes each) from 144.
+/// A filter whose list cannot be read whole is `SetFilter(None)`.
 pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInterface, GroupChange)> {
     let ip = |at: usize| bytes.get(at..at + 4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
     let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
@@ -534,7 +536,14 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
         libc::IP_ADD_SOURCE_MEMBERSHIP | libc::IP_DROP_SOURCE_MEMBERSHIP | libc::IP_BLOCK_SOURCE | libc::IP_UNBLOCK_SOURCE => {
             Some((ip(0)?, by_address(ip(4)?), source_change(name, ip(8)?)))
         }
-        libc::IP_MSFILTER => Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter)),
+        libc::IP_MSFILTER => {
+            let filter = (|| {
+                let count = word(12)? as usize;
+                let sources = (0..count).map(|k| ip(16 + 4 * k)).collect::<Option<Vec<_>>>()?;
+                Some(SourceFilter { include: word(8)? == MCAST_INCLUDE, sources })
+            })();
+            Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter(filter)))
+        }
         libc::MCAST_JOIN_GROUP | libc::MCAST_LEAVE_GROUP => {
             let change = if name == libc::MCAST_JOIN_GROUP { GroupChange::Join } else { GroupChange::Leave };
             Some((sin(8)?, by_index(word(0)?), change))
@@ -542,10 +551,21 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
         libc::MCAST_JOIN_SOURCE_GROUP | libc::MCAST_LEAVE_SOURCE_GROUP | libc::MCAST_BLOCK_SOURCE | libc::MCAST_UNBLOCK_SOURCE => {
             Some((sin(8)?, by_index(word(0)?), source_change(name, sin(136)?)))
         }
-        libc::MCAST_MSFILTER => Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter)),
+        libc::MCAST_MSFILTER => {
+            let filter = (|| {
+                let count = word(140)? as usize;
+                let sources = (0..count).map(|k| sin(144 + 128 * k)).collect::<Option<Vec<_>>>()?;
+                Some(SourceFilter { include: word(136)? == MCAST_INCLUDE, sources })
+            })();
+            Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter(filter)))
+        }
         _ => None,
     }
 }
+
+/// `ip_msfilter.imsf_fmode` / `group_filter.gf_fmode`: only the listed sources (else
+/// MCAST_EXCLUDE, 0: all but them).
+const MCAST_INCLUDE: u32 = 1;
 
 /// The change a source option makes, in either family (IP_* with `ip_mreq_source`, MCAST_* with
 /// `group_source_req`): the caller has matched `name` to one of the four kinds.
@@ -588,6 +608,62 @@ pub fn after_membership(fd: c_int, s: &Socket, name: c_int, val: *const c_void, 
     };
     contain(fd, "setsockopt", || keep_errno(|| port.membership(b, group, iface, change)));
 }
+
+/// After a successful setipv4sourcefilter() on one of our sockets: glibc sets the filter with a
+/// setsockopt(IP_MSFILTER) inside libc, which no preloaded setsockopt sees, so the call is
+/// followed as that option would be (its `ip_msfilter` rebuilt from the arguments).
+///
+/// # Safety
+/// `list` holds `count` addresses (libc just read them: the call succeeded).
+pub unsafe fn after_ipv4_source_filter(fd: c_int, s: &Socket, iface: libc::in_addr, group: libc::in_addr, mode: u32, count: u32, list: *const libc::in_addr) {
+    let mut msf = Vec::with_capacity(16 + 4 * count.min(MAX_FILTER_SOURCES) as usize);
+    for word in [group.s_addr, iface.s_addr] {
+        msf.extend_from_slice(&word.to_ne_bytes());
+    }
+    msf.extend_from_slice(&mode.to_ne_bytes());
+    msf.extend_from_slice(&count.to_ne_bytes());
+    // A list we cannot read whole stays short: the filter is then one we cannot follow.
+    if count <= MAX_FILTER_SOURCES && !list.is_null() {
+        for k in 0..count as usize {
+            // SAFETY: the caller's `count` sources at `list`, which libc just read successfully.
+            let a = unsafe { core::ptr::read_unaligned(list.add(k)) };
+            msf.extend_from_slice(&a.s_addr.to_ne_bytes());
+        }
+    }
+    after_membership(fd, s, libc::IP_MSFILTER, msf.as_ptr().cast(), msf.len() as socklen_t);
+}
+
+/// After a successful setsourcefilter() on one of our sockets: as
+/// [`after_ipv4_source_filter`], for the `group_filter` of MCAST_MSFILTER.
+///
+/// # Safety
+/// `group` holds `group_len` bytes and `list` `count` `sockaddr_storage`s (libc just read them:
+/// the call succeeded).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn after_source_filter(fd: c_int, s: &Socket, iface: u32, group: *const sockaddr, group_len: socklen_t, mode: u32, count: u32, list: *const libc::sockaddr_storage) {
+    const STORAGE: usize = size_of::<libc::sockaddr_storage>();
+    if group.is_null() || group_len as usize > STORAGE {
+        return;
+    }
+    let mut gf = vec![0u8; 8 + STORAGE];
+    gf[..4].copy_from_slice(&iface.to_ne_bytes());
+    // SAFETY: `group_len` (at most a sockaddr_storage) bytes of the caller's group address,
+    // which libc just read successfully.
+    let g = unsafe { core::slice::from_raw_parts(group.cast::<u8>(), group_len as usize) };
+    gf[8..8 + g.len()].copy_from_slice(g);
+    gf.extend_from_slice(&mode.to_ne_bytes());
+    gf.extend_from_slice(&count.to_ne_bytes());
+    if count <= MAX_FILTER_SOURCES && !list.is_null() {
+        // SAFETY: the caller's `count` sockaddr_storages at `list`, which libc just read.
+        let l = unsafe { core::slice::from_raw_parts(list.cast::<u8>(), count as usize * STORAGE) };
+        gf.extend_from_slice(l);
+    }
+    after_membership(fd, s, libc::MCAST_MSFILTER, gf.as_ptr().cast(), gf.len() as socklen_t);
+}
+
+/// The most sources of a filter set wholesale that we follow (the kernel's own limit,
+/// net.ipv4.igmp_max_msf, is 10 by default).
+const MAX_FILTER_SOURCES: u32 = 4096;
 
 /// Reads the kernel socket's SO_RCVBUF (as the kernel reports it: the doubled value) into the
 /// socket's stash bound.
@@ -917,6 +993,46 @@ mod tests {
         assert_eq!(parse_membership(libc::IP_ADD_SOURCE_MEMBERSHIP, &bytes_of(&mreq)), None);
         assert_eq!(parse_membership(libc::IP_MULTICAST_IF, &bytes_of(&mreq)), None);
         assert!(is_membership_option(libc::MCAST_MSFILTER) && !is_membership_option(libc::IP_MULTICAST_TTL));
+    }
+
+    #[test]
+    fn source_filters_set_wholesale_are_read_with_their_lists() {
+        let g: Ipv4Addr = "239.1.2.3".parse().unwrap();
+        let (s1, s2): (Ipv4Addr, Ipv4Addr) = ("10.0.0.8".parse().unwrap(), "10.0.0.9".parse().unwrap());
+        let filter = |include, sources: Vec<Ipv4Addr>| GroupChange::SetFilter(Some(SourceFilter { include, sources }));
+        // struct ip_msfilter: group, interface, mode, count, sources.
+        let msf = |mode: u32, count: u32, list: &[&str]| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&bytes_of(&in_addr("239.1.2.3")));
+            b.extend_from_slice(&bytes_of(&in_addr("10.0.0.1")));
+            b.extend_from_slice(&mode.to_ne_bytes());
+            b.extend_from_slice(&count.to_ne_bytes());
+            for x in list {
+                b.extend_from_slice(&bytes_of(&in_addr(x)));
+            }
+            b
+        };
+        let by_address = JoinInterface::Address("10.0.0.1".parse().unwrap());
+        assert_eq!(parse_membership(libc::IP_MSFILTER, &msf(1, 2, &["10.0.0.8", "10.0.0.9"])), Some((g, by_address, filter(true, vec![s1, s2]))));
+        assert_eq!(parse_membership(libc::IP_MSFILTER, &msf(0, 1, &["10.0.0.9"])), Some((g, by_address, filter(false, vec![s2]))));
+        assert_eq!(parse_membership(libc::IP_MSFILTER, &msf(1, 0, &[])), Some((g, by_address, filter(true, vec![]))));
+        // A count the value does not hold: a filter we cannot read, still a change.
+        assert_eq!(parse_membership(libc::IP_MSFILTER, &msf(1, 3, &["10.0.0.8"])), Some((g, by_address, GroupChange::SetFilter(None))));
+        // struct group_filter: index, (pad), group storage, mode, count, source storages.
+        let gf = |mode: u32, list: &[&str]| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&4u32.to_ne_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&bytes_of(&storage("239.1.2.3")));
+            b.extend_from_slice(&mode.to_ne_bytes());
+            b.extend_from_slice(&(list.len() as u32).to_ne_bytes());
+            for x in list {
+                b.extend_from_slice(&bytes_of(&storage(x)));
+            }
+            b
+        };
+        assert_eq!(parse_membership(libc::MCAST_MSFILTER, &gf(1, &["10.0.0.9", "10.0.0.8"])), Some((g, JoinInterface::Index(4), filter(true, vec![s2, s1]))));
+        assert_eq!(parse_membership(libc::MCAST_MSFILTER, &gf(0, &[])), Some((g, JoinInterface::Index(4), filter(false, vec![]))));
     }
 
     fn udp() -> c_int {

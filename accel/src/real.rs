@@ -146,6 +146,8 @@ real_fns! {
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int = -1;
     fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int = -1;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int = -1;
+    fn setipv4sourcefilter(fd: c_int, iface: libc::in_addr, group: libc::in_addr, mode: u32, count: u32, list: *const libc::in_addr) -> c_int = -1;
+    fn setsourcefilter(fd: c_int, iface: u32, group: *const sockaddr, group_len: socklen_t, mode: u32, count: u32, list: *const libc::sockaddr_storage) -> c_int = -1;
     // receive
     fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t = -1;
     fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t = -1;

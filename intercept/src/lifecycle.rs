@@ -104,6 +104,46 @@ pub unsafe extern "C-unwind" fn closefrom(lowfd: c_int) {
     real::closefrom(lowfd)
 }
 
+/// glibc sets the filter with a setsockopt inside libc that the hook above never sees: the
+/// call itself is followed.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn setipv4sourcefilter(
+    fd: c_int,
+    iface: libc::in_addr,
+    group: libc::in_addr,
+    mode: u32,
+    count: u32,
+    list: *const libc::in_addr,
+) -> c_int {
+    let r = real::setipv4sourcefilter(fd, iface, group, mode, count, list);
+    if r == 0 && fdtable::is_ours(fd) {
+        if let Some(s) = fdtable::get(fd) {
+            engine::after_ipv4_source_filter(fd, &s, iface, group, mode, count, list);
+        }
+    }
+    r
+}
+
+/// As [`setipv4sourcefilter`], protocol-independent (MCAST_MSFILTER inside libc).
+#[no_mangle]
+pub unsafe extern "C-unwind" fn setsourcefilter(
+    fd: c_int,
+    iface: u32,
+    group: *const sockaddr,
+    group_len: socklen_t,
+    mode: u32,
+    count: u32,
+    list: *const libc::sockaddr_storage,
+) -> c_int {
+    let r = real::setsourcefilter(fd, iface, group, group_len, mode, count, list);
+    if r == 0 && fdtable::is_ours(fd) {
+        if let Some(s) = fdtable::get(fd) {
+            engine::after_source_filter(fd, &s, iface, group, group_len, mode, count, list);
+        }
+    }
+    r
+}
+
 #[no_mangle]
 pub unsafe extern "C-unwind" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     real::getsockname(fd, addr, len)

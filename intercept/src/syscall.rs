@@ -32,6 +32,7 @@ pub unsafe extern "C-unwind" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c
         libc::SYS_dup3 => fdops::dup3(i(a1), i(a2), i(a3)) as c_long,
         libc::SYS_fcntl => fdops::fcntl(i(a1), i(a2), a3 as c_ulong) as c_long,
         libc::SYS_ioctl => fdops::ioctl(i(a1), a2 as c_ulong, a3 as c_ulong) as c_long,
+        libc::SYS_setsockopt => lifecycle::setsockopt(i(a1), i(a2), i(a3), p!(a4), a5 as _) as c_long,
         libc::SYS_recvfrom => data::recvfrom(i(a1), p!(a2), a3 as usize, i(a4), p!(a5), p!(a6)) as c_long,
         libc::SYS_recvmsg => data::recvmsg(i(a1), p!(a2), i(a3)) as c_long,
         libc::SYS_recvmmsg => data::recvmmsg(i(a1), p!(a2), a3 as c_uint, i(a4), p!(a5)) as c_long,

@@ -94,13 +94,22 @@ pub enum Sources {
     Any { blocked: Vec<Ipv4Addr> },
     /// Only these sources (IP_ADD_SOURCE_MEMBERSHIP, MCAST_JOIN_SOURCE_GROUP).
     Only(Vec<Ipv4Addr>),
-    /// Set wholesale (IP_MSFILTER, MCAST_MSFILTER, i.e. setsourcefilter()): not followed; the
-    /// kernel serves the group until the socket leaves it.
+    /// A filter set wholesale (IP_MSFILTER, MCAST_MSFILTER, setsourcefilter()) that could not
+    /// be read: the kernel serves the group until the socket leaves it or sets one we can read.
     Unknown,
 }
 
+/// A source filter set wholesale (IP_MSFILTER, MCAST_MSFILTER, setipv4sourcefilter(),
+/// setsourcefilter()): the kernel's (mode, source list) of one membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFilter {
+    /// MCAST_INCLUDE (only these sources) rather than MCAST_EXCLUDE (all but these).
+    pub include: bool,
+    pub sources: Vec<Ipv4Addr>,
+}
+
 /// A change to a socket's membership, made after the kernel accepted it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupChange {
     Join,
     Leave,
@@ -108,7 +117,8 @@ pub enum GroupChange {
     LeaveSource(Ipv4Addr),
     Block(Ipv4Addr),
     Unblock(Ipv4Addr),
-    SetFilter,
+    /// The whole filter replaced (None: one we could not read).
+    SetFilter(Option<SourceFilter>),
 }
 
 /// The interface a membership option names.
@@ -167,7 +177,18 @@ fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, cha
         (GroupChange::Join, None) => groups.push(new(Sources::Any { blocked: Vec::new() })),
         (GroupChange::JoinSource(s), None) => groups.push(new(Sources::Only(vec![s]))),
         (GroupChange::Leave, Some(i)) => return Some(groups.remove(i)),
-        (GroupChange::SetFilter, Some(i)) => groups[i].sources = Sources::Unknown,
+        (GroupChange::SetFilter(None), Some(i)) => groups[i].sources = Sources::Unknown,
+        (GroupChange::SetFilter(Some(f)), Some(i)) => {
+            let mut list = f.sources;
+            list.sort_unstable();
+            list.dedup();
+            groups[i].sources = match (f.include, list.is_empty()) {
+                // The kernel: (INCLUDE, no source) is no membership.
+                (true, true) => return Some(groups.remove(i)),
+                (true, false) => Sources::Only(list),
+                (false, _) => Sources::Any { blocked: list },
+            };
+        }
         (GroupChange::JoinSource(s), Some(i)) => {
             if let Sources::Only(list) = &mut groups[i].sources {
                 if !list.contains(&s) {
@@ -200,7 +221,7 @@ fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, cha
         // followed the socket): nothing to follow.
         (GroupChange::Join, Some(_))
         | (GroupChange::Leave | GroupChange::LeaveSource(_), None)
-        | (GroupChange::Block(_) | GroupChange::Unblock(_) | GroupChange::SetFilter, None) => {}
+        | (GroupChange::Block(_) | GroupChange::Unblock(_) | GroupChange::SetFilter(_), None) => {}
     }
     None
 }
@@ -319,15 +340,17 @@ impl XdpDev {
     /// gives it the group's datagrams, member or not. An any-source member is steered by a
     /// group:port filter, a source-specific one by a (group:port, source) filter per source
     /// once /proc/net/mcfilter shows the interface including exactly those sources; a member
-    /// with blocked sources, or whose filter was set wholesale, is left to the kernel.
+    /// with blocked sources, or whose filter we could not read, is left to the kernel. An
+    /// any-source member is steered only while /proc/net/mcfilter shows no source filter for
+    /// the group: a filter set where we could not see it (a library calling setsockopt
+    /// internally) hands the group back to the kernel at the next check.
     fn check_groups(&mut self) {
         self.groups_checked = std::time::Instant::now();
         if self.groups.is_empty() {
             return;
         }
         let users = igmp_users(&self.ifname);
-        let by_source = self.groups.iter().any(|m| matches!(m.sources, Sources::Only(_)));
-        let sources = if by_source { mcfilter(self.ifindex) } else { Vec::new() };
+        let sources = mcfilter(self.ifindex);
         let bound = udp_sockets();
         for i in 0..self.groups.len() {
             let m = &self.groups[i];
@@ -342,6 +365,7 @@ impl XdpDev {
                     let rows: Vec<&(Ipv4Addr, Ipv4Addr, u64, u64)> = sources.iter().filter(|r| r.0 == *gp.ip()).collect();
                     rows.len() == list.len() && rows.iter().all(|r| list.contains(&r.1) && r.2 > 0 && r.3 == 0)
                 }
+                Sources::Any { blocked } if blocked.is_empty() => !sources.iter().any(|r| r.0 == *gp.ip()),
                 _ => true,
             };
             let want = if alone && !shared && agrees { m.filters() } else { Vec::new() };
@@ -1108,8 +1132,21 @@ mod tests {
         assert!(!groups[0].accepts(ip("10.0.0.3")) && groups[0].accepts(ip("10.0.0.4")));
         apply_change(&mut groups, gp, 4, GroupChange::Unblock(ip("10.0.0.3")));
         assert_eq!(groups[0].filters(), vec![XdpFilterSpec::udp(gp)]);
-        apply_change(&mut groups, gp, 4, GroupChange::SetFilter);
+        apply_change(&mut groups, gp, 4, GroupChange::SetFilter(None));
         assert!(groups[0].filters().is_empty() && !groups[0].accepts(ip("10.0.0.4")));
+        // Filters set wholesale: INCLUDE a list (deduplicated) is source-specific, EXCLUDE a
+        // list blocks it, EXCLUDE nothing is any-source, INCLUDE nothing leaves.
+        let set = |include, list: &[&str]| GroupChange::SetFilter(Some(SourceFilter { include, sources: list.iter().map(|x| ip(x)).collect() }));
+        apply_change(&mut groups, gp, 4, set(true, &["10.0.0.2", "10.0.0.1", "10.0.0.2"]));
+        assert_eq!(groups[0].sources, Sources::Only(vec![ip("10.0.0.1"), ip("10.0.0.2")]));
+        assert_eq!(groups[0].filters().len(), 2);
+        apply_change(&mut groups, gp, 4, set(false, &["10.0.0.3"]));
+        assert!(groups[0].filters().is_empty() && !groups[0].accepts(ip("10.0.0.3")) && groups[0].accepts(ip("10.0.0.1")));
+        apply_change(&mut groups, gp, 4, set(false, &[]));
+        assert_eq!(groups[0].filters(), vec![XdpFilterSpec::udp(gp)]);
+        assert!(apply_change(&mut groups, gp, 4, set(true, &[])).is_some(), "INCLUDE nothing is a leave");
+        assert!(groups.is_empty());
+        apply_change(&mut groups, gp, 4, GroupChange::Join);
         assert!(apply_change(&mut groups, gp, 4, GroupChange::Leave).is_some());
         // Changes to a membership never seen are ignored.
         assert_eq!(apply_change(&mut groups, gp, 6, GroupChange::Leave), None);
