@@ -33,8 +33,8 @@
 //! sets it for UDP, TTL 64. [`HeaderTemplate`] builds the same frames faster, either complete or
 //! ready for checksum offload ([`HeaderTemplate::write_for_offload`]: the UDP checksum field
 //! holds the pseudo-header sum and whoever transmits the frame — the NIC, or the kernel for a
-//! device without checksum offload — completes it over [`UDP_CSUM_START`].., exactly as for the
-//! kernel's own UDP sends).
+//! device without checksum offload — completes it over [`UDP_CSUM_START`].., as for the kernel's
+//! own UDP sends).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 

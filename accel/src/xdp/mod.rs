@@ -264,7 +264,9 @@ impl XdpVi {
             tx: config.tx_wre,
             completion: config.tx_wre,
         };
-        let metadata = config.xdp_tx_csum_offload;
+        // virtio_net builds an XSK's skbs from page frags, and before Linux 6.18 that path reads
+        // no TX metadata: the request would be ignored and the partial sum sent as it is.
+        let metadata = config.xdp_tx_csum_offload && route::interface_driver(ifname).as_deref() != Some("virtio_net");
         let xsk = match Xsk::open(&umem, ifindex, queue, sizes, BindMode::ZeroCopy, None, metadata) {
             Ok(x) => x,
             // Drivers without zero-copy (veth, most virtual NICs) refuse it; copy mode works
@@ -292,7 +294,7 @@ impl XdpVi {
             .min(config.mtu as usize)
             .min((FRAME_SIZE - TX_METADATA_LEN) as usize - frame::ETH_HEADER);
         // Zero-copy drivers may not implement the checksum request: only copy mode, where the
-        // kernel completes the checksum for any device, offloads it.
+        // kernel completes the checksum (NIC or software) for every linear skb, offloads it.
         let tx_checksum_offload = xsk.tx_metadata() && xsk.mode() == BindMode::Copy;
         let mut vi = XdpVi {
             ifname: ifname.to_string(),
@@ -707,7 +709,10 @@ impl XdpVi {
             self.tx_free.push(addr);
             return Err(NotSent::TooBig);
         };
-        let options = if offload { xsk::XDP_TX_METADATA } else { 0 };
+        // The checksum request needs the frame to reach past the checksum field (the kernel
+        // refuses it otherwise, and the descriptor would stay at the head of the ring).
+        debug_assert!(frame_len >= usize::from(frame::UDP_CSUM_START + frame::UDP_CSUM_OFFSET) + 2);
+        let options = if offload { libc::XDP_TX_METADATA } else { 0 };
         let desc = XdpDesc { addr: addr + u64::from(TX_METADATA_LEN), len: frame_len as u32, options };
         let pushed = self.xsk.tx.push(desc);
         debug_assert!(pushed, "free(1) was checked");

@@ -598,33 +598,13 @@ fn queue_list(queues: &[u32]) -> String {
 /// How many receive queues `ifname` has in use (ETHTOOL_GCHANNELS: its rx plus combined
 /// channels). None when the driver does not say (the caller then opens queue 0 alone).
 fn rx_queue_count(ifname: &str) -> Option<u32> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-        return None;
-    }
     // struct ethtool_channels: cmd, then max_rx, max_tx, max_other, max_combined, rx_count,
     // tx_count, other_count, combined_count (u32 each).
     const ETHTOOL_GCHANNELS: u32 = 0x3c;
     let mut channels = [0u32; 9];
     channels[0] = ETHTOOL_GCHANNELS;
-    // SAFETY: plain socket(2); checked and owned at once.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    // SAFETY: zeroed is a valid ifreq (integers and arrays).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = channels.as_mut_ptr().cast();
-    // SAFETY: `req` names the interface (NUL-terminated: zeroed past the name) and points at
-    // `channels`, a live ethtool_channels-sized buffer the kernel fills.
-    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SIOCETHTOOL, &mut req) };
-    if r < 0 {
-        return None;
-    }
+    // SAFETY: `channels` is a whole ethtool_channels.
+    unsafe { super::route::ethtool(ifname, &mut channels) }.ok()?;
     Some(channels[5].saturating_add(channels[8])).filter(|&n| n > 0)
 }
 

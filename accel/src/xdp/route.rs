@@ -174,6 +174,50 @@ pub fn multicast_mac(group: Ipv4Addr) -> [u8; 6] {
     [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
 }
 
+/// One SIOCETHTOOL request on `ifname`: `data` is the command's structure, its first word the
+/// command (`ETHTOOL_*`); the kernel fills in the rest.
+///
+/// # Safety
+/// `data` is at least as large as the command's structure: the kernel writes that many bytes.
+pub(super) unsafe fn ethtool(ifname: &str, data: &mut [u32]) -> io::Result<()> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || data.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: plain socket(2); checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: zeroed is a valid ifreq (integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
+    // SAFETY: `req` names the interface (NUL-terminated: zeroed past the name) and points at
+    // `data`, a live buffer at least the size of the command's structure (our contract).
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The name of `ifname`'s driver (ETHTOOL_GDRVINFO: "veth", "virtio_net", "mlx5_core", …).
+pub fn interface_driver(ifname: &str) -> Option<String> {
+    // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
+    // erom_version[32], reserved2[12], five u32 counts: 196 bytes.
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    let mut info = [0u32; 49];
+    info[0] = ETHTOOL_GDRVINFO;
+    // SAFETY: `info` is a whole ethtool_drvinfo.
+    unsafe { ethtool(ifname, &mut info) }.ok()?;
+    let bytes: Vec<u8> = info[1..9].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let name = bytes.split(|&b| b == 0).next()?;
+    (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
+}
+
 /// The MAC address and MTU of interface `ifname` (SIOCGIFHWADDR, SIOCGIFMTU).
 pub fn interface_mac_and_mtu(ifname: &str) -> io::Result<([u8; 6], u32)> {
     if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {

@@ -28,16 +28,18 @@
 //!
 //! # TX metadata (checksum offload)
 //!
-//! Since Linux 6.11 (and the 6.8–6.10 stable updates) a UMEM registered with
+//! Since Linux 6.11 (and 6.10.3) a UMEM registered with
 //! `XDP_UMEM_TX_METADATA_LEN` reserves `tx_metadata_len` bytes before each TX descriptor's
 //! address for a `struct xsk_tx_metadata`; a descriptor with the `XDP_TX_METADATA` option asks,
 //! through it, for the UDP checksum to be completed by the device (`XDP_TXMD_FLAGS_CHECKSUM`,
-//! skb-style start and offset). In copy mode the kernel honours it for every device: the skb it
-//! builds is `CHECKSUM_PARTIAL`, completed by the NIC, or in software on the way out for a device
-//! without checksum offload. Older kernels refuse the flag, and we register without metadata
-//! (a kernel before 6.8 would ignore the length silently and then refuse every descriptor
-//! asking for metadata, so the length alone is never tried). Zero-copy drivers implement the
-//! request or not; this module only reports whether the UMEM has the room.
+//! skb-style start and offset). In copy mode the kernel honours it when it builds a linear skb
+//! (every driver but virtio_net, whose frag-built skbs read no metadata before 6.18): the skb is
+//! `CHECKSUM_PARTIAL`, completed by a NIC with `NETIF_F_HW_CSUM` (the XSK's skb carries no
+//! protocol, so IPv4-only checksum offload does not apply), else in software on the way out,
+//! within the kick. Older kernels refuse the flag, and we register without metadata (a kernel
+//! before 6.8 would ignore the length silently and then refuse every descriptor asking for
+//! metadata, so the length alone is never tried). Zero-copy drivers implement the request or
+//! not; this module only reports whether the UMEM has the room.
 //!
 //! # Why raw system calls and not a crate
 //!
@@ -70,18 +72,12 @@ pub struct XdpDesc {
 /// whole cache line so that sent frames still start on one. Every TX descriptor's address must
 /// then lie this far into its frame, metadata or not.
 pub const TX_METADATA_LEN: u32 = 64;
-/// `xdp_umem_reg.flags`: `tx_metadata_len` is meant (`XDP_UMEM_TX_METADATA_LEN`).
-const XDP_UMEM_TX_METADATA_LEN: u32 = 1 << 2;
-/// `xdp_desc.options`: this descriptor carries TX metadata (`XDP_TX_METADATA`).
-pub const XDP_TX_METADATA: u32 = 1 << 1;
-/// `xsk_tx_metadata.flags`: complete the L4 checksum (`XDP_TXMD_FLAGS_CHECKSUM`).
-pub const XDP_TXMD_FLAGS_CHECKSUM: u64 = 1 << 1;
-
 /// Writes the TX metadata that asks for a checksum over `frame[start..]` stored at
 /// `start + offset` (`struct xsk_tx_metadata`: u64 flags, then u16 csum_start, u16 csum_offset;
-/// native byte order) into `meta`, the `TX_METADATA_LEN` bytes before a frame's data.
+/// native byte order; tested against libc's struct) into `meta`, the `TX_METADATA_LEN` bytes
+/// before a frame's data.
 pub fn write_checksum_request(meta: &mut [u8], start: u16, offset: u16) {
-    meta[..8].copy_from_slice(&XDP_TXMD_FLAGS_CHECKSUM.to_ne_bytes());
+    meta[..8].copy_from_slice(&u64::from(libc::XDP_TXMD_FLAGS_CHECKSUM).to_ne_bytes());
     meta[8..10].copy_from_slice(&start.to_ne_bytes());
     meta[10..12].copy_from_slice(&offset.to_ne_bytes());
 }
@@ -374,12 +370,17 @@ impl Xsk {
                     flags,
                     tx_metadata_len,
                 };
-                let with_metadata = reg(XDP_UMEM_TX_METADATA_LEN, TX_METADATA_LEN);
+                let with_metadata = reg(libc::XDP_UMEM_TX_METADATA_LEN, TX_METADATA_LEN);
                 match tx_metadata.then(|| set_opt(raw, libc::XDP_UMEM_REG, &with_metadata, "XDP_UMEM_REG")) {
                     Some(Ok(())) => true,
                     // EINVAL: a kernel that does not know the flag. Anything else fails the
                     // plain registration too, which then says so.
-                    Some(Err(_)) | None => {
+                    Some(Err(e)) => {
+                        crate::log::debug(format_args!("xdp: no TX metadata ({e}): UDP checksums computed"));
+                        set_opt(raw, libc::XDP_UMEM_REG, &reg(0, 0), "XDP_UMEM_REG")?;
+                        false
+                    }
+                    None => {
                         set_opt(raw, libc::XDP_UMEM_REG, &reg(0, 0), "XDP_UMEM_REG")?;
                         false
                     }
@@ -519,5 +520,24 @@ impl Xsk {
             )
         };
         check(r, "XDP_STATISTICS").map(|_| st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn the_checksum_request_is_laid_out_as_struct_xsk_tx_metadata() {
+        let mut meta = [0xaau8; TX_METADATA_LEN as usize];
+        write_checksum_request(&mut meta, 34, 6);
+        let word = |at: usize| u16::from_ne_bytes([meta[at], meta[at + 1]]);
+        let union_at = offset_of!(libc::xsk_tx_metadata, xsk_tx_metadata_union);
+        assert_eq!(u64::from_ne_bytes(meta[..8].try_into().unwrap()), u64::from(libc::XDP_TXMD_FLAGS_CHECKSUM));
+        assert_eq!(word(union_at + offset_of!(libc::xsk_tx_metadata_request, csum_start)), 34);
+        assert_eq!(word(union_at + offset_of!(libc::xsk_tx_metadata_request, csum_offset)), 6);
+        const { assert!(size_of::<libc::xsk_tx_metadata>() <= TX_METADATA_LEN as usize) };
+        const { assert!(TX_METADATA_LEN < 256 && TX_METADATA_LEN.is_multiple_of(8), "what the kernel accepts") };
     }
 }
