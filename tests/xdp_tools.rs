@@ -1000,6 +1000,38 @@ fn xdp_tx_batches_go_within_the_flush_time_or_before_a_wait() {
     assert!(kicks <= count / 16 + 2, "{kicks} kicks for {count} datagrams: not batched");
 }
 
+/// Without privileges (user nobody, no capabilities: no BPF, no AF_XDP socket) an accelerated
+/// receiver says so in one warning and receives every datagram through the kernel, intact.
+#[test]
+fn xdp_without_privileges_falls_back_to_the_kernel() {
+    let env = XdpEnv::new("xdp_unpriv");
+    let py = python3();
+    let (count, port) = (500u64, 6120u16);
+    // setpriv drops to nobody after entering A (as root); the library is preloaded into python
+    // as nobody. Its log goes to stderr (nobody cannot write ours); the script is inline.
+    let mut cmd = env.cx.command(which("setpriv"));
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"]).arg(&py);
+    cmd.args(["-c", RECEIVER, A_IP, &port.to_string(), &count.to_string(), "999", "block"]);
+    cmd.env("ACCEL_XDP", "1").env_remove("ACCEL_LOG_FILE").env("ACCEL_LOG_LEVEL", "warn").current_dir("/");
+    env.a.enter_before_exec(&mut cmd);
+    let mut rx = env.spawn(cmd, "recv-nobody");
+    wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+    let before = env.a.in_datagrams();
+    let send = py_args(&env.cx, SENDER, "send.py");
+    let mut cmd = env.cmd(Side::B, false, &py);
+    cmd.arg(&send).args([A_IP, &port.to_string(), &count.to_string(), "999", "7120"]);
+    env.run(cmd, "send", None).0.assert_success();
+    let st = rx.wait_timeout(CHILD_TIMEOUT);
+    let (out, err) = (rx.stdout_text(), rx.stderr_text());
+    assert!(st.success() && out.contains(&format!("ok {count} bad 0")), "receiver: {st}\n{out}\n{err}");
+    assert_eq!(env.a.in_datagrams() - before, count, "the kernel received them");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("xdp: cannot open")).collect();
+    assert_eq!(warnings.len(), 1, "one warning:\n{err}");
+    assert!(warnings[0].contains("kernel path"), "{}", warnings[0]);
+    assert_eq!(err.lines().count(), 1, "nothing else logged at warn:\n{err}");
+    eprintln!("{}", warnings[0]);
+}
+
 /// A second accelerated process on the same interface cannot have queue 0 (EBUSY): it says so
 /// once and receives through the kernel, while the first keeps the bypass.
 #[test]
