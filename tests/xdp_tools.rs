@@ -568,6 +568,32 @@ fn xdp_sent_udp_checksums_offloaded_or_computed() {
     }
 }
 
+/// Datagrams over the MTU from an accelerated sender go through its kernel, which fragments
+/// them (the XSK sends whole frames only): a plain receiver gets every 4000-byte datagram intact.
+#[test]
+fn xdp_oversize_datagrams_go_through_the_kernel() {
+    let env = XdpEnv::new("xdp_oversize");
+    env.b.exec(&["ping", "-c", "1", "-W", "2", A_IP]);
+    let py = python3();
+    let recv = py_args(&env.cx, RECEIVER, "recv.py");
+    let send = py_args(&env.cx, SENDER, "send.py");
+    let (count, port) = (64u64, 6130u16);
+    let mut cmd = env.cmd(Side::A, false, &py);
+    cmd.arg(&recv).args([A_IP, &port.to_string(), &count.to_string(), "4000", "block"]);
+    let mut rx = env.spawn(cmd, "recv");
+    wait_stdout_line(&mut rx, "bound", LISTEN_DEADLINE);
+    let out_before = env.counter(Side::B, "OutDatagrams");
+    let mut cmd = env.cmd(Side::B, true, &py);
+    cmd.arg(&send).args([A_IP, &port.to_string(), &count.to_string(), "4000", "7130"]);
+    let (tx, tx_pid) = env.run(cmd, "send", None);
+    tx.assert_success();
+    let st = rx.wait_timeout(CHILD_TIMEOUT);
+    let out = rx.stdout_text();
+    assert!(st.success() && out.contains(&format!("ok {count} bad 0")), "receiver: {st}\n{out}");
+    assert_eq!(env.counter(Side::B, "OutDatagrams") - out_before, count, "B's kernel sent them all");
+    assert_eq!(env.xdp_counter(tx_pid, "tx_datagrams"), 0, "none through the XSK");
+}
+
 /// A SOCK_SEQPACKET socket pair: every read() of the reading end returns exactly one message,
 /// so a program reading its stdin from it sends one datagram per message we write.
 fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
