@@ -669,6 +669,15 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
                         config.rx_bufs,
                         if p.tx_checksum_offload() { "offloaded" } else { "computed" }
                     ));
+                    let logic = config.ring_allocation_rx;
+                    if logic != crate::config::RingAllocation::PerInterface {
+                        // A libvma user expects rings per socket/thread/core; say that here
+                        // they are per receive queue.
+                        crate::log::info(format_args!(
+                            "xdp: ring allocation {} is for shm rings only: on {ifname} this process's sockets share one AF_XDP socket per receive queue",
+                            crate::config::ring_allocation_name(logic)
+                        ));
+                    }
                     Some(p)
                 }
                 Err(e) => {
