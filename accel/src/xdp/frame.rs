@@ -519,6 +519,24 @@ mod tests {
     }
 
     #[test]
+    fn a_complete_checksum_equal_to_the_pseudo_sum_reads_as_partial() {
+        // The two payload bytes that make write_udp4's checksum equal the pseudo-header sum.
+        let pseudo = fold(pseudo_header_sum(*header().src.ip(), *header().dst.ip(), 10));
+        let at = ETH_HEADER + IPV4_HEADER + 6;
+        let payload = (0..=u16::MAX)
+            .map(u16::to_be_bytes)
+            .find(|p| {
+                let f = frame(p);
+                u16::from_be_bytes([f[at], f[at + 1]]) == pseudo
+            })
+            .expect("some payload word gives any checksum");
+        let f = frame(&payload);
+        assert_eq!(fold(sum_words(&f[ETH_HEADER + IPV4_HEADER..], pseudo_header_sum(*header().src.ip(), *header().dst.ip(), 10))), 0xffff, "complete");
+        let d = parse_udp4(&f).unwrap();
+        assert_eq!((d.checksum, d.payload), (Checksum::Partial, &payload[..]));
+    }
+
+    #[test]
     fn each_bad_header_has_its_reason() {
         let good = frame(b"abc");
         type Case = (&'static str, fn(&mut Vec<u8>), DropReason);
@@ -746,7 +764,12 @@ mod tests {
             prop_assert_eq!(d.src, h.src);
             prop_assert_eq!(d.dst, h.dst);
             prop_assert_eq!(d.payload, &payload[..]);
-            prop_assert_eq!(d.checksum, Checksum::Verified);
+            // A complete checksum that equals the pseudo-header sum (one in 65535) reads as
+            // partial: accepted either way.
+            let at = ETH_HEADER + IPV4_HEADER + 6;
+            let field = u16::from_be_bytes([buf[at], buf[at + 1]]);
+            let pseudo = fold(pseudo_header_sum(*h.src.ip(), *h.dst.ip(), (UDP_HEADER + payload.len()) as u16));
+            prop_assert_eq!(d.checksum, if field == pseudo { Checksum::Partial } else { Checksum::Verified });
         }
     }
 }
