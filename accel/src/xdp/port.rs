@@ -342,8 +342,10 @@ impl XdpDev {
     /// once /proc/net/mcfilter shows the interface including exactly those sources; a member
     /// with blocked sources, or whose filter we could not read, is left to the kernel. An
     /// any-source member is steered only while /proc/net/mcfilter shows no source filter for
-    /// the group: a filter set where we could not see it (a library calling setsockopt
-    /// internally) hands the group back to the kernel at the next check.
+    /// the group; when it shows one (set where no hook saw it: an inline system call, a library
+    /// bound to libc's own setsockopt) and the socket is the only member, those rows are its
+    /// filter, and the membership follows them from then on (so that what is already on the RX
+    /// ring is delivered only if the filter lets it through).
     fn check_groups(&mut self) {
         self.groups_checked = std::time::Instant::now();
         if self.groups.is_empty() {
@@ -353,21 +355,29 @@ impl XdpDev {
         let sources = mcfilter(self.ifindex);
         let bound = udp_sockets();
         for i in 0..self.groups.len() {
-            let m = &self.groups[i];
-            let (gp, cookie) = (m.gp, m.cookie);
+            let (gp, cookie) = (self.groups[i].gp, self.groups[i].cookie);
             let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
+            if alone && self.groups[i].sources == (Sources::Any { blocked: Vec::new() }) {
+                if let Some(found) = sources.as_deref().and_then(|rows| hidden_filter(rows, *gp.ip())) {
+                    let (mode, list) = match &found {
+                        Sources::Only(l) => ("INCLUDE", l),
+                        Sources::Any { blocked } => ("EXCLUDE", blocked),
+                        Sources::Unknown => ("?", &Vec::new()),
+                    };
+                    let list: Vec<String> = list.iter().map(Ipv4Addr::to_string).collect();
+                    crate::log::debug(format_args!(
+                        "xdp: {gp}: a source filter set where no hook saw it ({mode} {}): followed from /proc/net/mcfilter",
+                        list.join(", ")
+                    ));
+                    self.groups[i].sources = found;
+                }
+            }
+            let m = &self.groups[i];
             // IP_MULTICAST_ALL (on by default): every socket bound to the group's port on
             // 0.0.0.0 (or on the group) gets the group's datagrams once the host joined it,
             // member or not; a redirect would hide them from it.
             let shared = bound.as_ref().is_none_or(|b| others_on(b, gp, m.inode));
-            let agrees = match &m.sources {
-                Sources::Only(list) => {
-                    let rows: Vec<&(Ipv4Addr, Ipv4Addr, u64, u64)> = sources.iter().filter(|r| r.0 == *gp.ip()).collect();
-                    rows.len() == list.len() && rows.iter().all(|r| list.contains(&r.1) && r.2 > 0 && r.3 == 0)
-                }
-                Sources::Any { blocked } if blocked.is_empty() => !sources.iter().any(|r| r.0 == *gp.ip()),
-                _ => true,
-            };
+            let agrees = sources.as_deref().is_some_and(|rows| filter_agrees(&m.sources, rows, *gp.ip()));
             let want = if alone && !shared && agrees { m.filters() } else { Vec::new() };
             if want == m.installed {
                 continue;
@@ -409,14 +419,45 @@ impl XdpDev {
     }
 }
 
-/// (group, source, include count, exclude count) of the interface with index `ifindex`, from
-/// /proc/net/mcfilter: the interface's source filter of each group that has one.
-fn mcfilter(ifindex: u32) -> Vec<(Ipv4Addr, Ipv4Addr, u64, u64)> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/mcfilter") else { return Vec::new() };
-    parse_mcfilter(&text, ifindex)
+/// One row of /proc/net/mcfilter: group, source, include count, exclude count.
+type McfilterRow = (Ipv4Addr, Ipv4Addr, u64, u64);
+
+/// Whether the interface's source filter of `group` (`rows`, from /proc/net/mcfilter) is what
+/// `sources` steers: exactly the included sources of a source-specific member, none at all for
+/// an any-source one. (A member with blocked sources is not steered whatever the rows.)
+fn filter_agrees(sources: &Sources, rows: &[McfilterRow], group: Ipv4Addr) -> bool {
+    let rows: Vec<&McfilterRow> = rows.iter().filter(|r| r.0 == group).collect();
+    match sources {
+        Sources::Only(list) => rows.len() == list.len() && rows.iter().all(|r| list.contains(&r.1) && r.2 > 0 && r.3 == 0),
+        Sources::Any { blocked } if blocked.is_empty() => rows.is_empty(),
+        Sources::Any { .. } | Sources::Unknown => true,
+    }
 }
 
-fn parse_mcfilter(text: &str, ifindex: u32) -> Vec<(Ipv4Addr, Ipv4Addr, u64, u64)> {
+/// The filter of the only member of `group` when /proc/net/mcfilter shows one (`rows`): sources
+/// excluded by it make it an any-source member blocking them, else it includes its sources.
+/// None when the group has no rows.
+fn hidden_filter(rows: &[McfilterRow], group: Ipv4Addr) -> Option<Sources> {
+    let rows: Vec<&McfilterRow> = rows.iter().filter(|r| r.0 == group).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let excluded: Vec<Ipv4Addr> = rows.iter().filter(|r| r.3 > 0).map(|r| r.1).collect();
+    Some(if excluded.is_empty() {
+        Sources::Only(rows.iter().filter(|r| r.2 > 0).map(|r| r.1).collect())
+    } else {
+        Sources::Any { blocked: excluded }
+    })
+}
+
+/// The rows of the interface with index `ifindex` from /proc/net/mcfilter (its source filter of
+/// each group that has one); None if the file cannot be read (then nothing is steered).
+fn mcfilter(ifindex: u32) -> Option<Vec<McfilterRow>> {
+    let text = std::fs::read_to_string("/proc/net/mcfilter").ok()?;
+    Some(parse_mcfilter(&text, ifindex))
+}
+
+fn parse_mcfilter(text: &str, ifindex: u32) -> Vec<McfilterRow> {
     // "Idx Device        MCA        SRC    INC    EXC"
     // "  5     xa 0xef010203 0x0acb0002      1      0": addresses in host order (ntohl).
     let hex = |w: &str| u32::from_str_radix(w.trim_start_matches("0x"), 16).ok().map(Ipv4Addr::from);
@@ -907,14 +948,14 @@ impl XdpPort {
     /// filters follow, under the single-member rule ([`XdpDev::check_groups`]). A join (of the
     /// group, of a source) or an unblock on another interface is not ours to follow — a join
     /// that names no interface is the kernel's on the interface of the route to the group;
-    /// changes that can only make the group less steerable (leave, block, a filter set
-    /// wholesale) are applied whatever interface they name: at worst the kernel serves a group
-    /// we could have steered.
+    /// changes that can only make the group less steerable (leave, block) are applied whatever
+    /// interface they name: at worst the kernel serves a group we could have steered. A filter
+    /// set wholesale is followed only on our interface (elsewhere it is another membership's).
     pub fn membership(&self, binding: &RxBinding, group: Ipv4Addr, iface: JoinInterface, change: GroupChange) {
         if binding.pid != std::process::id() || binding.local.port() == 0 {
             return;
         }
-        if matches!(change, GroupChange::Join | GroupChange::JoinSource(_) | GroupChange::Unblock(_)) {
+        if matches!(change, GroupChange::Join | GroupChange::JoinSource(_) | GroupChange::Unblock(_) | GroupChange::SetFilter(_)) {
             let ours = match iface {
                 JoinInterface::Any => {
                     self.queue.with_device(|d| d.usable().is_some_and(|vi| vi.routes_through_here(group)))
@@ -1217,5 +1258,26 @@ mod tests {
             ]
         );
         assert!(parse_mcfilter(text, 3).is_empty());
+    }
+
+    #[test]
+    fn mcfilter_rows_agree_with_a_membership_or_reveal_a_hidden_filter() {
+        let g = ip("239.1.2.3");
+        let (s1, s2) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let other_group = (ip("239.9.9.9"), s1, 1, 0);
+        let any = Sources::Any { blocked: vec![] };
+        // Any-source: only with no row of its group.
+        assert!(filter_agrees(&any, &[other_group], g));
+        assert!(!filter_agrees(&any, &[(g, s1, 0, 1)], g));
+        // Source-specific: exactly its sources, included.
+        let only = Sources::Only(vec![s1, s2]);
+        assert!(filter_agrees(&only, &[(g, s2, 1, 0), (g, s1, 1, 0), other_group], g));
+        assert!(!filter_agrees(&only, &[(g, s1, 1, 0)], g), "a source missing");
+        assert!(!filter_agrees(&only, &[(g, s1, 1, 0), (g, s2, 0, 1)], g), "one excluded");
+        // Hidden filters: rows excluding make it block them, rows only including make it
+        // source-specific, no rows mean none.
+        assert_eq!(hidden_filter(&[(g, s1, 0, 1), other_group], g), Some(Sources::Any { blocked: vec![s1] }));
+        assert_eq!(hidden_filter(&[(g, s1, 1, 0), (g, s2, 1, 0)], g), Some(Sources::Only(vec![s1, s2])));
+        assert_eq!(hidden_filter(&[other_group], g), None);
     }
 }
