@@ -255,16 +255,28 @@ pub fn findings(a: &DoctorArgs, env: impl Fn(&str) -> Option<String>) -> Vec<Fin
             ));
         } else {
             let dev = route_dev(*addr.ip());
-            out.push(f(
-                Warn,
-                "addr",
-                format!(
-                    "{} is not on this host (route via {}): only a NIC datapath (AF_XDP) could accelerate it, and this version has none; its traffic goes through the kernel",
-                    addr.ip(),
-                    dev.as_deref().unwrap_or("?")
-                ),
-                None,
-            ));
+            let via = dev.as_deref().unwrap_or("?");
+            if config.xdp {
+                out.push(f(
+                    Ok,
+                    "addr",
+                    format!(
+                        "{} is not on this host (route via {via}): the AF_XDP datapath (ACCEL_XDP=1) serves its UDP through {via}'s receive queues, given the NIC prerequisites below",
+                        addr.ip()
+                    ),
+                    None,
+                ));
+            } else {
+                out.push(f(
+                    Warn,
+                    "addr",
+                    format!(
+                        "{} is not on this host (route via {via}): the AF_XDP datapath could bypass the kernel for its UDP, but it is off (ACCEL_XDP=0, the default); its traffic goes through the kernel",
+                        addr.ip()
+                    ),
+                    Some("export ACCEL_XDP=1   # as root; see the NIC prerequisites below".into()),
+                ));
+            }
         }
     }
 

@@ -118,6 +118,20 @@ fn doctor_config_and_rules() {
     assert_eq!(bad.0, "error");
     assert_eq!(bad.3, format!("edit {rules}"));
     find(&fs, "addr", "is an address of this host");
+
+    // An address elsewhere (only looked up: `ip route get`, nothing is sent): the AF_XDP
+    // datapath's, off by default (a problem with its fix), on with ACCEL_XDP=1.
+    let remote = "192.0.2.1:5000";
+    let (_, doc) = doctor(&env, &[], &["--addr", remote]);
+    let fs = findings(&doc);
+    let f = find(&fs, "addr", "192.0.2.1 is not on this host");
+    assert_eq!(f.0, "warn", "{f:?}");
+    assert!(f.2.contains("AF_XDP datapath could bypass") && f.3.starts_with("export ACCEL_XDP=1"), "{f:?}");
+    let (_, doc) = doctor(&env, &[("ACCEL_XDP", "1")], &["--addr", remote]);
+    let fs = findings(&doc);
+    let f = find(&fs, "addr", "192.0.2.1 is not on this host");
+    assert_eq!(f.0, "ok", "{f:?}");
+    assert!(f.2.contains("the AF_XDP datapath (ACCEL_XDP=1) serves its UDP"), "{f:?}");
     assert_eq!(code, 1, "the bad rules line is a problem");
 }
 
