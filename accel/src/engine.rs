@@ -523,6 +523,13 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
         ip(at + 4)
     };
     let by_address = |a: Ipv4Addr| if a.is_unspecified() { JoinInterface::Any } else { JoinInterface::Address(a) };
+    // A filter set wholesale: mode and count words, then `count` sources `step` bytes apart from
+    // `first`, each read by `source`; None when the value does not hold them all.
+    let filter = |mode_at: usize, count_at: usize, first: usize, step: usize, source: &dyn Fn(usize) -> Option<Ipv4Addr>| {
+        let count = word(count_at)? as usize;
+        let sources = (0..count).map(|k| source(first + step * k)).collect::<Option<Vec<_>>>()?;
+        Some(SourceFilter { include: word(mode_at)? == MCAST_INCLUDE, sources })
+    };
     let by_index = |i: u32| if i == 0 { JoinInterface::Any } else { JoinInterface::Index(i) };
     match name {
         libc::IP_ADD_MEMBERSHIP | libc::IP_DROP_MEMBERSHIP => {
@@ -536,14 +543,7 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
         libc::IP_ADD_SOURCE_MEMBERSHIP | libc::IP_DROP_SOURCE_MEMBERSHIP | libc::IP_BLOCK_SOURCE | libc::IP_UNBLOCK_SOURCE => {
             Some((ip(0)?, by_address(ip(4)?), source_change(name, ip(8)?)))
         }
-        libc::IP_MSFILTER => {
-            let filter = (|| {
-                let count = word(12)? as usize;
-                let sources = (0..count).map(|k| ip(16 + 4 * k)).collect::<Option<Vec<_>>>()?;
-                Some(SourceFilter { include: word(8)? == MCAST_INCLUDE, sources })
-            })();
-            Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter(filter)))
-        }
+        libc::IP_MSFILTER => Some((ip(0)?, by_address(ip(4)?), GroupChange::SetFilter(filter(8, 12, 16, 4, &ip)))),
         libc::MCAST_JOIN_GROUP | libc::MCAST_LEAVE_GROUP => {
             let change = if name == libc::MCAST_JOIN_GROUP { GroupChange::Join } else { GroupChange::Leave };
             Some((sin(8)?, by_index(word(0)?), change))
@@ -551,14 +551,7 @@ pub fn parse_membership(name: c_int, bytes: &[u8]) -> Option<(Ipv4Addr, JoinInte
         libc::MCAST_JOIN_SOURCE_GROUP | libc::MCAST_LEAVE_SOURCE_GROUP | libc::MCAST_BLOCK_SOURCE | libc::MCAST_UNBLOCK_SOURCE => {
             Some((sin(8)?, by_index(word(0)?), source_change(name, sin(136)?)))
         }
-        libc::MCAST_MSFILTER => {
-            let filter = (|| {
-                let count = word(140)? as usize;
-                let sources = (0..count).map(|k| sin(144 + 128 * k)).collect::<Option<Vec<_>>>()?;
-                Some(SourceFilter { include: word(136)? == MCAST_INCLUDE, sources })
-            })();
-            Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter(filter)))
-        }
+        libc::MCAST_MSFILTER => Some((sin(8)?, by_index(word(0)?), GroupChange::SetFilter(filter(136, 140, 144, 128, &sin)))),
         _ => None,
     }
 }

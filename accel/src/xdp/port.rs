@@ -108,6 +108,21 @@ pub struct SourceFilter {
     pub sources: Vec<Ipv4Addr>,
 }
 
+impl SourceFilter {
+    /// What the membership becomes: INCLUDE a list is source-specific, EXCLUDE a list blocks
+    /// it (EXCLUDE nothing: any source); None for INCLUDE nothing, which the kernel makes a leave.
+    fn into_sources(self) -> Option<Sources> {
+        let mut list = self.sources;
+        list.sort_unstable();
+        list.dedup();
+        match (self.include, list.is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(Sources::Only(list)),
+            (false, _) => Some(Sources::Any { blocked: list }),
+        }
+    }
+}
+
 /// A change to a socket's membership, made after the kernel accepted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupChange {
@@ -178,17 +193,10 @@ fn apply_change(groups: &mut Vec<Membership>, gp: SocketAddrV4, cookie: u64, cha
         (GroupChange::JoinSource(s), None) => groups.push(new(Sources::Only(vec![s]))),
         (GroupChange::Leave, Some(i)) => return Some(groups.remove(i)),
         (GroupChange::SetFilter(None), Some(i)) => groups[i].sources = Sources::Unknown,
-        (GroupChange::SetFilter(Some(f)), Some(i)) => {
-            let mut list = f.sources;
-            list.sort_unstable();
-            list.dedup();
-            groups[i].sources = match (f.include, list.is_empty()) {
-                // The kernel: (INCLUDE, no source) is no membership.
-                (true, true) => return Some(groups.remove(i)),
-                (true, false) => Sources::Only(list),
-                (false, _) => Sources::Any { blocked: list },
-            };
-        }
+        (GroupChange::SetFilter(Some(f)), Some(i)) => match f.into_sources() {
+            Some(sources) => groups[i].sources = sources,
+            None => return Some(groups.remove(i)),
+        },
         (GroupChange::JoinSource(s), Some(i)) => {
             if let Sources::Only(list) = &mut groups[i].sources {
                 if !list.contains(&s) {
@@ -359,17 +367,16 @@ impl XdpDev {
             let alone = users.iter().any(|&(g, n)| g == *gp.ip() && n == 1);
             if alone && self.groups[i].sources == (Sources::Any { blocked: Vec::new() }) {
                 if let Some(found) = sources.as_deref().and_then(|rows| hidden_filter(rows, *gp.ip())) {
-                    let (mode, list) = match &found {
-                        Sources::Only(l) => ("INCLUDE", l),
-                        Sources::Any { blocked } => ("EXCLUDE", blocked),
-                        Sources::Unknown => ("?", &Vec::new()),
-                    };
-                    let list: Vec<String> = list.iter().map(Ipv4Addr::to_string).collect();
+                    let list: Vec<String> = found.sources.iter().map(Ipv4Addr::to_string).collect();
                     crate::log::debug(format_args!(
-                        "xdp: {gp}: a source filter set where no hook saw it ({mode} {}): followed from /proc/net/mcfilter",
+                        "xdp: {gp}: a source filter set where no hook saw it ({} {}): followed from /proc/net/mcfilter",
+                        if found.include { "INCLUDE" } else { "EXCLUDE" },
                         list.join(", ")
                     ));
-                    self.groups[i].sources = found;
+                    // Rows exist, so never INCLUDE nothing: a membership still.
+                    if let Some(followed) = found.into_sources() {
+                        self.groups[i].sources = followed;
+                    }
                 }
             }
             let m = &self.groups[i];
@@ -435,18 +442,18 @@ fn filter_agrees(sources: &Sources, rows: &[McfilterRow], group: Ipv4Addr) -> bo
 }
 
 /// The filter of the only member of `group` when /proc/net/mcfilter shows one (`rows`): sources
-/// excluded by it make it an any-source member blocking them, else it includes its sources.
-/// None when the group has no rows.
-fn hidden_filter(rows: &[McfilterRow], group: Ipv4Addr) -> Option<Sources> {
+/// it excludes make it EXCLUDE them, else it includes its sources. None when the group has no
+/// rows.
+fn hidden_filter(rows: &[McfilterRow], group: Ipv4Addr) -> Option<SourceFilter> {
     let rows: Vec<&McfilterRow> = rows.iter().filter(|r| r.0 == group).collect();
     if rows.is_empty() {
         return None;
     }
     let excluded: Vec<Ipv4Addr> = rows.iter().filter(|r| r.3 > 0).map(|r| r.1).collect();
     Some(if excluded.is_empty() {
-        Sources::Only(rows.iter().filter(|r| r.2 > 0).map(|r| r.1).collect())
+        SourceFilter { include: true, sources: rows.iter().filter(|r| r.2 > 0).map(|r| r.1).collect() }
     } else {
-        Sources::Any { blocked: excluded }
+        SourceFilter { include: false, sources: excluded }
     })
 }
 
@@ -1276,8 +1283,9 @@ mod tests {
         assert!(!filter_agrees(&only, &[(g, s1, 1, 0), (g, s2, 0, 1)], g), "one excluded");
         // Hidden filters: rows excluding make it block them, rows only including make it
         // source-specific, no rows mean none.
-        assert_eq!(hidden_filter(&[(g, s1, 0, 1), other_group], g), Some(Sources::Any { blocked: vec![s1] }));
-        assert_eq!(hidden_filter(&[(g, s1, 1, 0), (g, s2, 1, 0)], g), Some(Sources::Only(vec![s1, s2])));
+        let hidden = |rows: &[McfilterRow]| hidden_filter(rows, g).and_then(SourceFilter::into_sources);
+        assert_eq!(hidden(&[(g, s1, 0, 1), other_group]), Some(Sources::Any { blocked: vec![s1] }));
+        assert_eq!(hidden(&[(g, s2, 1, 0), (g, s1, 1, 0)]), Some(Sources::Only(vec![s1, s2])));
         assert_eq!(hidden_filter(&[other_group], g), None);
     }
 }

@@ -174,13 +174,9 @@ pub fn multicast_mac(group: Ipv4Addr) -> [u8; 6] {
     [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
 }
 
-/// One SIOCETHTOOL request on `ifname`: `data` is the command's structure, its first word the
-/// command (`ETHTOOL_*`); the kernel fills in the rest.
-///
-/// # Safety
-/// `data` is at least as large as the command's structure: the kernel writes that many bytes.
-pub(super) unsafe fn ethtool(ifname: &str, data: &mut [u32]) -> io::Result<()> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || data.is_empty() {
+/// A socket to ask the kernel about `ifname` with, and an `ifreq` naming it (the rest zero).
+fn interface_request(ifname: &str) -> io::Result<(OwnedFd, libc::ifreq)> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     // SAFETY: plain socket(2); checked and owned at once.
@@ -195,6 +191,19 @@ pub(super) unsafe fn ethtool(ifname: &str, data: &mut [u32]) -> io::Result<()> {
     for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
         *d = s as libc::c_char;
     }
+    Ok((sock, req))
+}
+
+/// One SIOCETHTOOL request on `ifname`: `data` is the command's structure, its first word the
+/// command (`ETHTOOL_*`); the kernel fills in the rest.
+///
+/// # Safety
+/// `data` is at least as large as the command's structure: the kernel writes that many bytes.
+pub(super) unsafe fn ethtool(ifname: &str, data: &mut [u32]) -> io::Result<()> {
+    if data.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let (sock, mut req) = interface_request(ifname)?;
     req.ifr_ifru.ifru_data = data.as_mut_ptr().cast();
     // SAFETY: `req` names the interface (NUL-terminated: zeroed past the name) and points at
     // `data`, a live buffer at least the size of the command's structure (our contract).
@@ -220,21 +229,7 @@ pub fn interface_driver(ifname: &str) -> Option<String> {
 
 /// The MAC address and MTU of interface `ifname` (SIOCGIFHWADDR, SIOCGIFMTU).
 pub fn interface_mac_and_mtu(ifname: &str) -> io::Result<([u8; 6], u32)> {
-    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: plain socket(2); checked and owned at once.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: zeroed is a valid ifreq (integers and arrays).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *d = s as libc::c_char;
-    }
+    let (sock, mut req) = interface_request(ifname)?;
     // SAFETY: `req` is a live ifreq with a NUL-terminated name (zeroed past it).
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
