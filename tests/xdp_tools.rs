@@ -422,6 +422,126 @@ fn xdp_several_queues_python() {
     }
 }
 
+/// A python receiver in phases: in phase k, `n_k` threads each bind a socket on the next port
+/// and take `count` datagrams on it (each checked: its port, its number, in order), then close
+/// it. Prints "bound k" once every socket of the phase is bound, "phase k good G of N" after.
+const RING_RECEIVER: &str = r#"
+import socket, sys, threading
+ip, base, count, phases = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), [int(x) for x in sys.argv[4].split(",")]
+def run(port, res, bound):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((ip, port))
+    s.settimeout(10)
+    bound.wait()
+    ok = bad = 0
+    try:
+        while ok + bad < count:
+            d, a = s.recvfrom(2048)
+            if d == b"%d-%d-" % (port, ok + bad) + bytes(range(100)): ok += 1
+            else: bad += 1
+    except socket.timeout:
+        pass
+    s.close()
+    res[port] = (ok, bad)
+port = base
+for k, n in enumerate(phases):
+    res = {}
+    bound = threading.Barrier(n + 1)
+    ts = [threading.Thread(target=run, args=(port + i, res, bound)) for i in range(n)]
+    for t in ts: t.start()
+    bound.wait()
+    print("bound", k, flush=True)
+    for t in ts: t.join()
+    good = sum(1 for v in res.values() if v == (count, 0))
+    print("phase", k, "good", good, "of", n, res if good < n else "", flush=True)
+    port += n
+"#;
+
+/// Its sender: `count` rounds of one datagram to each of `n` ports from `first`.
+const RING_SENDER: &str = r#"
+import socket, sys, time
+ip, first, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for k in range(count):
+    for i in range(n):
+        s.sendto(b"%d-%d-" % (first + i, k) + bytes(range(100)), (ip, first + i))
+    if k % 8 == 7: time.sleep(0.001)
+"#;
+
+/// VMA_RING_ALLOCATION_LOGIC_RX on the AF_XDP datapath: sockets of different ring keys (per
+/// thread, per socket) are served by XSKs of their own on the same queue, sharing its buffers
+/// — each ring receives exactly its sockets' datagrams, intact and in order, and A's kernel
+/// none; the default (per interface) keeps one ring; rings left by closed sockets serve the
+/// next keys instead of new ones; past the program's 32 rings, keys share rings (one log line)
+/// and still get everything.
+#[test]
+fn xdp_ring_allocation_maps_sockets_onto_xsks() {
+    let env = XdpEnv::new("xdp_rings");
+    let py = python3();
+    let recv = py_args(&env.cx, RING_RECEIVER, "ring_recv.py");
+    let send = py_args(&env.cx, RING_SENDER, "ring_send.py");
+    // (logic, sockets per phase, datagrams per socket, frames expected per ring at exit)
+    type Case<'a> = (&'a str, &'a [u32], u32, Option<&'a [u64]>);
+    let cases: [Case; 4] = [
+        // Phase 1: three threads, three rings; phase 2: two threads take the two lowest free rings.
+        ("20", &[3, 2], 400, Some(&[800, 800, 400])),
+        ("10", &[3], 400, Some(&[400, 400, 400])),
+        ("0", &[3], 400, Some(&[1200])),
+        // 34 threads: rings 0-31, then two keys share.
+        ("20", &[34], 30, None),
+    ];
+    let mut base = 6300u16;
+    for (logic, phases, count, rings) in cases {
+        let label = format!("logic {logic}, phases {phases:?}");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.env("VMA_RING_ALLOCATION_LOGIC_RX", logic);
+        let phase_list: Vec<String> = phases.iter().map(u32::to_string).collect();
+        cmd.arg(&recv).args([A_IP, &base.to_string(), &count.to_string(), &phase_list.join(",")]);
+        let mut rx = env.spawn(cmd, &format!("rings-{logic}"));
+        let before = env.a.in_datagrams();
+        let mut port = base;
+        for (k, &n) in phases.iter().enumerate() {
+            wait_stdout_line(&mut rx, &format!("bound {k}"), CHILD_TIMEOUT);
+            let mut cmd = env.cmd(Side::B, false, &py);
+            cmd.arg(&send).args([A_IP, &port.to_string(), &n.to_string(), &count.to_string()]);
+            env.cx.run(cmd, "rings-send", None).assert_success();
+            let line = wait_stdout_line(&mut rx, &format!("phase {k} good"), CHILD_TIMEOUT);
+            assert!(line.contains(&format!("good {n} of {n}")), "{label}: {line}\nlog:\n{}", env.log_of(rx.pid));
+            port += n as u16;
+        }
+        let st = rx.wait_timeout(CHILD_TIMEOUT);
+        assert!(st.success(), "{label}: {st}\n{}", rx.stderr_text());
+        let total: u64 = phases.iter().map(|&n| u64::from(n * count)).sum();
+        let delta = env.a.in_datagrams() - before;
+        assert_eq!(delta, 0, "{label}: A's kernel received {delta} of the {total} datagrams");
+        let log = env.log_of(rx.pid);
+        assert_eq!(env.xdp_counter(rx.pid, "rx_datagrams"), total, "{label}");
+        assert_eq!(env.xdp_counter(rx.pid, "rx_unclaimed"), 0, "{label}");
+        let counters = env.xdp_counters(rx.pid).unwrap_or_default();
+        let per_ring: Vec<u64> = (0..)
+            .map_while(|k| counters.iter().find(|(name, _)| *name == format!("rx_frames_r{k}")).map(|(_, v)| *v))
+            .collect();
+        eprintln!("{label}: frames per ring {per_ring:?}");
+        let opened = log.lines().filter(|l| l.contains("xdp: ring ") && l.contains(" opened for ")).count();
+        match rings {
+            Some(expected) => {
+                assert_eq!(per_ring, expected, "{label}: frames per ring\n{log}");
+                assert_eq!(opened, expected.len() - 1, "{label}: rings opened\n{log}");
+                assert!(!log.contains("no ring of its own"), "{label}\n{log}");
+            }
+            None => {
+                assert_eq!(per_ring.len(), 32, "{label}: {per_ring:?}");
+                assert!(per_ring.iter().all(|&n| n >= u64::from(count)), "{label}: a ring unused: {per_ring:?}");
+                assert_eq!(per_ring.iter().sum::<u64>(), total, "{label}");
+                assert_eq!(log.matches("no ring of its own").count(), 1, "{label}: one line for the sharing\n{log}");
+            }
+        }
+        base = port;
+    }
+    assert!(env.pin_dirs().is_empty(), "pins left: {:?}", env.pin_dirs());
+}
+
 /// An accelerated python sender in B: B's kernel sends (almost) none of the datagrams (the
 /// first ones, before the neighbour is known, are its), a plain receiver in A gets all of them
 /// intact; then both ends accelerated: neither kernel moves.

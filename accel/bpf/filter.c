@@ -16,6 +16,11 @@
 // queue it is bound to: a frame is redirected to the owner's XSK of the queue it arrived on,
 // found through `queues`).
 //
+// A process may have several XSKs on one queue (its "rings", one per ring allocation key: per
+// socket, thread or core, as libvma's VMA_RING_ALLOCATION_LOGIC_RX), all sharing that queue's
+// buffers (XDP_SHARED_UMEM). A filter's target names the ring; `xsks` holds one socket per
+// (ring, queue), at index ring * MAX_QUEUES + queue.
+//
 // Lookups, most specific first:
 //   1. conns   — the full 5-tuple, for connected sockets;
 //   2. conns   — (proto, group, dst port, src ip, source port 0), for source-specific multicast
@@ -68,13 +73,16 @@ struct conn_key {
 };
 
 // Value of both: whose the datagram is. `owner` is the pid that installed the entry: the frame
-// goes to that process's XSK on the queue it arrived on (`queues` says which process has that
-// queue); user space also uses it to reclaim entries of processes that died. `slot` is the
-// owner's first queue (user space's bookkeeping; the program does not read it).
+// goes to that process's XSK of ring `ring` on the queue it arrived on (`queues` says which
+// process has that queue); user space also uses it to reclaim entries of processes that died.
 struct target {
-	__u32 slot;
+	__u32 ring;
 	__u32 owner;
 };
+
+// Receive queues a program can serve, and rings per queue.
+#define MAX_QUEUES 256
+#define MAX_RINGS 32
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -90,10 +98,10 @@ struct {
 	__type(value, struct target);
 } conns SEC(".maps");
 
-// One AF_XDP socket per receive queue: key = queue index.
+// The AF_XDP sockets: key = ring * MAX_QUEUES + queue.
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_QUEUES * MAX_RINGS);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
@@ -103,12 +111,12 @@ struct {
 // cleared when it leaves.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } queues SEC(".maps");
 
-// The users of this program, one entry per open XdpVi: (pid << 32 | queue) -> the process's
+// The users of this program, one entry per open XdpVi: (pid << 32 | first queue) -> the process's
 // start time (clock ticks since boot, as in /proc/<pid>/stat, so that a recycled pid is not
 // mistaken for a live user). Not read here; it lives with the other maps so that the whole
 // shared state is in one pinned directory.
@@ -212,12 +220,13 @@ int accel_filter(struct xdp_md *ctx)
 		return count(STAT_NO_MATCH, XDP_PASS);
 	__u32 queue = ctx->rx_queue_index;
 	__u32 *holder = bpf_map_lookup_elem(&queues, &queue);
-	if (!holder || *holder != t->owner)
+	if (!holder || *holder != t->owner || t->ring >= MAX_RINGS)
 		return count(STAT_WRONG_QUEUE, XDP_PASS);
 
-	// XDP_PASS as the fallback action: if the queue has no XSK (its process died and the kernel
+	// XDP_PASS as the fallback action: if the ring has no XSK (its process died and the kernel
 	// removed the socket from the map), the frame goes to the kernel instead of being lost.
-	int verdict = bpf_redirect_map(&xsks, queue, XDP_PASS);
+	// (A queue found in `queues` is below MAX_QUEUES.)
+	int verdict = bpf_redirect_map(&xsks, t->ring * MAX_QUEUES + queue, XDP_PASS);
 	return count(verdict == XDP_REDIRECT ? STAT_REDIRECTED : STAT_NO_MATCH, verdict);
 }
 

@@ -305,9 +305,13 @@ pub fn after_local_address(fd: c_int, s: &Arc<Socket>) {
             match port.add_filter(fd, &filter, s) {
                 Ok(b) => {
                     log::debug(format_args!(
-                        "fd={fd} udp {local}: xdp filter on {}{}, cookie {:x}",
+                        "fd={fd} udp {local}: xdp filter on {}{}, ring {}, cookie {:x}",
                         port.ifname(),
                         filter.remote.map(|r| format!(" from {r}")).unwrap_or_default(),
+                        match &b.state {
+                            crate::vi::FilterState::Xdp(f) => f.ring,
+                            _ => 0,
+                        },
                         b.cookie
                     ));
                     match s.rx.set(b) {

@@ -272,37 +272,7 @@ impl ShmVi {
 
     /// Which ring a socket bound to `local` uses, by the ring allocation logic.
     pub fn ring_key(&self, local: SocketAddrV4) -> String {
-        match self.logic {
-            RingAllocation::PerInterface => {
-                if local.ip().is_loopback() {
-                    "if-lo".into()
-                } else {
-                    "if-any".into()
-                }
-            }
-            RingAllocation::PerIp => format!("ip-{}", local.ip()),
-            RingAllocation::PerSocket => format!("sock-{}", self.ring_seq.fetch_add(1, Ordering::Relaxed)),
-            // SAFETY: gettid cannot fail.
-            RingAllocation::PerThread => format!("tid-{}", unsafe { libc::gettid() }),
-            RingAllocation::PerCore => {
-                // SAFETY: sched_getcpu has no preconditions.
-                format!("cpu-{}", unsafe { libc::sched_getcpu() }.max(0))
-            }
-            RingAllocation::PerCoreAffinity => {
-                // As libvma's 31: the ring of the core the thread runs on, and the thread stays
-                // on that core, so ring and consumer keep sharing a cache.
-                // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is ours.
-                let cpu = unsafe { libc::sched_getcpu() }.max(0);
-                unsafe {
-                    let mut set: libc::cpu_set_t = core::mem::zeroed();
-                    libc::CPU_SET(cpu as usize, &mut set);
-                    if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
-                        crate::log::debug(format_args!("ring allocation 31: thread pinned to cpu {cpu}"));
-                    }
-                }
-                format!("cpu-{cpu}")
-            }
-        }
+        crate::vi::ring_key(self.logic, local, &self.ring_seq)
     }
 
     fn ring_for(&self, key: &str) -> io::Result<(Arc<Ring>, String)> {

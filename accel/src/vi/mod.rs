@@ -234,3 +234,41 @@ impl fmt::Display for RxBinding {
         write!(f, "{} filter {} cookie {:x}", self.kind.name(), self.local, self.cookie)
     }
 }
+
+/// The key of the ring a socket bound to `local` by the calling thread uses, by the ring
+/// allocation logic (VMA_RING_ALLOCATION_LOGIC_RX): sockets with one key share a ring. `seq`
+/// numbers the rings of the per-socket logic. The shm VI and the AF_XDP port both use it.
+pub fn ring_key(logic: crate::config::RingAllocation, local: std::net::SocketAddrV4, seq: &std::sync::atomic::AtomicU32) -> String {
+    use crate::config::RingAllocation;
+    match logic {
+        RingAllocation::PerInterface => {
+            if local.ip().is_loopback() {
+                "if-lo".into()
+            } else {
+                "if-any".into()
+            }
+        }
+        RingAllocation::PerIp => format!("ip-{}", local.ip()),
+        RingAllocation::PerSocket => format!("sock-{}", seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        // SAFETY: gettid cannot fail.
+        RingAllocation::PerThread => format!("tid-{}", unsafe { libc::gettid() }),
+        RingAllocation::PerCore => {
+            // SAFETY: sched_getcpu has no preconditions.
+            format!("cpu-{}", unsafe { libc::sched_getcpu() }.max(0))
+        }
+        RingAllocation::PerCoreAffinity => {
+            // As libvma's 31: the ring of the core the thread runs on, and the thread stays
+            // on that core, so ring and consumer keep sharing a cache.
+            // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is ours.
+            let cpu = unsafe { libc::sched_getcpu() }.max(0);
+            unsafe {
+                let mut set: libc::cpu_set_t = core::mem::zeroed();
+                libc::CPU_SET(cpu as usize, &mut set);
+                if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+                    crate::log::debug(format_args!("ring allocation 31: thread pinned to cpu {cpu}"));
+                }
+            }
+            format!("cpu-{cpu}")
+        }
+    }
+}

@@ -61,6 +61,8 @@ struct Inner<P> {
     /// ([`Inner::restock_if_low`]).
     depth: u32,
     slack: u32,
+    /// The device takes every buffer posted ([`PostedQueue::pooled`]): `posted` is not kept.
+    pooled: bool,
 }
 
 /// A [`PostedRx`] device served as an [`RxQueue`].
@@ -99,11 +101,23 @@ impl<P: PostedRx> PostedQueue<P> {
                 posted,
                 depth: capacity,
                 slack: (capacity / 32).clamp(1, 32),
+                pooled: false,
             }),
             capacity,
             wait_fd: None,
         };
         q.inner.lock().restock();
+        q
+    }
+
+    /// For a device whose buffers are a pool shared with other queues (several AF_XDP rings on
+    /// one fill ring): its `post` takes every buffer, keeping what the device cannot hold yet
+    /// for later, and its completions may be buffers another queue posted — so no count of
+    /// posted buffers can be kept. Buffers go back to the pool once `slack` of them are free,
+    /// and whenever a poll finds nothing (so that an idle queue strands none).
+    pub fn pooled(dev: P) -> PostedQueue<P> {
+        let q = PostedQueue::new(dev, Vec::new());
+        q.inner.lock().pooled = true;
         q
     }
 
@@ -139,7 +153,9 @@ impl<P: PostedRx> Inner<P> {
             let start = self.free.len().saturating_sub(CHUNK);
             let k = self.free.len() - start;
             let n = self.dev.post(&self.free[start..]).min(k);
-            self.posted += n as u32;
+            if !self.pooled {
+                self.posted += n as u32;
+            }
             if n == k {
                 self.free.truncate(start);
                 continue;
@@ -153,7 +169,12 @@ impl<P: PostedRx> Inner<P> {
     /// submit) per released datagram cost more than the datagram's copy; a device a few
     /// buffers short of a deep ring still has hundreds.
     fn restock_if_low(&mut self) {
-        if self.posted.saturating_add(self.slack) <= self.depth {
+        let low = if self.pooled {
+            self.free.len() as u32 >= self.slack
+        } else {
+            self.posted.saturating_add(self.slack) <= self.depth
+        };
+        if low {
             self.restock();
         }
     }
@@ -169,6 +190,10 @@ impl<P: PostedRx> Inner<P> {
             // Nothing came in, so nothing changed: the free list was posted when it last grew
             // (release, bad frames below), and the device makes room for more only by
             // completing receives, which a later poll sees. The busy-poll path stays short.
+            // A pooled device is given what was released since it last was (below the slack).
+            if self.pooled && !self.free.is_empty() {
+                self.restock();
+            }
             self.scratch = scratch;
             return;
         }
@@ -383,6 +408,33 @@ mod tests {
         }
         assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(q.with_device(|d| d.posted.len()), 4);
+    }
+
+    #[test]
+    fn a_pooled_device_gets_buffers_back_in_batches_and_when_idle() {
+        // A pool: takes everything; "posted" holds all it has (posted or spare).
+        let nic = FakeNic { mem: vec![0; 64 * 64], posted: (0..64).map(BufId).collect(), wire: VecDeque::new(), depth: u32::MAX };
+        let q = PostedQueue::pooled(nic); // depth u32::MAX: slack 32
+        for i in 0..40u8 {
+            q.with_device(|d| d.wire.push_back(vec![i]));
+        }
+        // Releasing 31 keeps them (below the slack) while more are waiting...
+        for i in 0..31u8 {
+            let (id, d) = q.borrow().unwrap().unwrap();
+            assert_eq!(d.payload, [i]);
+            assert!(q.release(id));
+        }
+        let held = q.with_device(|d| d.posted.len());
+        // ...the 32nd sends the batch back.
+        let (id, _) = q.borrow().unwrap().unwrap();
+        assert!(q.release(id));
+        assert_eq!(q.with_device(|d| d.posted.len()), held + 32);
+        // The rest, then a poll that finds nothing: everything is back.
+        while let Some(Ok((id, _))) = q.borrow() {
+            assert!(q.release(id));
+        }
+        assert!(q.is_empty());
+        assert_eq!(q.with_device(|d| d.posted.len()), 64, "an idle queue keeps no buffer");
     }
 
     #[test]

@@ -7,19 +7,21 @@
 //!
 //! ```text
 //! /sys/fs/bpf/accel/                      the lock (flock on the directory itself)
-//! /sys/fs/bpf/accel/<netns>-<ifindex>-<ifname>/
+//! /sys/fs/bpf/accel/<netns>-<ifindex>-<ifname>-v2/
 //!     link      the bpf_link attaching the program: the attachment lives as long as this pin
-//!     filters   (proto, local ip, local port) -> (xsk slot, owner pid)
-//!     conns     (proto, local ip:port, remote ip:port) -> (xsk slot, owner pid); with a group
+//!     filters   (proto, local ip, local port) -> (ring, owner pid)
+//!     conns     (proto, local ip:port, remote ip:port) -> (ring, owner pid); with a group
 //!               as local ip and remote port 0: a source-specific multicast membership
-//!     xsks      XSKMAP: queue -> AF_XDP socket
+//!     xsks      XSKMAP: ring * 256 + queue -> AF_XDP socket
 //!     queues    queue -> the pid whose XSK is bound there (0: none)
 //!     users     (pid << 32 | first queue) -> the pid's start time
 //!     stats     per-CPU counters of the program's verdicts
 //! ```
 //!
 //! `<netns>` is the inode of the caller's network namespace: interface names and indexes are
-//! per namespace, the BPF filesystem is not.
+//! per namespace, the BPF filesystem is not. `-v2` is the layout of the maps ([`LAYOUT`]): a
+//! build with another layout neither joins nor removes a live directory of this one (it finds
+//! the interface's XDP slot taken and keeps its sockets on the kernel path).
 //!
 //! # Life cycle
 //!
@@ -66,6 +68,18 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/accel";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const MAPS: [&str; 6] = ["filters", "conns", "xsks", "queues", "users", "stats"];
 const PROGRAM: &str = "accel_filter";
+/// The layout of the pinned maps, in the directory's name (2: targets name a ring, `xsks` is
+/// indexed by ring and queue).
+pub const LAYOUT: &str = "v2";
+/// Rings per receive queue the program serves (`MAX_RINGS` in filter.c).
+pub const MAX_RINGS: u32 = 32;
+/// Receive queues the program serves (`MAX_QUEUES` in filter.c).
+pub const MAX_QUEUES: u32 = 256;
+
+/// The pin directory of `ifname` (index `ifindex`) in the namespace with inode `netns`.
+fn pin_dir(netns: u64, ifindex: u32, ifname: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(format!("{netns}-{ifindex}-{ifname}-{LAYOUT}"))
+}
 
 /// The compiled filter, 8-byte aligned (the ELF parser reads it in place).
 #[repr(C, align(8))]
@@ -106,7 +120,7 @@ impl AttachMode {
 
 /// Key of the `filters` map: a local endpoint (layout of `struct filter_key` in filter.c).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FilterKey {
     proto: u8,
     pad: u8,
@@ -124,7 +138,7 @@ impl FilterKey {
 
 /// Key of the `conns` map: a connected socket's 5-tuple (layout of `struct conn_key`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnKey {
     proto: u8,
     pad: u8,
@@ -149,13 +163,13 @@ impl ConnKey {
     }
 }
 
-/// Value of both maps (`struct target`): the frame goes to the owner's XSK on the queue it
-/// arrived on (the `queues` map names the pid that has each queue).
+/// Value of both maps (`struct target`): the frame goes to the owner's XSK of ring `ring` on
+/// the queue it arrived on (the `queues` map names the pid that has each queue).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The owner's first queue (bookkeeping: with `owner`, the key of its `users` entry).
-    pub slot: u32,
+    /// Which of the owner's rings (XSKs on one queue sharing its buffers) gets the frame.
+    pub ring: u32,
     /// The pid that installed the entry.
     pub owner: u32,
 }
@@ -187,9 +201,15 @@ pub struct Program {
     queues: Array<MapData, u32>,
     users: BpfHashMap<MapData, u64, u64>,
     stats: PerCpuArray<MapData, u64>,
-    me: Target,
+    /// Our pid (the `owner` of our entries) and our `users` key.
+    pid: u32,
+    user: u64,
     /// The queues we named ourselves the holder of in `queues`.
     held: Vec<u32>,
+    /// The entries this membership added (and has not removed): what its drop removes, if
+    /// still ours.
+    added_filters: std::collections::HashSet<FilterKey>,
+    added_conns: std::collections::HashSet<ConnKey>,
     attached: Option<AttachMode>,
 }
 
@@ -202,14 +222,14 @@ impl Program {
         let lock = PinLock::take()?;
         reclaim_abandoned(&lock);
         let netns = fs::metadata("/proc/thread-self/ns/net")?.ino();
-        let dir = Path::new(PIN_ROOT).join(format!("{netns}-{ifindex}-{ifname}"));
+        let dir = pin_dir(netns, ifindex, ifname);
         let mut attached = None;
         if !dir.join("link").exists() {
             // A directory without a link is a half-made one (a creator died mid-way).
             remove_dir(&dir);
             attached = Some(attach(&dir, ifindex, mode).inspect_err(|_| remove_dir(&dir))?);
         }
-        let me = Target { slot: queue, owner: std::process::id() };
+        let pid = std::process::id();
         let mut program = Program {
             filters: hash_map(&dir, "filters")?,
             conns: hash_map(&dir, "conns")?,
@@ -221,15 +241,18 @@ impl Program {
             stats: PerCpuArray::try_from(Map::PerCpuArray(map_data(&dir, "stats")?))
                 .map_err(aya_err("stats"))?,
             dir,
-            me,
+            pid,
+            user: user_key(pid, queue),
             held: Vec::new(),
+            added_filters: Default::default(),
+            added_conns: Default::default(),
             attached,
         };
         program.forget_dead();
-        let start = start_time(me.owner).ok_or_else(|| io::Error::other("no /proc/self/stat"))?;
+        let start = start_time(pid).ok_or_else(|| io::Error::other("no /proc/self/stat"))?;
         program
             .users
-            .insert(user_key(me), start, 0)
+            .insert(program.user, start, 0)
             .map_err(aya_err("registering in users"))?;
         drop(lock);
         Ok(program)
@@ -245,49 +268,60 @@ impl Program {
         &self.dir
     }
 
-    /// Puts the AF_XDP socket `fd`, bound to `queue`, in the XSKMAP, and names us as that
-    /// queue's holder: our filters' frames arriving there go to it. Called once the socket is
-    /// bound (the kernel allows one XSK per queue, so a process that got here holds it).
-    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> io::Result<()> {
-        self.xsks.set(queue, BorrowedRaw(fd), 0).map_err(aya_err("xsks update"))?;
+    /// Puts the AF_XDP socket `fd`, bound to `queue`, in the XSKMAP as ring `ring`'s, and
+    /// names us as that queue's holder: frames of our filters targeting that ring that arrive
+    /// there go to it. Called once the socket is bound (the kernel allows the XSKs of one
+    /// UMEM per queue, so a process that got here holds it).
+    pub fn register_socket(&mut self, queue: u32, ring: u32, fd: RawFd) -> io::Result<()> {
+        if queue >= MAX_QUEUES || ring >= MAX_RINGS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("queue {queue} ring {ring}: beyond the program's maps")));
+        }
+        self.xsks.set(ring * MAX_QUEUES + queue, BorrowedRaw(fd), 0).map_err(aya_err("xsks update"))?;
         let _lock = PinLock::take()?;
-        self.queues.set(queue, self.me.owner, 0).map_err(aya_err("queues update"))?;
+        self.queues.set(queue, self.pid, 0).map_err(aya_err("queues update"))?;
         if !self.held.contains(&queue) {
             self.held.push(queue);
         }
         Ok(())
     }
 
-    /// Sends datagrams for `key` to our socket. `AddrInUse` when a live user already has it.
-    pub fn add_filter(&mut self, key: FilterKey) -> io::Result<()> {
+    /// Sends datagrams for `key` to our ring `ring` (also when the entry is ours already: it
+    /// moves to that ring). `AddrInUse` when a live user already has it.
+    pub fn add_filter(&mut self, key: FilterKey, ring: u32) -> io::Result<()> {
         let _lock = PinLock::take()?;
         let existing = self.filters.get(&key, 0).ok();
         self.claim(existing)?;
-        self.filters.insert(key, self.me, 0).map_err(aya_err("filters update"))
+        self.filters.insert(key, Target { ring, owner: self.pid }, 0).map_err(aya_err("filters update"))?;
+        self.added_filters.insert(key);
+        Ok(())
     }
 
     /// Removes our entry for `key`; another user's entry is left alone.
     pub fn remove_filter(&mut self, key: FilterKey) -> io::Result<()> {
         let _lock = PinLock::take()?;
+        self.added_filters.remove(&key);
         match self.filters.get(&key, 0) {
-            Ok(t) if t == self.me => self.filters.remove(&key).map_err(aya_err("filters delete")),
+            Ok(t) if t.owner == self.pid => self.filters.remove(&key).map_err(aya_err("filters delete")),
             _ => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
 
     /// As [`Program::add_filter`], for a connected 5-tuple.
-    pub fn add_conn(&mut self, key: ConnKey) -> io::Result<()> {
+    pub fn add_conn(&mut self, key: ConnKey, ring: u32) -> io::Result<()> {
         let _lock = PinLock::take()?;
         let existing = self.conns.get(&key, 0).ok();
         self.claim(existing)?;
-        self.conns.insert(key, self.me, 0).map_err(aya_err("conns update"))
+        self.conns.insert(key, Target { ring, owner: self.pid }, 0).map_err(aya_err("conns update"))?;
+        self.added_conns.insert(key);
+        Ok(())
     }
 
     /// As [`Program::remove_filter`], for a connected 5-tuple.
     pub fn remove_conn(&mut self, key: ConnKey) -> io::Result<()> {
         let _lock = PinLock::take()?;
+        self.added_conns.remove(&key);
         match self.conns.get(&key, 0) {
-            Ok(t) if t == self.me => self.conns.remove(&key).map_err(aya_err("conns delete")),
+            Ok(t) if t.owner == self.pid => self.conns.remove(&key).map_err(aya_err("conns delete")),
             _ => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
@@ -306,18 +340,20 @@ impl Program {
     /// Ok when an entry with `existing` as its value may be overwritten by us.
     fn claim(&self, existing: Option<Target>) -> io::Result<()> {
         match existing {
-            Some(t) if t != self.me && self.is_live(t) => Err(io::Error::new(
+            Some(t) if t.owner != self.pid && self.is_live(t) => Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("already steered to pid {} queue {}", t.owner, t.slot),
+                format!("already steered to pid {}", t.owner),
             )),
             _ => Ok(()),
         }
     }
 
+    /// Whether the owner of `t` is a live user (its `users` entry has its start time).
     fn is_live(&self, t: Target) -> bool {
         self.users
-            .get(&user_key(t), 0)
-            .is_ok_and(|start| start_time(t.owner) == Some(start))
+            .iter()
+            .filter_map(Result::ok)
+            .any(|(key, start)| (key >> 32) as u32 == t.owner && start_time(t.owner) == Some(start))
     }
 
     /// Deletes user entries whose process is gone and filter entries they owned.
@@ -363,23 +399,23 @@ impl Program {
 impl Drop for Program {
     fn drop(&mut self) {
         let Ok(_lock) = PinLock::take() else { return };
-        let mine = |t: &Target| *t == self.me;
-        let filters: Vec<FilterKey> =
-            self.filters.iter().filter_map(Result::ok).filter(|(_, t)| mine(t)).map(|(k, _)| k).collect();
-        for k in filters {
-            let _ = self.filters.remove(&k);
+        let pid = self.pid;
+        for k in std::mem::take(&mut self.added_filters) {
+            if self.filters.get(&k, 0).is_ok_and(|t| t.owner == pid) {
+                let _ = self.filters.remove(&k);
+            }
         }
-        let conns: Vec<ConnKey> =
-            self.conns.iter().filter_map(Result::ok).filter(|(_, t)| mine(t)).map(|(k, _)| k).collect();
-        for k in conns {
-            let _ = self.conns.remove(&k);
+        for k in std::mem::take(&mut self.added_conns) {
+            if self.conns.get(&k, 0).is_ok_and(|t| t.owner == pid) {
+                let _ = self.conns.remove(&k);
+            }
         }
         for &q in &self.held {
-            if self.queues.get(&q, 0).ok() == Some(self.me.owner) {
+            if self.queues.get(&q, 0).ok() == Some(self.pid) {
                 let _ = self.queues.set(q, 0, 0);
             }
         }
-        let _ = self.users.remove(&user_key(self.me));
+        let _ = self.users.remove(&self.user);
         self.forget_dead();
         if self.users.keys().next().is_none() {
             detach_and_remove(&self.dir);
@@ -396,8 +432,8 @@ impl AsRawFd for BorrowedRaw {
     }
 }
 
-fn user_key(t: Target) -> u64 {
-    (u64::from(t.owner) << 32) | u64::from(t.slot)
+fn user_key(pid: u32, first_queue: u32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(first_queue)
 }
 
 /// The start time of `pid` (field 22 of /proc/<pid>/stat, clock ticks since boot), or None
@@ -424,7 +460,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 pub fn remove_group_of_anyone(ifname: &str, group: std::net::SocketAddrV4) -> io::Result<usize> {
     let ifindex = if_index(ifname)?;
     let netns = fs::metadata("/proc/thread-self/ns/net")?.ino();
-    let dir = Path::new(PIN_ROOT).join(format!("{netns}-{ifindex}-{ifname}"));
+    let dir = pin_dir(netns, ifindex, ifname);
     if !dir.join("filters").exists() {
         return Ok(0);
     }

@@ -49,6 +49,19 @@
 //!
 //! Filters are exclusive: a local endpoint (or 5-tuple) already steered to a live process's
 //! socket cannot be taken by another ([`XdpVi::add_filter`] fails with `AddrInUse`).
+//!
+//! # Several rings on one queue
+//!
+//! The XSKs above are ring 0. [`XdpVi::open_ring`] adds ring *k*: one more socket per queue,
+//! bound to the same queue with `XDP_SHARED_UMEM` naming ring 0's socket there, which makes the
+//! kernel share that socket's buffer pool — its fill ring (and completion ring) — with it; only
+//! the RX ring is the new socket's own. A filter names the ring its datagrams go to
+//! ([`XdpVi::add_filter_to`]), and the program redirects them to that ring's socket of the
+//! queue they arrived on. This is how the ring allocation logic (per socket, thread or core,
+//! VMA_RING_ALLOCATION_LOGIC_RX) maps sockets onto XSKs: each ring is read (and slept on) by
+//! its own threads, under its own lock. Because every ring's frames come from the same fill
+//! rings, receive frames are one pool ([`FillPool`], under a lock of its own): any ring posts
+//! the frames it is done with to it, and they come back on whichever ring the program chooses.
 
 pub mod flusher;
 pub mod frame;
@@ -60,7 +73,10 @@ pub mod xsk;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::config::Config;
 use frame::{Checksum, DropReason, FrameHeader, HeaderTemplate};
@@ -68,7 +84,7 @@ pub use loader::{AttachMode, ProgramStats};
 use loader::{ConnKey, FilterKey, Program};
 use route::{NoNextHop, Resolver};
 use umem::{Umem, FRAME_SIZE};
-use xsk::{BindMode, RingSizes, XdpDesc, Xsk, TX_METADATA_LEN};
+use xsk::{BindMode, Consumer, Producer, RingSizes, SharedXsk, XdpDesc, Xsk, TX_METADATA_LEN};
 
 /// IP protocol number of UDP, the only protocol filters steer so far.
 pub const IPPROTO_UDP: u8 = 17;
@@ -199,8 +215,10 @@ pub struct XdpVi {
     resolver: Resolver,
     /// Send frames that are ours (not on the TX or completion ring).
     tx_free: Vec<u64>,
-    /// Receive frames that did not fit on the fill ring.
-    rx_spare: Vec<u64>,
+    /// The fill rings and the receive frames not on them, shared with the other rings.
+    fill: Arc<Mutex<FillPool>>,
+    /// The RX ring depth, for the sockets of other rings.
+    rx_depth: u32,
     ip_id: u16,
     /// The headers of the last (source, destination, next hop) sent to, ready to copy.
     template: Option<HeaderTemplate>,
@@ -209,10 +227,8 @@ pub struct XdpVi {
     counters: XdpCounters,
     /// The queues of [`XdpVi::queue`]'s socket and of `more`'s, in that order.
     queues: Vec<u32>,
-    /// The RX ring [`XdpVi::poll_rx`] looks at first next time, and the fill ring
-    /// [`XdpVi::post_rx`] tries first (indexes into `queues`).
+    /// The RX ring [`XdpVi::poll_rx`] looks at first next time (an index into `queues`).
     rx_turn: usize,
-    post_turn: usize,
     /// Frames on the TX ring that no kick has covered yet ([`XdpVi::send_deferred`]).
     tx_unkicked: u32,
     /// With several queues: an epoll set of every socket, readable when one of them is.
@@ -223,8 +239,8 @@ pub struct XdpVi {
     more: Vec<Xsk>,
     /// The first queue's socket: receive, and every send.
     xsk: Xsk,
-    umem: Umem,
-    program: Program,
+    umem: Arc<Umem>,
+    program: Arc<Mutex<Program>>,
 }
 
 impl XdpVi {
@@ -254,7 +270,7 @@ impl XdpVi {
         let (src_mac, if_mtu) = route::interface_mac_and_mtu(ifname)?;
         let mut program = Program::acquire(ifname, queue, mode)?;
         let ifindex = loader_ifindex(ifname)?;
-        let umem = Umem::new(config.rx_bufs, config.tx_bufs, config.mem_alloc)?;
+        let umem = Arc::new(Umem::new(config.rx_bufs, config.tx_bufs, config.mem_alloc)?);
         // The fill rings together hold at most the receive pool (see the module doc).
         let per_queue = (config.rx_bufs / queues.len() as u32).max(1);
         let rx_depth = config.rx_wre.min(1 << (31 - per_queue.leading_zeros()));
@@ -285,18 +301,25 @@ impl XdpVi {
         for &q in rest {
             more.push(Xsk::open(&umem, ifindex, q, rx_only, BindMode::Copy, Some(&xsk), metadata)?);
         }
-        let waiter = if more.is_empty() { None } else { Some(epoll_of(std::iter::once(&xsk).chain(&more))?) };
-        program.register_socket(queue, xsk.fd())?;
+        let waiter = if more.is_empty() { None } else { Some(epoll_of(std::iter::once(&xsk).chain(&more).map(Xsk::fd))?) };
+        program.register_socket(queue, 0, xsk.fd())?;
         for (&q, x) in rest.iter().zip(&more) {
-            program.register_socket(q, x.fd())?;
+            program.register_socket(q, 0, x.fd())?;
         }
+        let mut xsk = xsk;
+        let mut fill_rings = Vec::with_capacity(queues.len());
+        for x in std::iter::once(&mut xsk).chain(more.iter_mut()) {
+            let ring = x.take_fill().ok_or_else(|| io::Error::other("fill ring taken"))?;
+            fill_rings.push((ring, x.dup_fd()?));
+        }
+        let fill = Arc::new(Mutex::new(FillPool { rings: fill_rings, turn: 0, spare: umem.rx_addrs().collect() }));
         let max_ip_len = (if_mtu as usize)
             .min(config.mtu as usize)
             .min((FRAME_SIZE - TX_METADATA_LEN) as usize - frame::ETH_HEADER);
         // Zero-copy drivers may not implement the checksum request: only copy mode, where the
         // kernel completes the checksum (NIC or software) for every linear skb, offloads it.
         let tx_checksum_offload = xsk.tx_metadata() && xsk.mode() == BindMode::Copy;
-        let mut vi = XdpVi {
+        let vi = XdpVi {
             ifname: ifname.to_string(),
             ifindex,
             queue,
@@ -304,51 +327,88 @@ impl XdpVi {
             max_ip_len,
             resolver: Resolver::new(ifindex)?,
             tx_free: umem.tx_addrs().collect(),
-            rx_spare: umem.rx_addrs().collect(),
+            fill,
+            rx_depth,
             ip_id: (std::process::id() as u16).wrapping_mul(31),
             template: None,
             tx_checksum_offload,
             counters: XdpCounters { rx_queue_frames: vec![0; queues.len()], ..XdpCounters::default() },
             queues: queues.to_vec(),
             rx_turn: 0,
-            post_turn: 0,
             tx_unkicked: 0,
             waiter,
             more,
             xsk,
             umem,
-            program,
+            program: Arc::new(Mutex::new(program)),
         };
         if tx_checksum_offload {
             // The request is the same for every frame and the kernel does not write it back
             // (no timestamp is asked for): written once, in every send frame's metadata room.
-            let frames: Vec<u64> = vi.umem.tx_addrs().collect();
-            for addr in frames {
-                if let Some(frame) = vi.umem.frame_mut(addr) {
+            for addr in vi.umem.tx_addrs() {
+                // SAFETY: a send frame, not yet on the TX ring: nobody else reads or writes it.
+                if let Some(frame) = unsafe { vi.umem.frame_mut(addr) } {
                     xsk::write_checksum_request(&mut frame[..TX_METADATA_LEN as usize], frame::UDP_CSUM_START, frame::UDP_CSUM_OFFSET);
                 }
             }
         }
-        vi.refill();
+        vi.fill.lock().post(std::iter::empty());
         Ok(vi)
+    }
+
+    /// Opens ring `ring` (1 to [`loader::MAX_RINGS`] - 1; ring 0 is this VI's own sockets):
+    /// one socket per queue sharing that queue's buffers with ring 0's socket, registered in
+    /// the program as the ring's. Datagrams of filters added with [`XdpVi::add_filter_to`] for
+    /// `ring` arrive on it. See the module doc.
+    pub fn open_ring(&self, ring: u32) -> io::Result<XdpRing> {
+        if ring == 0 || ring >= loader::MAX_RINGS {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut xsks = Vec::with_capacity(self.queues.len());
+        for (&q, first) in self.queues.iter().zip(std::iter::once(&self.xsk).chain(&self.more)) {
+            xsks.push(SharedXsk::open(first, self.ifindex, q, self.rx_depth)?);
+        }
+        let waiter = if xsks.len() > 1 { Some(epoll_of(xsks.iter().map(SharedXsk::fd))?) } else { None };
+        {
+            let mut program = self.program.lock();
+            for (&q, x) in self.queues.iter().zip(&xsks) {
+                program.register_socket(q, ring, x.fd())?;
+            }
+        }
+        Ok(XdpRing {
+            ring,
+            queues: self.queues.clone(),
+            turn: 0,
+            counters: XdpCounters { rx_queue_frames: vec![0; self.queues.len()], ..XdpCounters::default() },
+            waiter,
+            xsks,
+            fill: self.fill.clone(),
+            umem: self.umem.clone(),
+        })
     }
 
     /// Steers datagrams matching `filter` to this queue's socket. `AddrInUse` when another
     /// live process has the same filter.
     pub fn add_filter(&mut self, filter: Filter) -> io::Result<()> {
-        match filter.remote {
-            None => self.program.add_filter(FilterKey::new(filter.proto, filter.local)),
-            Some(remote) => self.program.add_conn(ConnKey::new(filter.proto, filter.local, remote)),
-        }
+        self.add_filter_to(filter, 0)
+    }
+
+    /// As [`XdpVi::add_filter`], to ring `ring`'s sockets ([`XdpVi::open_ring`]); for a filter
+    /// of ours already, moves it to that ring.
+    pub fn add_filter_to(&mut self, filter: Filter, ring: u32) -> io::Result<()> {
+        add_filter_to(&self.program, filter, ring)
     }
 
     /// Stops steering `filter` here (datagrams go to the kernel again). `NotFound` when it is
     /// not ours.
     pub fn remove_filter(&mut self, filter: Filter) -> io::Result<()> {
-        match filter.remote {
-            None => self.program.remove_filter(FilterKey::new(filter.proto, filter.local)),
-            Some(remote) => self.program.remove_conn(ConnKey::new(filter.proto, filter.local, remote)),
-        }
+        remove_filter(&self.program, filter)
+    }
+
+    /// The program membership, for a holder of filters that outlives a borrow of the VI (the
+    /// port's filter table): [`add_filter_to`], [`remove_filter`].
+    pub fn program(&self) -> Arc<Mutex<Program>> {
+        self.program.clone()
     }
 
     /// Delivers up to [`RX_BATCH`] received datagrams to `deliver`, in arrival order, and
@@ -370,48 +430,14 @@ impl XdpVi {
                     deliver(RxDatagram { src: m.src, dst: m.dst, payload });
                 }
             }
-            self.rx_spare.push(frame);
         }
-        self.refill();
+        self.fill.lock().post(taken[..n].iter().map(|&(frame, _)| frame));
         delivered
     }
 
-    /// The receive frames not on the fill ring (for a caller that manages posting itself:
-    /// [`XdpVi::post_rx`], [`XdpVi::poll_rx`]). `rx_burst` must not be used after this.
-    pub fn take_spare_rx(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.rx_spare)
-    }
-
-    /// Puts one receive frame (a frame start) on the fill ring; false when the ring is full.
-    /// [`XdpVi::post_done`] publishes what was put. With several queues the fill rings take
-    /// turns, a full one skipped; false when all are full.
-    pub fn post_rx(&mut self, frame: u64) -> bool {
-        if self.more.is_empty() {
-            if self.xsk.fill.free(1) == 0 {
-                return false;
-            }
-            return self.xsk.fill.push(frame);
-        }
-        let n = self.queues.len();
-        for k in 0..n {
-            let q = (self.post_turn + k) % n;
-            let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
-            if xsk.fill.push(frame) {
-                self.post_turn = (q + 1) % n;
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Publishes the frames given by [`XdpVi::post_rx`], waking the kernel if it asked.
-    pub fn post_done(&mut self) {
-        for xsk in std::iter::once(&mut self.xsk).chain(&mut self.more) {
-            xsk.fill.submit();
-            if xsk.fill.needs_wakeup() {
-                xsk.kick_rx();
-            }
-        }
+    /// Gives receive frames (frame starts) back to the kernel: see [`FillPool::post`].
+    pub fn post_rx(&mut self, frames: &[u64]) {
+        self.fill.lock().post(frames.iter().copied());
     }
 
     /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
@@ -431,38 +457,7 @@ impl XdpVi {
             }
             let q = if first + k >= n { first + k - n } else { first + k };
             let xsk = if q == 0 { &mut self.xsk } else { &mut self.more[q - 1] };
-            let ready = xsk.rx.available().min(left);
-            for i in 0..ready {
-                let XdpDesc { addr, len, .. } = xsk.rx.peek(i);
-                let frame_start = addr - addr % u64::from(FRAME_SIZE);
-                let parsed = self.umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
-                    let d = frame::parse_udp4(bytes)?;
-                    let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
-                    Ok((d, offset))
-                });
-                let meta = match parsed {
-                    Ok((d, offset)) => {
-                        self.counters.rx_datagrams += 1;
-                        self.counters.rx_bytes += d.payload.len() as u64;
-                        match d.checksum {
-                            Checksum::None => self.counters.rx_checksum_none += 1,
-                            Checksum::Partial => self.counters.rx_checksum_partial += 1,
-                            Checksum::Verified => {}
-                        }
-                        Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
-                    }
-                    Err(reason) => {
-                        self.counters.rx_dropped[reason as usize] += 1;
-                        Err(reason)
-                    }
-                };
-                each(frame_start, meta);
-            }
-            if ready > 0 {
-                xsk.rx.release(ready);
-                self.counters.rx_queue_frames[q] += u64::from(ready);
-                left -= ready;
-            }
+            left -= take_frames(&mut xsk.rx, &self.umem, &mut self.counters, q, left, &mut each);
         }
     }
 
@@ -487,7 +482,7 @@ impl XdpVi {
 
     /// The fill rings' sizes, together.
     pub fn fill_depth(&self) -> u32 {
-        self.xsk.fill.size() + self.more.iter().map(|x| x.fill.size()).sum::<u32>()
+        self.fill.lock().depth()
     }
 
     /// How many UMEM frames receive (posted, holding a datagram, or spare).
@@ -594,23 +589,13 @@ impl XdpVi {
 
     /// The shared program's verdict counters (every process on this interface).
     pub fn program_stats(&self) -> ProgramStats {
-        self.program.stats()
+        self.program.lock().stats()
     }
 
     /// The kernel's counters for the sockets, summed (drops for a full RX ring, an empty fill
     /// ring...).
     pub fn socket_stats(&self) -> io::Result<libc::xdp_statistics> {
-        let mut sum = self.xsk.statistics()?;
-        for x in &self.more {
-            let st = x.statistics()?;
-            sum.rx_dropped += st.rx_dropped;
-            sum.rx_invalid_descs += st.rx_invalid_descs;
-            sum.tx_invalid_descs += st.tx_invalid_descs;
-            sum.rx_ring_full += st.rx_ring_full;
-            sum.rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
-            sum.tx_ring_empty_descs += st.tx_ring_empty_descs;
-        }
-        Ok(sum)
+        sum_statistics(std::iter::once(&self.xsk).chain(&self.more).map(Xsk::statistics))
     }
 
     /// Whether the socket is bound in zero-copy mode (else copy mode).
@@ -626,7 +611,7 @@ impl XdpVi {
 
     /// How this process attached the program, or `None` if it joined an attached one.
     pub fn attach_mode(&self) -> Option<AttachMode> {
-        self.program.attached_mode()
+        self.program.lock().attached_mode()
     }
 
     pub fn ifname(&self) -> &str {
@@ -697,7 +682,9 @@ impl XdpVi {
         };
         // The frame's data starts after the metadata room (every TX address must; see xsk).
         let offload = self.tx_checksum_offload;
-        let written = self.umem.frame_mut(addr).and_then(|buf| {
+        // SAFETY: `addr` came off our free list: not on the TX ring, so the kernel does not read
+        // it, and no other ring uses send frames.
+        let written = unsafe { self.umem.frame_mut(addr) }.and_then(|buf| {
             let data = &mut buf[TX_METADATA_LEN as usize..];
             if offload {
                 template.write_for_offload(data, header.ip_id, payload)
@@ -757,37 +744,11 @@ impl XdpVi {
             self.xsk.completion.release(done);
         }
     }
-
-    /// Puts spare receive frames on the fill ring(s), waking the kernel if it asked.
-    fn refill(&mut self) {
-        if !self.more.is_empty() {
-            while let Some(&addr) = self.rx_spare.last() {
-                if !self.post_rx(addr) {
-                    break;
-                }
-                self.rx_spare.pop();
-            }
-            self.post_done();
-            return;
-        }
-        let room = self.xsk.fill.free(self.rx_spare.len() as u32) as usize;
-        let n = room.min(self.rx_spare.len());
-        if n == 0 {
-            return;
-        }
-        for addr in self.rx_spare.drain(self.rx_spare.len() - n..) {
-            self.xsk.fill.push(addr);
-        }
-        self.xsk.fill.submit();
-        if self.xsk.fill.needs_wakeup() {
-            self.xsk.kick_rx();
-        }
-    }
 }
 
 /// An epoll set (close-on-exec) of `sockets`, readable while one of them is (level-triggered):
 /// what a sleeper waits on for several queues.
-fn epoll_of<'a>(sockets: impl Iterator<Item = &'a Xsk>) -> io::Result<std::os::fd::OwnedFd> {
+fn epoll_of(sockets: impl Iterator<Item = RawFd>) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: plain epoll_create1; the result is checked and owned at once.
     let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -796,14 +757,248 @@ fn epoll_of<'a>(sockets: impl Iterator<Item = &'a Xsk>) -> io::Result<std::os::f
     }
     // SAFETY: a fresh fd nobody else owns.
     let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-    for x in sockets {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: x.fd() as u64 };
+    for fd in sockets {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
         // SAFETY: a live event struct; both fds are open.
-        if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, x.fd(), &mut ev) } != 0 {
+        if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(ep)
+}
+
+/// Takes up to `left` frames off the RX ring `rx` (of queue index `q`) and hands each to
+/// `each` as (frame start, parse result); counts them in `counters`. Returns how many it took.
+fn take_frames(
+    rx: &mut Consumer<XdpDesc>,
+    umem: &Umem,
+    counters: &mut XdpCounters,
+    q: usize,
+    left: u32,
+    each: &mut impl FnMut(u64, Result<RxMeta, DropReason>),
+) -> u32 {
+    let ready = rx.available().min(left);
+    for i in 0..ready {
+        let XdpDesc { addr, len, .. } = rx.peek(i);
+        let frame_start = addr - addr % u64::from(FRAME_SIZE);
+        let parsed = umem.bytes(addr, len).ok_or(DropReason::BadDescriptor).and_then(|bytes| {
+            let d = frame::parse_udp4(bytes)?;
+            let offset = (addr - frame_start) as usize + (d.payload.as_ptr() as usize - bytes.as_ptr() as usize);
+            Ok((d, offset))
+        });
+        let meta = match parsed {
+            Ok((d, offset)) => {
+                counters.rx_datagrams += 1;
+                counters.rx_bytes += d.payload.len() as u64;
+                match d.checksum {
+                    Checksum::None => counters.rx_checksum_none += 1,
+                    Checksum::Partial => counters.rx_checksum_partial += 1,
+                    Checksum::Verified => {}
+                }
+                Ok(RxMeta { offset: offset as u32, len: d.payload.len() as u32, src: d.src, dst: d.dst })
+            }
+            Err(reason) => {
+                counters.rx_dropped[reason as usize] += 1;
+                Err(reason)
+            }
+        };
+        each(frame_start, meta);
+    }
+    if ready > 0 {
+        rx.release(ready);
+        if let Some(n) = counters.rx_queue_frames.get_mut(q) {
+            *n += u64::from(ready);
+        }
+    }
+    ready
+}
+
+/// Steers `filter` to ring `ring` of the process whose membership `program` is.
+pub fn add_filter_to(program: &Mutex<Program>, filter: Filter, ring: u32) -> io::Result<()> {
+    match filter.remote {
+        None => program.lock().add_filter(FilterKey::new(filter.proto, filter.local), ring),
+        Some(remote) => program.lock().add_conn(ConnKey::new(filter.proto, filter.local, remote), ring),
+    }
+}
+
+/// Stops steering `filter` to the process whose membership `program` is.
+pub fn remove_filter(program: &Mutex<Program>, filter: Filter) -> io::Result<()> {
+    match filter.remote {
+        None => program.lock().remove_filter(FilterKey::new(filter.proto, filter.local)),
+        Some(remote) => program.lock().remove_conn(ConnKey::new(filter.proto, filter.local, remote)),
+    }
+}
+
+/// The receive frames of a VI: its queues' fill rings (one per queue, shared by the sockets of
+/// every ring on that queue) and the frames that are on none of them yet. Under a lock of its
+/// own: the rings post to it from their own threads.
+pub struct FillPool {
+    /// Each queue's fill ring, with a descriptor of the ring-0 socket it belongs to (for the
+    /// need-wakeup kick), in [`XdpVi::queues`] order.
+    rings: Vec<(Producer<u64>, OwnedFd)>,
+    /// The fill ring tried first next time.
+    turn: usize,
+    /// Frames that did not fit on the fill rings.
+    spare: Vec<u64>,
+}
+
+impl FillPool {
+    /// Gives frames back to the kernel: the spare ones first, then `frames`; with several queues
+    /// the fill rings take turns, a full one skipped. What does not fit is kept, and posted by a
+    /// later call (every frame the kernel takes comes back through one: frames are never
+    /// stranded while a fill ring has room for them). Publishes what it put, waking the kernel
+    /// where it asked.
+    pub fn post(&mut self, frames: impl IntoIterator<Item = u64>) {
+        let mut touched = 0u64; // bit per fill ring, for the queues of a 64-queue NIC
+        let mut all_full = false;
+        while let Some(&frame) = self.spare.last() {
+            if !self.push(frame, &mut touched) {
+                all_full = true;
+                break;
+            }
+            self.spare.pop();
+        }
+        for frame in frames {
+            if all_full || !self.push(frame, &mut touched) {
+                all_full = true;
+                self.spare.push(frame);
+            }
+        }
+        for (i, (ring, fd)) in self.rings.iter_mut().enumerate() {
+            if i >= 64 || touched & (1 << i) != 0 {
+                ring.submit();
+                if ring.needs_wakeup() {
+                    xsk::kick_fill(fd.as_raw_fd());
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, frame: u64, touched: &mut u64) -> bool {
+        let n = self.rings.len();
+        for k in 0..n {
+            let q = if self.turn + k >= n { self.turn + k - n } else { self.turn + k };
+            if self.rings[q].0.push(frame) {
+                *touched |= 1u64.checked_shl(q as u32).unwrap_or(0);
+                self.turn = if q + 1 >= n { 0 } else { q + 1 };
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The fill rings' sizes, together.
+    pub fn depth(&self) -> u32 {
+        self.rings.iter().map(|(r, _)| r.size()).sum()
+    }
+
+    /// Frames on no fill ring.
+    pub fn spare(&self) -> usize {
+        self.spare.len()
+    }
+}
+
+/// Ring `k` ≥ 1 of a VI ([`XdpVi::open_ring`]): a socket per queue, sharing the VI's buffers,
+/// that receives the datagrams of the filters steered to ring `k`. Receive only: sends go
+/// through the VI's ring 0.
+pub struct XdpRing {
+    ring: u32,
+    queues: Vec<u32>,
+    /// The RX ring [`XdpRing::poll_rx`] looks at first next time.
+    turn: usize,
+    /// What the ring received (the receive counters only).
+    counters: XdpCounters,
+    /// With several queues: an epoll set of the sockets.
+    waiter: Option<OwnedFd>,
+    // The sockets before the buffers they use.
+    xsks: Vec<SharedXsk>,
+    fill: Arc<Mutex<FillPool>>,
+    umem: Arc<Umem>,
+}
+
+impl XdpRing {
+    /// As [`XdpVi::poll_rx`], from this ring's sockets.
+    pub fn poll_rx(&mut self, max: u32, mut each: impl FnMut(u64, Result<RxMeta, DropReason>)) {
+        let n = self.xsks.len();
+        let first = self.turn;
+        self.turn = if first + 1 >= n { 0 } else { first + 1 };
+        let mut left = max;
+        for k in 0..n {
+            if left == 0 {
+                break;
+            }
+            let q = if first + k >= n { first + k - n } else { first + k };
+            left -= take_frames(&mut self.xsks[q].rx, &self.umem, &mut self.counters, q, left, &mut each);
+        }
+    }
+
+    /// Whether an RX ring of the ring holds frames.
+    pub fn rx_pending(&mut self) -> bool {
+        self.xsks.iter_mut().any(|x| x.rx.available() > 0)
+    }
+
+    /// Gives receive frames back to the kernel ([`FillPool::post`]): the pool is the VI's.
+    pub fn post_rx(&mut self, frames: &[u64]) {
+        self.fill.lock().post(frames.iter().copied());
+    }
+
+    /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).
+    pub fn frame(&self, frame: u64) -> &[u8] {
+        self.umem.bytes(frame, FRAME_SIZE).unwrap_or(&[])
+    }
+
+    /// The VI's fill rings' sizes, together (this ring's frames come from them).
+    pub fn fill_depth(&self) -> u32 {
+        self.fill.lock().depth()
+    }
+
+    /// Counts a received frame its caller dropped after parsing (no socket for it).
+    pub fn count_unclaimed(&mut self) {
+        self.counters.rx_unclaimed += 1;
+    }
+
+    /// What this ring received (receive counters; frames per queue in `rx_queue_frames`).
+    pub fn counters(&self) -> &XdpCounters {
+        &self.counters
+    }
+
+    /// The kernel's counters for the ring's sockets, summed.
+    pub fn socket_stats(&self) -> io::Result<libc::xdp_statistics> {
+        sum_statistics(self.xsks.iter().map(SharedXsk::statistics))
+    }
+
+    /// An fd readable when the ring has datagrams: the socket's, or an epoll set of them.
+    pub fn fd(&self) -> RawFd {
+        match &self.waiter {
+            Some(ep) => ep.as_raw_fd(),
+            None => self.xsks[0].fd(),
+        }
+    }
+
+    /// The ring's index (its filters' target in the program).
+    pub fn index(&self) -> u32 {
+        self.ring
+    }
+
+    pub fn queues(&self) -> &[u32] {
+        &self.queues
+    }
+}
+
+/// The sum of sockets' kernel counters.
+fn sum_statistics(each: impl Iterator<Item = io::Result<libc::xdp_statistics>>) -> io::Result<libc::xdp_statistics> {
+    // SAFETY: zeroed is a valid value of this plain-integer struct.
+    let mut sum: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    for st in each {
+        let st = st?;
+        sum.rx_dropped += st.rx_dropped;
+        sum.rx_invalid_descs += st.rx_invalid_descs;
+        sum.tx_invalid_descs += st.tx_invalid_descs;
+        sum.rx_ring_full += st.rx_ring_full;
+        sum.rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
+        sum.tx_ring_empty_descs += st.tx_ring_empty_descs;
+    }
+    Ok(sum)
 }
 
 fn loader_ifindex(ifname: &str) -> io::Result<u32> {

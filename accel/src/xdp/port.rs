@@ -34,13 +34,13 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use libc::c_int;
 use parking_lot::Mutex;
 
-use super::{flusher, AttachMode, Filter as XdpFilterSpec, NotSent, XdpCounters, XdpVi};
+use super::{flusher, AttachMode, Filter as XdpFilterSpec, NotSent, XdpCounters, XdpRing, XdpVi};
 use crate::config::Config;
 use crate::socket::{Proto, Socket};
 use crate::vi::posted::{Completion, PostedQueue, PostedRx};
@@ -50,14 +50,129 @@ use crate::vi::{BufId, Filter, FilterState, RxBinding, RxModel, RxQueue, TxOutco
 #[derive(Debug)]
 pub struct XdpFilter {
     pub spec: XdpFilterSpec,
+    /// The ring its datagrams arrive on (see [`XdpPort::ring_for`]).
+    pub ring: u32,
     /// The 5-tuple filter added when the bound socket connected (see [`XdpPort::connected`]).
     pub conn: Mutex<Option<(SocketAddrV4, SocketAddrV4)>>,
 }
 
-/// The device side of the port's receive queue: the XdpVi (None after shutdown or in a forked
-/// child) and who owns which destination.
-pub struct XdpDev {
-    vi: Option<XdpVi>,
+/// The device side of one of the port's receive queues (rings): ring 0's XdpVi ([`XdpDev`]) or
+/// another ring's XdpRing ([`XdpRingDev`]), None after shutdown; the filter table is the port's.
+pub struct RingDev<S> {
+    src: Option<S>,
+    table: Arc<Table>,
+    /// The ring as `accel stat` sees it (fill, buffers), in the stats block.
+    stats: Option<crate::stats::MemoryRing>,
+    /// Frames received per queue, in the stats block, and what of the ring's counts
+    /// ([`super::XdpCounters::rx_queue_frames`]) was added there already.
+    queue_stats: Option<crate::stats::QueueCounters>,
+    queue_published: Vec<u64>,
+    /// [`PostedRx::poll`]'s scratch list of received frames, kept for its capacity.
+    got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)>,
+    depth: u32,
+}
+
+/// Ring 0's device: the port's XdpVi, which also sends.
+pub type XdpDev = RingDev<XdpVi>;
+/// Another ring's device ([`XdpVi::open_ring`]).
+pub type XdpRingDev = RingDev<XdpRing>;
+
+/// What a ring's device reads frames from.
+pub trait RxSource: Send {
+    fn rx_pending(&mut self) -> bool;
+    fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>));
+    fn post_rx(&mut self, frames: &[u64]);
+    fn frame(&self, frame: u64) -> &[u8];
+    fn counters(&self) -> &XdpCounters;
+    fn count_unclaimed(&mut self);
+}
+
+impl RxSource for XdpVi {
+    fn rx_pending(&mut self) -> bool {
+        XdpVi::rx_pending(self)
+    }
+    fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>)) {
+        XdpVi::poll_rx(self, max, each)
+    }
+    fn post_rx(&mut self, frames: &[u64]) {
+        XdpVi::post_rx(self, frames)
+    }
+    fn frame(&self, frame: u64) -> &[u8] {
+        XdpVi::frame(self, frame)
+    }
+    fn counters(&self) -> &XdpCounters {
+        XdpVi::counters(self)
+    }
+    fn count_unclaimed(&mut self) {
+        XdpVi::count_unclaimed(self)
+    }
+}
+
+impl RxSource for XdpRing {
+    fn rx_pending(&mut self) -> bool {
+        XdpRing::rx_pending(self)
+    }
+    fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>)) {
+        XdpRing::poll_rx(self, max, each)
+    }
+    fn post_rx(&mut self, frames: &[u64]) {
+        XdpRing::post_rx(self, frames)
+    }
+    fn frame(&self, frame: u64) -> &[u8] {
+        XdpRing::frame(self, frame)
+    }
+    fn counters(&self) -> &XdpCounters {
+        XdpRing::counters(self)
+    }
+    fn count_unclaimed(&mut self) {
+        XdpRing::count_unclaimed(self)
+    }
+}
+
+/// The port's filter table, shared by its rings: who owns which destination (read by every
+/// ring for each batch of frames, to hand each to its socket), and when the multicast rule is
+/// next due for a check.
+pub struct Table {
+    inner: Mutex<FilterTable>,
+    /// Nanoseconds after `base` when [`FilterTable::check_groups`] is due; u64::MAX: no group.
+    groups_due: AtomicU64,
+    base: std::time::Instant,
+}
+
+impl Table {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, FilterTable> {
+        self.inner.lock()
+    }
+
+    /// Runs the multicast check if it is due (a relaxed load when there are no groups).
+    fn check_groups_if_due(&self) {
+        let due = self.groups_due.load(Ordering::Relaxed);
+        if due == u64::MAX || (self.base.elapsed().as_nanos() as u64) < due {
+            return;
+        }
+        let mut t = self.inner.lock();
+        t.check_groups();
+        self.schedule(&t);
+    }
+
+    /// Sets when the next multicast check is due, after a change of `t`'s groups or a check.
+    fn schedule(&self, t: &FilterTable) {
+        let due = if t.groups.is_empty() {
+            u64::MAX
+        } else {
+            (t.groups_checked.duration_since(self.base) + GROUP_CHECK_EVERY).as_nanos() as u64
+        };
+        self.groups_due.store(due, Ordering::Relaxed);
+    }
+}
+
+/// The port's filters and memberships, by socket (cookie), and the program entries for them.
+pub struct FilterTable {
+    /// The program membership (None after shutdown): its entries are added for the first owner
+    /// of a filter and point at the ring of its latest one.
+    program: Option<Arc<Mutex<super::loader::Program>>>,
+    /// The ring of each socket with a filter.
+    ring_of: AddrMap<u64, u32>,
     /// Bound filters: local address (0.0.0.0 = any) and port → cookies, the latest last (it
     /// gets the datagrams, as the kernel gives them to the latest of several sockets bound with
     /// SO_REUSEADDR); the program's entry goes when the last one does.
@@ -72,17 +187,8 @@ pub struct XdpDev {
     groups: Vec<Membership>,
     /// When the memberships were last compared with /proc/net/igmp.
     groups_checked: std::time::Instant,
-    /// The receive queue as `accel stat` sees it (fill, buffers), in the stats block.
-    stats: Option<crate::stats::MemoryRing>,
-    /// Frames received per queue, in the stats block, and what of the XdpVi's counts
-    /// ([`super::XdpCounters::rx_queue_frames`]) was added there already.
-    queue_stats: Option<crate::stats::QueueCounters>,
-    queue_published: Vec<u64>,
-    /// [`PostedRx::poll`]'s scratch list of received frames, kept for its capacity.
-    got: Vec<(u64, Result<super::RxMeta, super::frame::DropReason>)>,
     ifname: String,
     ifindex: u32,
-    depth: u32,
 }
 
 /// What a socket's membership of a group lets through: the kernel's per-socket source filter,
@@ -269,7 +375,7 @@ const GROUP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(
 /// How long a removed filter's owner is remembered ([`XdpDev::retired`]).
 const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl XdpDev {
+impl FilterTable {
     fn owner_of(&self, dst: SocketAddrV4, src: SocketAddrV4) -> Option<u64> {
         if dst.ip().is_multicast() {
             return group_owner(&self.groups, &self.retired, dst, src);
@@ -289,14 +395,18 @@ impl XdpDev {
         }).map(|&(_, c, _)| c)
     }
 
-    /// Steers `spec` to `cookie` (the program's entry is added for the first owner).
+    /// Steers `spec` to `cookie` (the program's entry is added for the first owner, and moved
+    /// to the ring of a later one: the latest owner gets the datagrams).
     fn add(&mut self, spec: XdpFilterSpec, cookie: u64) -> io::Result<()> {
         let owners = match spec.remote {
             None => self.binds.get(&spec.local),
             Some(r) => self.conns.get(&(spec.local, r)),
         };
-        if owners.is_none_or(Vec::is_empty) {
-            self.usable().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?.add_filter(spec)?;
+        let ring = self.ring(cookie);
+        let latest_ring = owners.and_then(|v| v.last()).map(|&c| self.ring(c));
+        if latest_ring != Some(ring) {
+            let program = self.usable().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+            super::add_filter_to(&program, spec, ring)?;
         }
         match spec.remote {
             None => self.binds.entry(spec.local).or_default().push(cookie),
@@ -316,29 +426,43 @@ impl XdpDev {
         let now = std::time::Instant::now();
         self.retired.retain(|(_, _, at)| now.duration_since(*at) < RETIRED_FOR);
         self.retired.push((spec, cookie, now));
-        if !owners.is_empty() {
+        if let Some(&latest) = owners.last() {
+            // The datagrams go to the latest owner now: to its ring.
+            let ring = self.ring(latest);
+            if ring != self.ring(cookie) {
+                if let Some(program) = self.usable() {
+                    if let Err(e) = super::add_filter_to(&program, spec, ring) {
+                        crate::log::debug(format_args!("xdp: moving filter {} to ring {ring}: {e}", spec.local));
+                    }
+                }
+            }
             return;
         }
         match spec.remote {
             None => self.binds.remove(&spec.local),
             Some(r) => self.conns.remove(&(spec.local, r)),
         };
-        if let Some(vi) = self.usable() {
-            if let Err(e) = vi.remove_filter(spec) {
+        if let Some(program) = self.usable() {
+            if let Err(e) = super::remove_filter(&program, spec) {
                 crate::log::debug(format_args!("xdp: removing filter {}: {e}", spec.local));
             }
         }
     }
 
-    fn usable(&mut self) -> Option<&mut XdpVi> {
+    /// The ring of socket `cookie` (0 if it has none: a socket closed meanwhile).
+    fn ring(&self, cookie: u64) -> u32 {
+        self.ring_of.get(&cookie).copied().unwrap_or(0)
+    }
+
+    fn usable(&self) -> Option<Arc<Mutex<super::loader::Program>>> {
         if FORKED.load(Ordering::Relaxed) {
             return None;
         }
-        self.vi.as_mut()
+        self.program.clone()
     }
 }
 
-impl XdpDev {
+impl FilterTable {
     /// The multicast rule: a group:port is steered to our XSK only while its socket is the
     /// group's only member on the interface (/proc/net/igmp "Users" = 1). With more members
     /// (another socket, ours or another process's, accelerated or not) the program passes the
@@ -554,36 +678,41 @@ fn others_on(sockets: &[(Ipv4Addr, u16, u64)], gp: SocketAddrV4, inode: u64) -> 
         .any(|&(ip, port, ino)| port == gp.port() && (ip.is_unspecified() || ip == *gp.ip()) && (ino != inode || inode == 0))
 }
 
-impl PostedRx for XdpDev {
+impl<S> RingDev<S> {
+    fn usable(&mut self) -> Option<&mut S> {
+        if FORKED.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.src.as_mut()
+    }
+}
+
+impl<S: RxSource> PostedRx for RingDev<S> {
     fn post(&mut self, bufs: &[BufId]) -> usize {
-        let Some(vi) = self.usable() else { return 0 };
-        let mut n = 0;
-        for b in bufs {
-            if !vi.post_rx(b.0) {
-                break;
+        let Some(src) = self.usable() else { return 0 };
+        // The pool takes them all (see PostedQueue::pooled); PostedQueue posts 16 at a time.
+        let mut frames = [0u64; 16];
+        for chunk in bufs.chunks(16) {
+            for (f, b) in frames.iter_mut().zip(chunk) {
+                *f = b.0;
             }
-            n += 1;
+            src.post_rx(&frames[..chunk.len()]);
         }
-        if n > 0 {
-            vi.post_done();
-        }
-        n
+        bufs.len()
     }
 
     fn poll(&mut self, out: &mut Vec<Result<Completion, BufId>>, max: usize) {
-        if !self.groups.is_empty() && self.groups_checked.elapsed() >= GROUP_CHECK_EVERY {
-            self.check_groups();
-        }
-        let Some(vi) = self.usable() else { return };
-        if !vi.rx_pending() {
+        self.table.check_groups_if_due();
+        let Some(src) = self.usable() else { return };
+        if !src.rx_pending() {
             return; // the busy-poll case: one load of the RX ring's producer index
         }
         // Reused between polls: no allocation per batch.
         let mut got = std::mem::take(&mut self.got);
-        let Some(vi) = self.vi.as_mut() else { return };
-        vi.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
+        let Some(src) = self.src.as_mut() else { return };
+        src.poll_rx(max as u32, |frame, meta| got.push((frame, meta)));
         if let Some(qs) = &self.queue_stats {
-            for (i, (&now, seen)) in vi.counters().rx_queue_frames.iter().zip(self.queue_published.iter_mut()).enumerate() {
+            for (i, (&now, seen)) in src.counters().rx_queue_frames.iter().zip(self.queue_published.iter_mut()).enumerate() {
                 if now != *seen {
                     qs.add(i, now - *seen);
                     *seen = now;
@@ -591,26 +720,29 @@ impl PostedRx for XdpDev {
             }
         }
         let mut unclaimed = 0;
-        for (frame, meta) in got.drain(..) {
-            let c = meta.ok().and_then(|m| {
-                let owner = self.owner_of(m.dst, m.src);
-                if owner.is_none() {
-                    unclaimed += 1;
-                }
-                Some(Completion { buf: BufId(frame), offset: m.offset, len: m.len, owner: owner?, src: m.src })
-            });
-            out.push(c.ok_or(BufId(frame)));
+        {
+            let table = self.table.lock();
+            for (frame, meta) in got.drain(..) {
+                let c = meta.ok().and_then(|m| {
+                    let owner = table.owner_of(m.dst, m.src);
+                    if owner.is_none() {
+                        unclaimed += 1;
+                    }
+                    Some(Completion { buf: BufId(frame), offset: m.offset, len: m.len, owner: owner?, src: m.src })
+                });
+                out.push(c.ok_or(BufId(frame)));
+            }
         }
         self.got = got;
-        if let Some(vi) = self.vi.as_mut() {
+        if let Some(src) = self.src.as_mut() {
             for _ in 0..unclaimed {
-                vi.count_unclaimed();
+                src.count_unclaimed();
             }
         }
     }
 
     fn buffer(&self, buf: BufId) -> &[u8] {
-        self.vi.as_ref().map_or(&[], |vi| vi.frame(buf.0))
+        self.src.as_ref().map_or(&[], |src| src.frame(buf.0))
     }
 
     fn depth(&self) -> u32 {
@@ -656,9 +788,28 @@ fn rx_queue_count(ifname: &str) -> Option<u32> {
     Some(channels[5].saturating_add(channels[8])).filter(|&n| n > 0)
 }
 
+/// The port's rings (see [`super`]'s "Several rings on one queue"): ring 0 is the port's own
+/// queue, the others are opened as the ring allocation logic asks for them.
+struct Rings {
+    /// The ring allocation key each ring serves, by ring index (None: free for the next key).
+    keys: Vec<Option<String>>,
+    /// Sockets on each ring.
+    sockets: Vec<u32>,
+    /// Rings 1 and up.
+    more: Vec<Arc<PostedQueue<XdpRingDev>>>,
+    /// Whether the "keys share rings" line was logged.
+    shared_logged: bool,
+}
+
 /// One process's AF_XDP port. See the module docs.
 pub struct XdpPort {
+    /// Ring 0: receives, and sends for every socket.
     queue: Arc<PostedQueue<XdpDev>>,
+    table: Arc<Table>,
+    rings: Mutex<Rings>,
+    /// VMA_RING_ALLOCATION_LOGIC_RX: which sockets share a ring.
+    logic: crate::config::RingAllocation,
+    ring_seq: AtomicU32,
     ifname: String,
     ifindex: u32,
     /// The interface's IPv4 addresses when the port opened.
@@ -708,24 +859,16 @@ pub fn for_local(config: &Config, local: Ipv4Addr) -> Option<&'static XdpPort> {
             PORT.get_or_init(|| match XdpPort::open(&ifname, config) {
                 Ok(p) => {
                     crate::log::debug(format_args!(
-                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames, UDP checksums {}",
+                        "xdp: {} queue{} {} open ({} mode{}), {} receive frames, UDP checksums {}, rings {}",
                         ifname,
                         if p.queues.len() > 1 { "s" } else { "" },
                         queue_list(&p.queues),
                         p.mode.map_or("joined", AttachMode::name),
                         if p.zero_copy() { ", zero copy" } else { ", copy" },
                         config.rx_bufs,
-                        if p.tx_checksum_offload() { "offloaded" } else { "computed" }
+                        if p.tx_checksum_offload() { "offloaded" } else { "computed" },
+                        crate::config::ring_allocation_name(config.ring_allocation_rx)
                     ));
-                    let logic = config.ring_allocation_rx;
-                    if logic != crate::config::RingAllocation::PerInterface {
-                        // A libvma user expects rings per socket/thread/core; say that here
-                        // they are per receive queue.
-                        crate::log::info(format_args!(
-                            "xdp: ring allocation {} is for shm rings only: on {ifname} this process's sockets share one AF_XDP socket per receive queue",
-                            crate::config::ring_allocation_name(logic)
-                        ));
-                    }
                     Some(p)
                 }
                 Err(e) => {
@@ -764,8 +907,7 @@ pub fn log_counters() {
         return;
     }
     if let Some(p) = existing() {
-        let st = p.queue.with_device(|d| d.vi.as_ref().and_then(|vi| vi.socket_stats().ok()));
-        if let Some(st) = st {
+        if let Some(st) = p.socket_stats() {
             crate::log::debug(format_args!(
                 "xdp socket: rx_dropped={} rx_invalid_descs={} rx_ring_full={} rx_fill_ring_empty_descs={} tx_invalid_descs={}",
                 st.rx_dropped, st.rx_invalid_descs, st.rx_ring_full, st.rx_fill_ring_empty_descs, st.tx_invalid_descs
@@ -777,8 +919,10 @@ pub fn log_counters() {
         let not_sent: u64 = c.tx_not_sent.iter().sum();
         let queues = existing().map(|p| p.queues.clone()).unwrap_or_default();
         let per_queue: String = queues.iter().zip(&c.rx_queue_frames).map(|(q, n)| format!(" rx_frames_q{q}={n}")).collect();
+        let rings = existing().map(XdpPort::ring_frames).unwrap_or_default();
+        let per_ring: String = rings.iter().enumerate().map(|(k, n)| format!(" rx_frames_r{k}={n}")).collect();
         crate::log::debug(format_args!(
-            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kicks={} tx_late_kicks={} tx_kick_errors={}{per_queue}",
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kicks={} tx_late_kicks={} tx_kick_errors={}{per_queue}{per_ring}",
             c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kicks, c.tx_late_kicks, c.tx_kick_errors
         ));
     }
@@ -791,7 +935,7 @@ pub fn flush_deferred(late: bool, try_only: bool) {
         flusher::kicked();
         return;
     };
-    let flush = |d: &mut XdpDev| match d.vi.as_mut() {
+    let flush = |d: &mut XdpDev| match d.src.as_mut() {
         Some(vi) => kick_deferred(vi, late),
         None => flusher::kicked(),
     };
@@ -813,22 +957,32 @@ fn kick_deferred(vi: &mut XdpVi, late: bool) {
     }
 }
 
-/// At exit: sends what is deferred, closes the XSK and leaves the program (detaching it if we
+/// At exit: sends what is deferred, closes the XSKs and leaves the program (detaching it if we
 /// were the last user).
 pub fn shutdown() {
     if FORKED.load(Ordering::Relaxed) {
         return;
     }
     if let Some(p) = PORT.get().and_then(|p| p.as_ref()) {
+        let program = {
+            let mut t = p.table.lock();
+            t.binds.clear();
+            t.conns.clear();
+            t.program.take()
+        };
         let vi = p.queue.with_device(|d| {
-            d.binds.clear();
-            d.conns.clear();
-            if let Some(vi) = d.vi.as_mut() {
+            if let Some(vi) = d.src.as_mut() {
                 kick_deferred(vi, false);
             }
-            d.vi.take()
+            d.src.take()
         });
+        let rings: Vec<Arc<PostedQueue<XdpRingDev>>> = p.rings.lock().more.clone();
+        // The sockets first (all rings'), then the program membership.
+        for r in rings {
+            drop(r.with_device(|d| d.src.take()));
+        }
         drop(vi);
+        drop(program);
     }
 }
 
@@ -842,38 +996,50 @@ impl XdpPort {
                 format!("ACCEL_XDP_QUEUES={} names no queue of the {} it has", config.xdp_queues, available.unwrap_or(1)),
             ));
         }
-        let mut vi = XdpVi::open_queues(ifname, &queues, config, config.xdp_mode).map_err(|e| {
+        let vi = XdpVi::open_queues(ifname, &queues, config, config.xdp_mode).map_err(|e| {
             io::Error::new(e.kind(), format!("queue{} {}: {e}", if queues.len() > 1 { "s" } else { "" }, queue_list(&queues)))
         })?;
-        let spare: Vec<BufId> = vi.take_spare_rx().into_iter().map(BufId).collect();
-        // The rest of the receive frames are on the fill ring already.
-        let posted = vi.rx_frames().saturating_sub(spare.len() as u32);
         let depth = vi.fill_depth();
         let fd = vi.fd();
         let max_payload = vi.max_payload();
         let mode = vi.attach_mode();
         let ifindex = vi.ifindex();
         let zero_copy = vi.zero_copy();
+        let now = std::time::Instant::now();
+        let table = Arc::new(Table {
+            inner: Mutex::new(FilterTable {
+                program: Some(vi.program()),
+                ring_of: AddrMap::default(),
+                binds: AddrMap::default(),
+                conns: AddrMap::default(),
+                retired: Vec::new(),
+                groups: Vec::new(),
+                groups_checked: now,
+                ifname: ifname.to_string(),
+                ifindex,
+            }),
+            groups_due: AtomicU64::new(u64::MAX),
+            base: now,
+        });
         let dev = XdpDev {
-            vi: Some(vi),
-            binds: AddrMap::default(),
-            conns: AddrMap::default(),
-            retired: Vec::new(),
-            groups: Vec::new(),
-            groups_checked: std::time::Instant::now(),
+            src: Some(vi),
+            table: table.clone(),
             got: Vec::new(),
-            ifname: ifname.to_string(),
-            ifindex,
             depth,
             stats: crate::stats::memory_ring(&stats_ring_name(ifname, &queues), &format!("xdp/{ifname}"), depth, super::umem::FRAME_SIZE),
             queue_stats: crate::stats::queue_counters(&queues),
             queue_published: vec![0; queues.len()],
         };
-        let queue = Arc::new(PostedQueue::with_posted(dev, spare, posted).with_wait_fd(fd));
+        // Every receive frame is the fill pool's already (see XdpVi::open_queues).
+        let queue = Arc::new(PostedQueue::pooled(dev).with_wait_fd(fd));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let seed = u64::from(std::process::id()) ^ nanos.rotate_left(17);
         Ok(XdpPort {
             queue,
+            table,
+            rings: Mutex::new(Rings { keys: vec![None], sockets: vec![0], more: Vec::new(), shared_logged: false }),
+            logic: config.ring_allocation_rx,
+            ring_seq: AtomicU32::new(0),
             ifname: ifname.to_string(),
             ifindex,
             addresses: addresses_of(ifname),
@@ -897,16 +1063,148 @@ impl XdpPort {
     }
 
     pub fn tx_checksum_offload(&self) -> bool {
-        self.queue.with_device(|d| d.vi.as_ref().is_some_and(XdpVi::tx_checksum_offload))
+        self.queue.with_device(|d| d.src.as_ref().is_some_and(XdpVi::tx_checksum_offload))
     }
 
     pub fn zero_copy(&self) -> bool {
-        self.queue.with_device(|d| d.vi.as_ref().is_some_and(XdpVi::zero_copy))
+        self.queue.with_device(|d| d.src.as_ref().is_some_and(XdpVi::zero_copy))
     }
 
-    /// The XdpVi's counters (None after shutdown).
+    /// The port's counters: ring 0's XdpVi's, with the other rings' receive counts added (None
+    /// after shutdown).
     pub fn counters(&self) -> Option<XdpCounters> {
-        self.queue.with_device(|d| d.vi.as_ref().map(|vi| vi.counters().clone()))
+        let mut c = self.queue.with_device(|d| d.src.as_ref().map(|vi| vi.counters().clone()))?;
+        for r in self.rings.lock().more.clone() {
+            r.with_device(|d| {
+                if let Some(ring) = d.src.as_ref() {
+                    let rc = ring.counters();
+                    c.rx_datagrams += rc.rx_datagrams;
+                    c.rx_bytes += rc.rx_bytes;
+                    for (a, b) in c.rx_dropped.iter_mut().zip(rc.rx_dropped) {
+                        *a += b;
+                    }
+                    c.rx_checksum_none += rc.rx_checksum_none;
+                    c.rx_checksum_partial += rc.rx_checksum_partial;
+                    c.rx_unclaimed += rc.rx_unclaimed;
+                    for (a, b) in c.rx_queue_frames.iter_mut().zip(&rc.rx_queue_frames) {
+                        *a += b;
+                    }
+                }
+            });
+        }
+        Some(c)
+    }
+
+    /// Frames received by each ring, by ring index.
+    pub fn ring_frames(&self) -> Vec<u64> {
+        let frames = |c: &XdpCounters| c.rx_queue_frames.iter().sum::<u64>();
+        let mut out = vec![self.queue.with_device(|d| d.src.as_ref().map_or(0, |vi| frames(vi.counters())))];
+        for r in self.rings.lock().more.clone() {
+            out.push(r.with_device(|d| d.src.as_ref().map_or(0, |ring| frames(ring.counters()))));
+        }
+        out
+    }
+
+    /// The kernel's counters of every ring's sockets, summed.
+    fn socket_stats(&self) -> Option<libc::xdp_statistics> {
+        let mut sum = self.queue.with_device(|d| d.src.as_ref().and_then(|vi| vi.socket_stats().ok()))?;
+        for r in self.rings.lock().more.clone() {
+            if let Some(st) = r.with_device(|d| d.src.as_ref().and_then(|ring| ring.socket_stats().ok())) {
+                sum.rx_dropped += st.rx_dropped;
+                sum.rx_invalid_descs += st.rx_invalid_descs;
+                sum.rx_ring_full += st.rx_ring_full;
+                sum.rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
+            }
+        }
+        Some(sum)
+    }
+
+    /// The ring a socket bound to `local` by this thread gets, by the ring allocation logic:
+    /// the ring serving its key; else a free ring (one whose sockets all closed); else a new
+    /// one ([`XdpVi::open_ring`]); beyond the program's [`MAX_RINGS`](super::loader::MAX_RINGS),
+    /// or if a ring cannot be opened, the ring with the fewest sockets (logged once). Returns
+    /// the ring's index and queue, counting the socket in.
+    fn ring_for(&self, local: SocketAddrV4) -> (u32, Arc<dyn RxQueue>) {
+        let key = if self.logic == crate::config::RingAllocation::PerInterface {
+            String::new() // one ring: no key to compute
+        } else {
+            crate::vi::ring_key(self.logic, local, &self.ring_seq)
+        };
+        let mut r = self.rings.lock();
+        let k = match r.keys.iter().position(|k| k.as_deref() == Some(key.as_str())) {
+            Some(k) => k,
+            None => match r.keys.iter().position(Option::is_none) {
+                Some(k) => {
+                    r.keys[k] = Some(key);
+                    k
+                }
+                None => match self.open_ring(r.keys.len() as u32) {
+                    Some(Ok(q)) => {
+                        crate::log::debug(format_args!("xdp: ring {} opened for {key}", r.keys.len()));
+                        r.keys.push(Some(key));
+                        r.sockets.push(0);
+                        r.more.push(q);
+                        r.keys.len() - 1
+                    }
+                    failed => {
+                        let k = (0..r.sockets.len()).min_by_key(|&k| r.sockets[k]).unwrap_or(0);
+                        if !r.shared_logged {
+                            r.shared_logged = true;
+                            let why = match failed {
+                                Some(Err(e)) => e.to_string(),
+                                _ => format!("{} rings, the most the filter program serves", r.keys.len()),
+                            };
+                            crate::log::info(format_args!(
+                                "xdp: no ring of its own for {key} ({why}): it shares ring {k}, and so may later ones"
+                            ));
+                        }
+                        k
+                    }
+                },
+            },
+        };
+        r.sockets[k] += 1;
+        let queue: Arc<dyn RxQueue> = if k == 0 { self.queue.clone() } else { r.more[k - 1].clone() };
+        (k as u32, queue)
+    }
+
+    /// A socket of ring `k` closed: a ring left without sockets serves the next new key.
+    fn ring_done(&self, k: u32) {
+        let mut r = self.rings.lock();
+        let k = k as usize;
+        if let Some(n) = r.sockets.get_mut(k) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.keys[k] = None;
+            }
+        }
+    }
+
+    /// Opens ring `k` and its receive queue; None when the port is shut down (or forked).
+    fn open_ring(&self, k: u32) -> Option<io::Result<Arc<PostedQueue<XdpRingDev>>>> {
+        if k >= super::loader::MAX_RINGS {
+            return None;
+        }
+        let ring = self.queue.with_device(|d| d.usable().map(|vi| vi.open_ring(k)))?;
+        Some(ring.map(|ring| {
+            let depth = ring.fill_depth();
+            let fd = ring.fd();
+            let dev = XdpRingDev {
+                table: self.table.clone(),
+                got: Vec::new(),
+                depth,
+                stats: crate::stats::memory_ring(
+                    &format!("{}.r{k}", stats_ring_name(&self.ifname, &self.queues)),
+                    &format!("xdp/{}", self.ifname),
+                    depth,
+                    super::umem::FRAME_SIZE,
+                ),
+                queue_stats: crate::stats::queue_counters(&self.queues),
+                queue_published: vec![0; self.queues.len()],
+                src: Some(ring),
+            };
+            Arc::new(PostedQueue::pooled(dev).with_wait_fd(fd))
+        }))
     }
 
     pub fn socket_of(&self, cookie: u64) -> Option<Arc<Socket>> {
@@ -935,17 +1233,16 @@ impl XdpPort {
         if *conn == new {
             return;
         }
-        self.queue.with_device(|d| {
-            if let Some((l, r)) = conn.take() {
-                d.remove(XdpFilterSpec::udp_connected(l, r), binding.cookie);
+        let mut d = self.table.lock();
+        if let Some((l, r)) = conn.take() {
+            d.remove(XdpFilterSpec::udp_connected(l, r), binding.cookie);
+        }
+        if let Some((l, r)) = new {
+            match d.add(XdpFilterSpec::udp_connected(l, r), binding.cookie) {
+                Ok(()) => *conn = new,
+                Err(e) => crate::log::debug(format_args!("xdp: 5-tuple filter {l} from {r}: {e}")),
             }
-            if let Some((l, r)) = new {
-                match d.add(XdpFilterSpec::udp_connected(l, r), binding.cookie) {
-                    Ok(()) => *conn = new,
-                    Err(e) => crate::log::debug(format_args!("xdp: 5-tuple filter {l} from {r}: {e}")),
-                }
-            }
-        });
+        }
     }
 }
 
@@ -977,17 +1274,17 @@ impl XdpPort {
         }
         let gp = SocketAddrV4::new(group, binding.local.port());
         let inode = crate::shm::registry::socket_inode(binding.fd).unwrap_or(0);
-        self.queue.with_device(|d| {
-            if let Some(ended) = apply_change(&mut d.groups, gp, binding.cookie, change) {
-                for spec in ended.installed {
-                    d.remove(spec, ended.cookie);
-                }
+        let mut d = self.table.lock();
+        if let Some(ended) = apply_change(&mut d.groups, gp, binding.cookie, change) {
+            for spec in ended.installed {
+                d.remove(spec, ended.cookie);
             }
-            for m in d.groups.iter_mut().filter(|m| m.cookie == binding.cookie && m.inode == 0) {
-                m.inode = inode;
-            }
-            d.check_groups();
-        });
+        }
+        for m in d.groups.iter_mut().filter(|m| m.cookie == binding.cookie && m.inode == 0) {
+            m.inode = inode;
+        }
+        d.check_groups();
+        self.table.schedule(&d);
     }
 }
 
@@ -1014,18 +1311,28 @@ impl Vi for XdpPort {
         }
         let spec = XdpPort::spec(filter);
         let cookie = (self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) & !1).max(2);
-        self.queue.with_device(|d| d.add(spec, cookie))?;
+        let (ring, queue) = self.ring_for(filter.local);
+        {
+            let mut t = self.table.lock();
+            t.ring_of.insert(cookie, ring);
+            if let Err(e) = t.add(spec, cookie) {
+                t.ring_of.remove(&cookie);
+                drop(t);
+                self.ring_done(ring);
+                return Err(e);
+            }
+        }
         let mut sockets = self.sockets.lock();
         sockets.retain(|_, w| w.strong_count() > 0);
         sockets.insert(cookie, Arc::downgrade(owner));
         Ok(RxBinding {
             kind: ViKind::Xdp,
-            queue: self.queue.clone() as Arc<dyn RxQueue>,
+            queue,
             cookie,
             local: filter.local,
             pid: std::process::id(),
             fd,
-            state: FilterState::Xdp(XdpFilter { spec, conn: Mutex::new(None) }),
+            state: FilterState::Xdp(XdpFilter { spec, ring, conn: Mutex::new(None) }),
         })
     }
 
@@ -1037,7 +1344,8 @@ impl Vi for XdpPort {
         }
         let FilterState::Xdp(f) = &binding.state else { return };
         let conn = f.conn.lock().take();
-        self.queue.with_device(|d| {
+        let ring = {
+            let mut d = self.table.lock();
             let mine: Vec<XdpFilterSpec> =
                 d.groups.iter().filter(|m| m.cookie == binding.cookie).flat_map(|m| m.installed.clone()).collect();
             d.groups.retain(|m| m.cookie != binding.cookie);
@@ -1048,7 +1356,12 @@ impl Vi for XdpPort {
                 d.remove(XdpFilterSpec::udp_connected(local, remote), binding.cookie);
             }
             d.remove(f.spec, binding.cookie);
-        });
+            self.table.schedule(&d);
+            d.ring_of.remove(&binding.cookie)
+        };
+        if let Some(ring) = ring {
+            self.ring_done(ring);
+        }
     }
 
     fn transmit(&self, tx: &TxRequest<'_>) -> TxOutcome {

@@ -27,8 +27,12 @@ pub struct Umem {
 }
 
 // SAFETY: the mapping is plain memory owned by this value; the kernel's concurrent access is
-// confined to frames we have handed it through the rings, which the ring protocol orders.
+// confined to frames we have handed it through the rings, which the ring protocol orders; our
+// threads write only frames they own (`frame_mut`'s contract) and read received frames only
+// until they post them again.
 unsafe impl Send for Umem {}
+// SAFETY: as above: `&Umem` gives out frames only under those rules.
+unsafe impl Sync for Umem {}
 
 impl Umem {
     /// Maps `rx_frames + tx_frames` frames, pre-faulted. With `MemAlloc::HugePages` huge pages
@@ -103,14 +107,19 @@ impl Umem {
     }
 
     /// The whole frame at `addr` (which must be a frame start), writable.
-    pub fn frame_mut(&mut self, addr: u64) -> Option<&mut [u8]> {
+    ///
+    /// # Safety
+    ///
+    /// Nobody else may read or write that frame while the slice lives: the caller owns it (a
+    /// send frame on its free list, not on the TX ring), and the region is shared by several
+    /// rings only through frames each owns (see `super::FillPool`).
+    #[allow(clippy::mut_from_ref)] // the ownership is the frame's, per the contract above
+    pub unsafe fn frame_mut(&self, addr: u64) -> Option<&mut [u8]> {
         if !addr.is_multiple_of(u64::from(FRAME_SIZE)) {
             return None;
         }
         let (start, len) = self.checked(addr, FRAME_SIZE)?;
-        // SAFETY: inside the mapping (checked); frames passed here are on our TX free list,
-        // which the kernel does not touch until we put them on the TX ring; `&mut self` rules
-        // out another borrow.
+        // SAFETY: inside the mapping (checked); the caller owns the frame (the contract).
         Some(unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) })
     }
 
@@ -139,7 +148,7 @@ mod tests {
 
     #[test]
     fn pools_are_disjoint_and_bytes_stay_inside_one_frame() {
-        let mut u = Umem::new(4, 2, MemAlloc::Anon).unwrap();
+        let u = Umem::new(4, 2, MemAlloc::Anon).unwrap();
         let rx: Vec<u64> = u.rx_addrs().collect();
         let tx: Vec<u64> = u.tx_addrs().collect();
         assert_eq!(rx, [0, 2048, 4096, 6144]);
@@ -149,8 +158,11 @@ mod tests {
         assert!(u.bytes(2049, 2048).is_none(), "crosses into the next frame");
         assert!(u.bytes(10240, 2049).is_none(), "past the end");
         assert!(u.bytes(u64::MAX, 1).is_none());
-        assert!(u.frame_mut(100).is_none(), "not a frame start");
-        u.frame_mut(10240).unwrap()[2047] = 7;
+        // SAFETY: nobody else uses this region.
+        unsafe {
+            assert!(u.frame_mut(100).is_none(), "not a frame start");
+            u.frame_mut(10240).unwrap()[2047] = 7;
+        }
         assert_eq!(u.bytes(10240 + 2047, 1).unwrap(), [7]);
     }
 }

@@ -156,6 +156,11 @@ pub struct Producer<T> {
     consumed: u32,
 }
 
+// SAFETY: the raw pointers point into the mapping this value owns; producing needs `&mut`, so
+// one thread at a time (a fill ring shared by several rings is kept under a lock, see
+// `super::FillPool`).
+unsafe impl<T: Send> Send for Producer<T> {}
+
 impl<T: Copy> Producer<T> {
     fn new(ring: Ring<T>) -> Self {
         Producer { ring, next: 0, consumed: 0 }
@@ -251,7 +256,9 @@ impl<T: Copy> Consumer<T> {
 pub struct Xsk {
     pub rx: Consumer<XdpDesc>,
     pub tx: Producer<XdpDesc>,
-    pub fill: Producer<u64>,
+    /// The fill ring, until [`Xsk::take_fill`] takes it (to share it with the other sockets
+    /// of the queue).
+    fill: Option<Producer<u64>>,
     pub completion: Consumer<u64>,
     mode: BindMode,
     /// Whether the UMEM has room for TX metadata ([`TX_METADATA_LEN`] before each TX address).
@@ -262,6 +269,19 @@ pub struct Xsk {
 
 // SAFETY: the raw pointers point into mappings owned by this value; using them needs `&mut`.
 unsafe impl Send for Xsk {}
+
+/// A socket sharing a queue with an [`Xsk`] bound there before it ([`SharedXsk::open`]): an RX
+/// ring of its own, the first socket's buffers, fill ring and completion ring. The XDP program
+/// chooses between the sockets of a queue (see `accel/bpf/filter.c`): one per ring of the ring
+/// allocation logic.
+pub struct SharedXsk {
+    pub rx: Consumer<XdpDesc>,
+    // Last: the ring is unmapped before the socket is closed.
+    fd: OwnedFd,
+}
+
+// SAFETY: as for `Xsk`.
+unsafe impl Send for SharedXsk {}
 
 /// The error of a failed call, as the kernel's errno (kept raw, so callers can match EBUSY,
 /// EOPNOTSUPP...); `what` names the call in the debug log.
@@ -352,11 +372,7 @@ impl Xsk {
         shared: Option<&Xsk>,
         tx_metadata: bool,
     ) -> io::Result<Xsk> {
-        // SAFETY: plain socket(2); the result is checked and owned at once.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        check(raw, "socket(AF_XDP)")?;
-        // SAFETY: `raw` is a fresh fd nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = new_socket()?;
         let raw = fd.as_raw_fd();
 
         let tx_metadata = match shared {
@@ -399,25 +415,7 @@ impl Xsk {
         set_opt(raw, libc::XDP_RX_RING, &sizes.rx, "XDP_RX_RING")?;
         set_opt(raw, libc::XDP_TX_RING, &sizes.tx, "XDP_TX_RING")?;
 
-        // SAFETY: zeroed is a valid value of this plain-integer struct.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut optlen = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: `off` and `optlen` are live and sized as the kernel expects.
-        let r = unsafe {
-            libc::getsockopt(
-                raw,
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                &mut optlen,
-            )
-        };
-        check(r, "XDP_MMAP_OFFSETS")?;
-        if optlen as usize != size_of::<libc::xdp_mmap_offsets>() {
-            // Kernels before 5.4 lack the flags word, which need-wakeup relies on.
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP: kernel too old (no ring flags)"));
-        }
-
+        let off = mmap_offsets(raw)?;
         let rx = map_ring::<XdpDesc>(raw, &off.rx, sizes.rx, libc::XDP_PGOFF_RX_RING)?;
         let tx = map_ring::<XdpDesc>(raw, &off.tx, sizes.tx, libc::XDP_PGOFF_TX_RING)?;
         let fill = map_ring::<u64>(raw, &off.fr, sizes.fill, libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t)?;
@@ -429,32 +427,34 @@ impl Xsk {
             (None, BindMode::ZeroCopy) => (libc::XDP_ZEROCOPY | libc::XDP_USE_NEED_WAKEUP, 0, mode),
             (None, BindMode::Copy) => (libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP, 0, mode),
         };
-        let sa = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: flags,
-            sxdp_ifindex: ifindex,
-            sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: shared_fd,
-        };
-        // SAFETY: `sa` is a live sockaddr_xdp and its size is passed with it.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&sa as *const libc::sockaddr_xdp).cast(),
-                size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        check(r, "bind(AF_XDP)")?;
+        bind(raw, flags, ifindex, queue, shared_fd)?;
 
         Ok(Xsk {
             rx: Consumer::new(rx),
             tx: Producer::new(tx),
-            fill: Producer::new(fill),
+            fill: Some(Producer::new(fill)),
             completion: Consumer::new(comp),
             mode,
             tx_metadata,
             fd,
         })
+    }
+
+    /// Takes the fill ring out (None the second time), for a caller that shares it between
+    /// this socket and the [`SharedXsk`]s of its queue; it stays the kernel's fill ring of this
+    /// socket's queue, and [`kick_fill`] with this socket's fd wakes the kernel for it.
+    pub fn take_fill(&mut self) -> Option<Producer<u64>> {
+        self.fill.take()
+    }
+
+    /// The fill ring, unless taken.
+    pub fn fill(&mut self) -> Option<&mut Producer<u64>> {
+        self.fill.as_mut()
+    }
+
+    /// A second fd for the socket (for a holder of its fill ring: [`kick_fill`]).
+    pub fn dup_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 
     /// Whether TX descriptors may carry metadata: the UMEM reserves [`TX_METADATA_LEN`] bytes
@@ -491,36 +491,108 @@ impl Xsk {
 
     /// Tells the kernel the fill ring has frames again (only needed when it asked).
     pub fn kick_rx(&self) {
-        // SAFETY: a zero-length recvfrom with no buffer, as AF_XDP defines the wakeup.
-        unsafe {
-            libc::recvfrom(
-                self.fd(),
-                std::ptr::null_mut(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-        }
+        kick_fill(self.fd());
     }
 
     /// The kernel's drop counters for this socket (`XDP_STATISTICS`).
     pub fn statistics(&self) -> io::Result<libc::xdp_statistics> {
-        // SAFETY: zeroed is a valid value of this plain-integer struct.
-        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
-        // SAFETY: `st` and `len` are live and sized as the kernel expects.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_XDP,
-                libc::XDP_STATISTICS,
-                (&mut st as *mut libc::xdp_statistics).cast(),
-                &mut len,
-            )
-        };
-        check(r, "XDP_STATISTICS").map(|_| st)
+        statistics(self.fd())
     }
+}
+
+impl SharedXsk {
+    /// Creates a socket on `first`'s interface (`ifindex`) and queue (`queue`, the one `first`
+    /// is bound to) sharing its UMEM and buffer pool (`XDP_SHARED_UMEM`: the kernel then wants
+    /// no fill or completion ring of its own, and takes the first socket's bind mode), with an
+    /// RX ring of `rx` descriptors (rounded up to a power of two) and no TX ring.
+    pub fn open(first: &Xsk, ifindex: u32, queue: u32, rx: u32) -> io::Result<SharedXsk> {
+        let fd = new_socket()?;
+        let raw = fd.as_raw_fd();
+        let rx = rx.max(1).next_power_of_two();
+        set_opt(raw, libc::XDP_RX_RING, &rx, "XDP_RX_RING")?;
+        let off = mmap_offsets(raw)?;
+        let ring = map_ring::<XdpDesc>(raw, &off.rx, rx, libc::XDP_PGOFF_RX_RING)?;
+        bind(raw, libc::XDP_SHARED_UMEM, ifindex, queue, first.fd() as u32)?;
+        Ok(SharedXsk { rx: Consumer::new(ring), fd })
+    }
+
+    /// The socket's fd: readable (POLLIN) when its RX ring has frames.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The kernel's drop counters for this socket (`XDP_STATISTICS`).
+    pub fn statistics(&self) -> io::Result<libc::xdp_statistics> {
+        statistics(self.fd())
+    }
+}
+
+/// A new AF_XDP socket (close-on-exec), not yet set up.
+fn new_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked and owned at once.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    check(raw, "socket(AF_XDP)")?;
+    // SAFETY: `raw` is a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Where the rings set up on socket `raw` are in their mappings.
+fn mmap_offsets(raw: RawFd) -> io::Result<libc::xdp_mmap_offsets> {
+    // SAFETY: zeroed is a valid value of this plain-integer struct.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut optlen = size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: `off` and `optlen` are live and sized as the kernel expects.
+    let r = unsafe {
+        libc::getsockopt(
+            raw,
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut optlen,
+        )
+    };
+    check(r, "XDP_MMAP_OFFSETS")?;
+    if optlen as usize != size_of::<libc::xdp_mmap_offsets>() {
+        // Kernels before 5.4 lack the flags word, which need-wakeup relies on.
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP: kernel too old (no ring flags)"));
+    }
+    Ok(off)
+}
+
+fn bind(raw: RawFd, flags: u16, ifindex: u32, queue: u32, shared_fd: u32) -> io::Result<()> {
+    let sa = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: flags,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: shared_fd,
+    };
+    // SAFETY: `sa` is a live sockaddr_xdp and its size is passed with it.
+    let r = unsafe {
+        libc::bind(raw, (&sa as *const libc::sockaddr_xdp).cast(), size_of::<libc::sockaddr_xdp>() as libc::socklen_t)
+    };
+    check(r, "bind(AF_XDP)")
+}
+
+/// Tells the kernel the fill ring of the socket `fd` (or of its queue, shared) has frames again
+/// (only needed when it asked).
+pub fn kick_fill(fd: RawFd) {
+    // SAFETY: a zero-length recvfrom with no buffer, as AF_XDP defines the wakeup.
+    unsafe {
+        libc::recvfrom(fd, std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut());
+    }
+}
+
+/// The kernel's drop counters of the socket `fd` (`XDP_STATISTICS`).
+fn statistics(fd: RawFd) -> io::Result<libc::xdp_statistics> {
+    // SAFETY: zeroed is a valid value of this plain-integer struct.
+    let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are live and sized as the kernel expects.
+    let r = unsafe {
+        libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_STATISTICS, (&mut st as *mut libc::xdp_statistics).cast(), &mut len)
+    };
+    check(r, "XDP_STATISTICS").map(|_| st)
 }
 
 #[cfg(test)]
