@@ -15,6 +15,10 @@
 //!   connected filter or a multicast member's source filter) and copied once, into the
 //!   application's buffer. The kernel socket is still read (dual path): whatever the program
 //!   passes (other queues, frames it does not parse, datagrams from this host) arrives there.
+//! - **Rings**: a socket's ring is chosen by VMA_RING_ALLOCATION_LOGIC_RX ([`XdpPort::ring_for`]):
+//!   ring 0 is the port's own queue; a new ring key gets a ring of its own ([`XdpVi::open_ring`]:
+//!   XSKs on the same queues, sharing their buffers), with its own [`PostedQueue`], wait fd and
+//!   counters; all rings read one filter table ([`Table`]) to hand frames to sockets.
 //! - **Multicast**: memberships stay the kernel's; a member's filters follow its socket options
 //!   under the single-member rule ([`XdpPort::membership`], [`XdpDev::check_groups`]).
 //! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
