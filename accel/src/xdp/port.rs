@@ -15,12 +15,12 @@
 //!   connected filter or a multicast member's source filter) and copied once, into the
 //!   application's buffer. The kernel socket is still read (dual path): whatever the program
 //!   passes (other queues, frames it does not parse, datagrams from this host) arrives there.
-//! - **Rings**: a socket's ring is chosen by VMA_RING_ALLOCATION_LOGIC_RX ([`XdpPort::ring_for`]):
+//! - **Rings**: a socket's ring is chosen by VMA_RING_ALLOCATION_LOGIC_RX (`XdpPort::ring_for`):
 //!   ring 0 is the port's own queue; a new ring key gets a ring of its own ([`XdpVi::open_ring`]:
 //!   XSKs on the same queues, sharing their buffers), with its own [`PostedQueue`], wait fd and
 //!   counters; all rings read one filter table ([`Table`]) to hand frames to sockets.
 //! - **Multicast**: memberships stay the kernel's; a member's filters follow its socket options
-//!   under the single-member rule ([`XdpPort::membership`], [`XdpDev::check_groups`]).
+//!   under the single-member rule ([`XdpPort::membership`], `FilterTable::check_groups`).
 //! - **Wakeups**: nobody can ring a doorbell for a datagram from the wire, so the queue names
 //!   the XSK fd as its [`RxQueue::wait_fd`](crate::vi::RxQueue::wait_fd): blocking receives and
 //!   the poll/select/epoll loops sleep on it next to the application's fds.
@@ -54,7 +54,7 @@ use crate::vi::{BufId, Filter, FilterState, RxBinding, RxModel, RxQueue, TxOutco
 #[derive(Debug)]
 pub struct XdpFilter {
     pub spec: XdpFilterSpec,
-    /// The ring its datagrams arrive on (see [`XdpPort::ring_for`]).
+    /// The ring its datagrams arrive on (see `XdpPort::ring_for`).
     pub ring: u32,
     /// The 5-tuple filter added when the bound socket connected (see [`XdpPort::connected`]).
     pub conn: Mutex<Option<(SocketAddrV4, SocketAddrV4)>>,
@@ -138,7 +138,7 @@ impl RxSource for XdpRing {
 /// next due for a check.
 pub struct Table {
     inner: Mutex<FilterTable>,
-    /// Nanoseconds after `base` when [`FilterTable::check_groups`] is due; u64::MAX: no group.
+    /// Nanoseconds after `base` when `FilterTable::check_groups` is due; u64::MAX: no group.
     groups_due: AtomicU64,
     base: std::time::Instant,
 }
@@ -265,7 +265,7 @@ struct Membership {
     /// The filters installed for it now (none while the kernel serves the group).
     installed: Vec<XdpFilterSpec>,
     /// The socket's inode (0: unknown), so that /proc/net/udp's other sockets on the group's
-    /// port can be told from it ([`XdpDev::check_groups`]).
+    /// port can be told from it (`FilterTable::check_groups`).
     inode: u64,
 }
 
@@ -1253,7 +1253,7 @@ impl XdpPort {
 impl XdpPort {
     /// The socket of `binding` changed its membership of `group` (joined, left, added or
     /// dropped a source, blocked or unblocked one...) in the kernel, on interface `iface`: its
-    /// filters follow, under the single-member rule ([`XdpDev::check_groups`]). A join (of the
+    /// filters follow, under the single-member rule (`FilterTable::check_groups`). A join (of the
     /// group, of a source) or an unblock on another interface is not ours to follow — a join
     /// that names no interface is the kernel's on the interface of the route to the group;
     /// changes that can only make the group less steerable (leave, block) are applied whatever
