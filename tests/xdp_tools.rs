@@ -474,10 +474,11 @@ for k in range(count):
 /// — each ring receives exactly its sockets' datagrams, intact and in order, and A's kernel
 /// none; the default (per interface) keeps one ring; rings left by closed sockets serve the
 /// next keys instead of new ones; past the program's 32 rings, keys share rings (one log line)
-/// and still get everything.
+/// and still get everything. On a two-queue veth: every ring has a socket on each queue, and
+/// the flows (one per destination port) land on either.
 #[test]
 fn xdp_ring_allocation_maps_sockets_onto_xsks() {
-    let env = XdpEnv::new("xdp_rings");
+    let env = XdpEnv::with_queues("xdp_rings", 2);
     let py = python3();
     let recv = py_args(&env.cx, RING_RECEIVER, "ring_recv.py");
     let send = py_args(&env.cx, RING_SENDER, "ring_send.py");
@@ -522,7 +523,13 @@ fn xdp_ring_allocation_maps_sockets_onto_xsks() {
         let per_ring: Vec<u64> = (0..)
             .map_while(|k| counters.iter().find(|(name, _)| *name == format!("rx_frames_r{k}")).map(|(_, v)| *v))
             .collect();
-        eprintln!("{label}: frames per ring {per_ring:?}");
+        let per_queue = [env.xdp_counter(rx.pid, "rx_frames_q0"), env.xdp_counter(rx.pid, "rx_frames_q1")];
+        eprintln!("{label}: frames per ring {per_ring:?}, per queue {per_queue:?}");
+        assert!(log.contains("xdp: xa queues 0-1 open"), "{label}\n{log}");
+        // Which queue a flow lands on is a hash with a per-boot seed: with 34 flows, both.
+        if phases[0] > 30 {
+            assert!(per_queue.iter().all(|&n| n > 0), "{label}: not both queues: {per_queue:?}");
+        }
         let opened = log.lines().filter(|l| l.contains("xdp: ring ") && l.contains(" opened for ")).count();
         match rings {
             Some(expected) => {
