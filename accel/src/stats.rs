@@ -1003,8 +1003,12 @@ fn describe_binding(r: &RxBinding) -> (String, String) {
     #[allow(unreachable_patterns)] // a VI added later without a case here shows its kind only
     match &r.state {
         FilterState::Shm(f) => (f.ring_name.clone(), format!("{}/{}", r.kind.name(), f.ring_key)),
-        FilterState::Xdp(_) => match crate::xdp::port::existing() {
-            Some(p) => (crate::xdp::port::stats_ring_name(p.ifname(), p.queues()), format!("{}/{}", r.kind.name(), p.ifname())),
+        FilterState::Xdp(f) => match crate::xdp::port::existing() {
+            Some(p) => {
+                let name = crate::xdp::port::stats_ring_name(p.ifname(), p.queues());
+                let name = if f.ring == 0 { name } else { format!("{name}.r{}", f.ring) };
+                (name, format!("{}/{}", r.kind.name(), p.ifname()))
+            }
             None => (String::new(), r.kind.name().to_string()),
         },
         _ => (String::new(), r.kind.name().to_string()),

@@ -356,6 +356,23 @@ impl XdpVi {
         Ok(vi)
     }
 
+    /// How many rings (ring 0 included) the receive pool can serve, at most
+    /// [`loader::MAX_RINGS`]: a ring whose sockets do not read holds up to its RX rings' worth of
+    /// frames (plus a polled batch and a few released ones) out of the pool, so the other rings
+    /// together may hold at most half of what the fill rings do not (the rest stays for ring
+    /// 0's RX rings and the frames in flight). More rings need a larger VMA_RX_BUFS.
+    pub fn ring_capacity(&self) -> u32 {
+        let off_fill = self.umem.rx_frames().saturating_sub(self.fill.lock().depth());
+        let per_ring = self.queues.len() as u32 * self.extra_rx_depth() + RX_BATCH + 32;
+        (1 + off_fill / 2 / per_ring).min(loader::MAX_RINGS)
+    }
+
+    /// The RX ring depth of rings 1 and up: shallower than ring 0's, so that more of them fit
+    /// in the pool ([`XdpVi::ring_capacity`]).
+    fn extra_rx_depth(&self) -> u32 {
+        self.rx_depth.min(256)
+    }
+
     /// Opens ring `ring` (1 to [`loader::MAX_RINGS`] - 1; ring 0 is this VI's own sockets):
     /// one socket per queue sharing that queue's buffers with ring 0's socket, registered in
     /// the program as the ring's. Datagrams of filters added with [`XdpVi::add_filter_to`] for
@@ -366,7 +383,7 @@ impl XdpVi {
         }
         let mut xsks = Vec::with_capacity(self.queues.len());
         for (&q, first) in self.queues.iter().zip(std::iter::once(&self.xsk).chain(&self.more)) {
-            xsks.push(SharedXsk::open(first, self.ifindex, q, self.rx_depth)?);
+            xsks.push(SharedXsk::open(first, self.ifindex, q, self.extra_rx_depth())?);
         }
         let waiter = if xsks.len() > 1 { Some(epoll_of(xsks.iter().map(SharedXsk::fd))?) } else { None };
         {

@@ -803,6 +803,46 @@ struct Rings {
     more: Vec<Arc<PostedQueue<XdpRingDev>>>,
     /// Whether the "keys share rings" line was logged.
     shared_logged: bool,
+    /// How many rings may be open, and why no more (see [`ring_limit`]).
+    limit: u32,
+    limit_why: String,
+}
+
+/// How many rings the port may open, and why no more: what the receive pool can serve
+/// ([`XdpVi::ring_capacity`]), and only ring 0 where several sockets on one queue are not safe
+/// — generic (skb) mode before Linux 6.15, whose generic receive path locked per socket while
+/// the sockets of a queue share its fill ring ("xsk: Fix race condition in AF_XDP generic RX
+/// path"); a program another process attached counts as generic there (its mode is unknown).
+fn ring_limit(vi: &XdpVi, config: &Config) -> (u32, String) {
+    let native = vi.attach_mode() == Some(AttachMode::Native) || vi.zero_copy();
+    if !native && !kernel_at_least(6, 15) {
+        return (1, "generic-mode XDP before Linux 6.15 cannot share a queue between AF_XDP sockets safely".into());
+    }
+    let n = vi.ring_capacity();
+    let why = if n >= super::loader::MAX_RINGS {
+        format!("{n} rings, the most the filter program serves")
+    } else {
+        format!("{n} rings, what ACCEL_RX_BUFS={} holds beside the fill rings; raise it for more", config.rx_bufs)
+    };
+    (n, why)
+}
+
+/// Whether the running kernel is at least `major.minor` (uname's release).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: zeroed is a valid utsname (byte arrays); uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a live utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: String = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
+    parse_release(&release).is_some_and(|v| v >= (major, minor))
+}
+
+/// (major, minor) of a kernel release such as "6.18.44-fc-v1300".
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// One process's AF_XDP port. See the module docs.
@@ -1009,6 +1049,7 @@ impl XdpPort {
         let mode = vi.attach_mode();
         let ifindex = vi.ifindex();
         let zero_copy = vi.zero_copy();
+        let (limit, limit_why) = ring_limit(&vi, config);
         let now = std::time::Instant::now();
         let table = Arc::new(Table {
             inner: Mutex::new(FilterTable {
@@ -1041,7 +1082,7 @@ impl XdpPort {
         Ok(XdpPort {
             queue,
             table,
-            rings: Mutex::new(Rings { keys: vec![None], sockets: vec![0], more: Vec::new(), shared_logged: false }),
+            rings: Mutex::new(Rings { keys: vec![None], sockets: vec![0], more: Vec::new(), shared_logged: false, limit, limit_why }),
             logic: config.ring_allocation_rx,
             ring_seq: AtomicU32::new(0),
             ifname: ifname.to_string(),
@@ -1117,7 +1158,7 @@ impl XdpPort {
                 sum.rx_dropped += st.rx_dropped;
                 sum.rx_invalid_descs += st.rx_invalid_descs;
                 sum.rx_ring_full += st.rx_ring_full;
-                sum.rx_fill_ring_empty_descs += st.rx_fill_ring_empty_descs;
+                // (rx_fill_ring_empty_descs is the queue's fill ring's: ring 0's already.)
             }
         }
         Some(sum)
@@ -1142,7 +1183,7 @@ impl XdpPort {
                     r.keys[k] = Some(key);
                     k
                 }
-                None => match self.open_ring(r.keys.len() as u32) {
+                None => match if (r.keys.len() as u32) < r.limit { self.open_ring(r.keys.len() as u32) } else { None } {
                     Some(Ok(q)) => {
                         crate::log::debug(format_args!("xdp: ring {} opened for {key}", r.keys.len()));
                         r.keys.push(Some(key));
@@ -1156,7 +1197,7 @@ impl XdpPort {
                             r.shared_logged = true;
                             let why = match failed {
                                 Some(Err(e)) => e.to_string(),
-                                _ => format!("{} rings, the most the filter program serves", r.keys.len()),
+                                _ => r.limit_why.clone(),
                             };
                             crate::log::info(format_args!(
                                 "xdp: no ring of its own for {key} ({why}): it shares ring {k}, and so may later ones"
@@ -1173,15 +1214,19 @@ impl XdpPort {
     }
 
     /// A socket of ring `k` closed: a ring left without sockets serves the next new key.
-    fn ring_done(&self, k: u32) {
+    /// Returns the ring's queue when it was its last socket: nobody reads it until then, so the
+    /// caller empties it (its frames back to the pool, datagrams of live sockets to their
+    /// stashes).
+    fn ring_done(&self, k: u32) -> Option<Arc<dyn RxQueue>> {
         let mut r = self.rings.lock();
         let k = k as usize;
-        if let Some(n) = r.sockets.get_mut(k) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                r.keys[k] = None;
-            }
+        let n = r.sockets.get_mut(k)?;
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return None;
         }
+        r.keys[k] = None;
+        Some(if k == 0 { self.queue.clone() } else { r.more[k - 1].clone() })
     }
 
     /// Opens ring `k` and its receive queue; None when the port is shut down (or forked).
@@ -1322,7 +1367,9 @@ impl Vi for XdpPort {
             if let Err(e) = t.add(spec, cookie) {
                 t.ring_of.remove(&cookie);
                 drop(t);
-                self.ring_done(ring);
+                if let Some(q) = self.ring_done(ring) {
+                    crate::udp::drain_to_stashes(&*q, None);
+                }
                 return Err(e);
             }
         }
@@ -1363,8 +1410,8 @@ impl Vi for XdpPort {
             self.table.schedule(&d);
             d.ring_of.remove(&binding.cookie)
         };
-        if let Some(ring) = ring {
-            self.ring_done(ring);
+        if let Some(q) = ring.and_then(|k| self.ring_done(k)) {
+            crate::udp::drain_to_stashes(&*q, None);
         }
     }
 
