@@ -469,6 +469,93 @@ for k in range(count):
     if k % 8 == 7: time.sleep(0.001)
 "#;
 
+/// Two threads, two rings: the "hog" binds `port` and reads nothing until the "reader" (on
+/// `port + 1`) has taken its `count` datagrams, then drains what its ring kept. Prints "hog H
+/// reader R".
+const RING_HOG: &str = r#"
+import socket, sys, threading
+ip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def mk(p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((ip, p))
+    return s
+ready = threading.Barrier(3)
+done = threading.Event()
+res = {}
+def hog():
+    s = mk(port); ready.wait(); done.wait(30)
+    s.settimeout(1)
+    n = 0
+    try:
+        while True:
+            s.recvfrom(2048); n += 1
+    except socket.timeout:
+        pass
+    res["hog"] = n
+def reader():
+    s = mk(port + 1); s.settimeout(10); ready.wait()
+    ok = 0
+    try:
+        while ok < count:
+            d, a = s.recvfrom(2048)
+            if d != b"%d-%d-" % (port + 1, ok) + bytes(range(100)): break
+            ok += 1
+    except socket.timeout:
+        pass
+    res["reader"] = ok
+    done.set()
+ts = [threading.Thread(target=hog), threading.Thread(target=reader)]
+for t in ts: t.start()
+ready.wait()
+print("bound", flush=True)
+for t in ts: t.join()
+print("hog", res["hog"], "reader", res["reader"], flush=True)
+"#;
+
+/// A ring whose socket does not read keeps only its share of the receive frames: 5000
+/// datagrams to a socket that reads nothing (its ring drops what its RX rings cannot hold, as a
+/// full socket buffer would), then 2000 to another thread's socket on another ring — which gets
+/// every one. A's kernel sees none of either.
+#[test]
+fn xdp_ring_that_does_not_read_leaves_the_others_their_frames() {
+    let env = XdpEnv::with_queues("xdp_ring_hog", 2);
+    let py = python3();
+    let recv = py_args(&env.cx, RING_HOG, "ring_hog.py");
+    let send = py_args(&env.cx, RING_SENDER, "ring_send.py");
+    let (port, count) = (6400u16, 2000u32);
+    let mut cmd = env.cmd(Side::A, true, &py);
+    cmd.env("VMA_RING_ALLOCATION_LOGIC_RX", "20").env("ACCEL_RX_BUFS", "8192");
+    cmd.arg(&recv).args([A_IP, &port.to_string(), &count.to_string()]);
+    let mut rx = env.spawn(cmd, "ring-hog");
+    wait_stdout_line(&mut rx, "bound", CHILD_TIMEOUT);
+    let before = env.a.in_datagrams();
+    for (p, n) in [(port, 5000u32), (port + 1, count)] {
+        let mut cmd = env.cmd(Side::B, false, &py);
+        cmd.arg(&send).args([A_IP, &p.to_string(), "1", &n.to_string()]);
+        env.cx.run(cmd, "ring-hog-send", None).assert_success();
+    }
+    let line = wait_stdout_line(&mut rx, "reader", CHILD_TIMEOUT);
+    let st = rx.wait_timeout(CHILD_TIMEOUT);
+    assert!(st.success(), "{st}\n{}", rx.stderr_text());
+    let field = |name: &str| -> u64 {
+        let mut w = line.split_whitespace();
+        while let Some(x) = w.next() {
+            if x == name {
+                return w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        panic!("no {name} in {line:?}")
+    };
+    let log = env.log_of(rx.pid);
+    assert_eq!(field("reader"), u64::from(count), "{line}\nlog:\n{log}");
+    // Its RX rings (256 per queue) and a polled batch at most.
+    let hog = field("hog");
+    assert!(hog > 0 && hog <= 2 * 256 + 64, "{line}\nlog:\n{log}");
+    assert_eq!(env.a.in_datagrams() - before, 0, "A's kernel received some");
+    assert!(log.contains("xdp: ring 1 opened"), "{log}");
+}
+
 /// VMA_RING_ALLOCATION_LOGIC_RX on the AF_XDP datapath: sockets of different ring keys (per
 /// thread, per socket) are served by XSKs of their own on the same queue, sharing its buffers
 /// — each ring receives exactly its sockets' datagrams, intact and in order, and A's kernel
@@ -491,11 +578,11 @@ fn xdp_ring_allocation_maps_sockets_onto_xsks() {
         ("20", &[3, 2], 400, &pool, Some(&[800, 800, 400]), None),
         ("10", &[3], 400, &pool, Some(&[400, 400, 400]), None),
         ("0", &[3], 400, &[], Some(&[1200]), None),
-        // The default pool (4096 frames, half on the two fill rings) serves two rings: the third
-        // key shares the first.
-        ("20", &[3], 400, &[], Some(&[800, 400]), Some("what ACCEL_RX_BUFS=4096 holds")),
-        // 34 threads with a pool for 32 rings: rings 0-31, then two keys share.
-        ("20", &[34], 30, &[("ACCEL_RX_WRE", "64"), ("ACCEL_RX_BUFS", "16384")], None, Some("the most the filter program serves")),
+        // Fill rings of 1024 (the default) serve three rings of 256: the fourth key shares the
+        // first.
+        ("20", &[4], 400, &[], Some(&[800, 400, 400]), Some("as many as fill rings of 1024 frames can serve")),
+        // 34 threads with fill rings for 32 rings: rings 0-31, then two keys share.
+        ("20", &[34], 30, &[("ACCEL_RX_WRE", "16384"), ("ACCEL_RX_BUFS", "32768")], None, Some("the most the filter program serves")),
     ];
     let mut base = 6300u16;
     for (logic, phases, count, vars, rings, shared) in cases {

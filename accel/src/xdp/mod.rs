@@ -217,8 +217,11 @@ pub struct XdpVi {
     tx_free: Vec<u64>,
     /// The fill rings and the receive frames not on them, shared with the other rings.
     fill: Arc<Mutex<FillPool>>,
-    /// The RX ring depth, for the sockets of other rings.
+    /// The fill ring depth (per queue).
     rx_depth: u32,
+    /// Whether rings besides ring 0 may be opened (a ring allocation logic other than per
+    /// interface): then every ring's RX rings are [`ring_rx_depth`] deep.
+    rings: bool,
     ip_id: u16,
     /// The headers of the last (source, destination, next hop) sent to, ready to copy.
     template: Option<HeaderTemplate>,
@@ -274,9 +277,13 @@ impl XdpVi {
         // The fill rings together hold at most the receive pool (see the module doc).
         let per_queue = (config.rx_bufs / queues.len() as u32).max(1);
         let rx_depth = config.rx_wre.min(1 << (31 - per_queue.leading_zeros()));
+        // With rings per socket/thread/core, every ring's RX rings are shallow (see
+        // `ring_capacity`), ring 0's included.
+        let rings = config.ring_allocation_rx != crate::config::RingAllocation::PerInterface;
+        let rx_ring = if rings { ring_rx_depth(rx_depth) } else { rx_depth };
         let sizes = RingSizes {
             fill: rx_depth,
-            rx: rx_depth,
+            rx: rx_ring,
             tx: config.tx_wre,
             completion: config.tx_wre,
         };
@@ -329,6 +336,7 @@ impl XdpVi {
             tx_free: umem.tx_addrs().collect(),
             fill,
             rx_depth,
+            rings,
             ip_id: (std::process::id() as u16).wrapping_mul(31),
             template: None,
             tx_checksum_offload,
@@ -356,21 +364,26 @@ impl XdpVi {
         Ok(vi)
     }
 
-    /// How many rings (ring 0 included) the receive pool can serve, at most
-    /// [`loader::MAX_RINGS`]: a ring whose sockets do not read holds up to its RX rings' worth of
-    /// frames (plus a polled batch and a few released ones) out of the pool, so the other rings
-    /// together may hold at most half of what the fill rings do not (the rest stays for ring
-    /// 0's RX rings and the frames in flight). More rings need a larger VMA_RX_BUFS.
+    /// How many rings (ring 0 included) the fill rings can serve, at most [`loader::MAX_RINGS`]
+    /// (1 when the VI was opened for one ring). A queue's fill ring is topped up only by the
+    /// rings that read (they post what they release), while the kernel moves its frames to
+    /// whichever RX ring the program picks: a ring whose sockets do not read keeps up to its RX
+    /// ring's depth of them. So the RX rings of all rings together must stay below the fill
+    /// ring's depth (by an eighth, for the frames readers hold meanwhile) — else rings that do
+    /// not read could empty it, and every other ring would get nothing (their readers, asleep,
+    /// would never post). More rings need a deeper fill ring (VMA_RX_WRE, with VMA_RX_BUFS to
+    /// back it).
     pub fn ring_capacity(&self) -> u32 {
-        let off_fill = self.umem.rx_frames().saturating_sub(self.fill.lock().depth());
-        let per_ring = self.queues.len() as u32 * self.extra_rx_depth() + RX_BATCH + 32;
-        (1 + off_fill / 2 / per_ring).min(loader::MAX_RINGS)
+        if !self.rings {
+            return 1;
+        }
+        let fill = self.rx_depth;
+        ((fill - fill / 8) / ring_rx_depth(fill)).clamp(1, loader::MAX_RINGS)
     }
 
-    /// The RX ring depth of rings 1 and up: shallower than ring 0's, so that more of them fit
-    /// in the pool ([`XdpVi::ring_capacity`]).
+    /// The RX ring depth of every ring ([`XdpVi::ring_capacity`]).
     fn extra_rx_depth(&self) -> u32 {
-        self.rx_depth.min(256)
+        ring_rx_depth(self.rx_depth)
     }
 
     /// Opens ring `ring` (1 to [`loader::MAX_RINGS`] - 1; ring 0 is this VI's own sockets):
@@ -782,6 +795,12 @@ fn epoll_of(sockets: impl Iterator<Item = RawFd>) -> io::Result<std::os::fd::Own
         }
     }
     Ok(ep)
+}
+
+/// The RX ring depth of each ring where there may be several, for fill rings `fill` deep: a
+/// quarter of it, 16 to 256 (a power of two, as `fill` is).
+fn ring_rx_depth(fill: u32) -> u32 {
+    (fill / 4).clamp(16, 256)
 }
 
 /// Takes up to `left` frames off the RX ring `rx` (of queue index `q`) and hands each to

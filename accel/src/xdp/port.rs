@@ -808,12 +808,12 @@ struct Rings {
     limit_why: String,
 }
 
-/// How many rings the port may open, and why no more: what the receive pool can serve
+/// How many rings the port may open, and why no more: what the fill rings can serve
 /// ([`XdpVi::ring_capacity`]), and only ring 0 where several sockets on one queue are not safe
 /// — generic (skb) mode before Linux 6.15, whose generic receive path locked per socket while
 /// the sockets of a queue share its fill ring ("xsk: Fix race condition in AF_XDP generic RX
 /// path"); a program another process attached counts as generic there (its mode is unknown).
-fn ring_limit(vi: &XdpVi, config: &Config) -> (u32, String) {
+fn ring_limit(vi: &XdpVi) -> (u32, String) {
     let native = vi.attach_mode() == Some(AttachMode::Native) || vi.zero_copy();
     if !native && !kernel_at_least(6, 15) {
         return (1, "generic-mode XDP before Linux 6.15 cannot share a queue between AF_XDP sockets safely".into());
@@ -822,7 +822,10 @@ fn ring_limit(vi: &XdpVi, config: &Config) -> (u32, String) {
     let why = if n >= super::loader::MAX_RINGS {
         format!("{n} rings, the most the filter program serves")
     } else {
-        format!("{n} rings, what ACCEL_RX_BUFS={} holds beside the fill rings; raise it for more", config.rx_bufs)
+        format!(
+            "{n} rings, as many as fill rings of {} frames can serve; raise ACCEL_RX_WRE (and ACCEL_RX_BUFS) for more",
+            vi.fill_depth() / vi.queues().len().max(1) as u32
+        )
     };
     (n, why)
 }
@@ -1049,7 +1052,7 @@ impl XdpPort {
         let mode = vi.attach_mode();
         let ifindex = vi.ifindex();
         let zero_copy = vi.zero_copy();
-        let (limit, limit_why) = ring_limit(&vi, config);
+        let (limit, limit_why) = ring_limit(&vi);
         let now = std::time::Instant::now();
         let table = Arc::new(Table {
             inner: Mutex::new(FilterTable {
