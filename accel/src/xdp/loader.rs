@@ -675,6 +675,17 @@ mod tests {
     }
 
     #[test]
+    fn ring_and_queue_limits_are_the_programs() {
+        let source = include_str!("../../bpf/filter.c");
+        let define = |name: &str| -> u32 {
+            let line = source.lines().find(|l| l.starts_with(&format!("#define {name} "))).expect(name);
+            line.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect(name)
+        };
+        assert_eq!(define("MAX_RINGS"), MAX_RINGS);
+        assert_eq!(define("MAX_QUEUES"), MAX_QUEUES);
+    }
+
+    #[test]
     fn start_time_sees_us_and_not_the_dead() {
         assert!(start_time(std::process::id()).is_some());
         assert_eq!(start_time(u32::MAX), None);

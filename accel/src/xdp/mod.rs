@@ -377,8 +377,7 @@ impl XdpVi {
         if !self.rings {
             return 1;
         }
-        let fill = self.rx_depth;
-        ((fill - fill / 8) / ring_rx_depth(fill)).clamp(1, loader::MAX_RINGS)
+        rings_for_fill(self.rx_depth)
     }
 
     /// The RX ring depth of every ring ([`XdpVi::ring_capacity`]).
@@ -803,6 +802,11 @@ fn ring_rx_depth(fill: u32) -> u32 {
     (fill / 4).clamp(16, 256)
 }
 
+/// How many rings fill rings `fill` deep serve ([`XdpVi::ring_capacity`]).
+fn rings_for_fill(fill: u32) -> u32 {
+    ((fill - fill / 8) / ring_rx_depth(fill)).clamp(1, loader::MAX_RINGS)
+}
+
 /// Takes up to `left` frames off the RX ring `rx` (of queue index `q`) and hands each to
 /// `each` as (frame start, parse result); counts them in `counters`. Returns how many it took.
 fn take_frames(
@@ -1045,3 +1049,25 @@ fn loader_ifindex(ifname: &str) -> io::Result<u32> {
         n => Ok(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_fit_in_seven_eighths_of_the_fill_ring() {
+        let capacity = rings_for_fill;
+        assert_eq!(ring_rx_depth(1024), 256);
+        assert_eq!(ring_rx_depth(64), 16);
+        assert_eq!(ring_rx_depth(16384), 256);
+        assert_eq!(capacity(1024), 3, "the default");
+        assert_eq!(capacity(64), 3);
+        assert_eq!(capacity(8192), 28);
+        assert_eq!(capacity(16384), 32, "the program's maximum");
+        for fill in (4..=15).map(|k| 1u32 << k) {
+            let n = capacity(fill);
+            assert!(n * ring_rx_depth(fill) <= fill - fill / 8 || n == 1, "fill {fill}: {n} rings");
+        }
+    }
+}
+

@@ -1510,6 +1510,15 @@ mod tests {
     }
 
     #[test]
+    fn kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("6.6"), Some((6, 6)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(kernel_at_least(4, 0), "this machine runs something newer");
+    }
+
+    #[test]
     fn memberships_follow_the_socket_options() {
         let gp = a("239.1.1.1:5000");
         let mut groups = Vec::new();
