@@ -217,6 +217,7 @@ pub struct XdpVi {
     tx_free: Vec<u64>,
     /// The fill rings and the receive frames not on them, shared with the other rings.
     fill: Arc<Mutex<FillPool>>,
+    fill_spare: Arc<std::sync::atomic::AtomicU64>,
     /// The fill ring depth (per queue).
     rx_depth: u32,
     /// Whether rings besides ring 0 may be opened (a ring allocation logic other than per
@@ -319,7 +320,13 @@ impl XdpVi {
             let ring = x.take_fill().ok_or_else(|| io::Error::other("fill ring taken"))?;
             fill_rings.push((ring, x.dup_fd()?));
         }
-        let fill = Arc::new(Mutex::new(FillPool { rings: fill_rings, turn: 0, spare: umem.rx_addrs().collect() }));
+        let fill = Arc::new(Mutex::new(FillPool {
+            rings: fill_rings,
+            turn: 0,
+            spare: umem.rx_addrs().collect(),
+            spare_count: Default::default(),
+        }));
+        let fill_spare = fill.lock().spare_counter();
         let max_ip_len = (if_mtu as usize)
             .min(config.mtu as usize)
             .min((FRAME_SIZE - TX_METADATA_LEN) as usize - frame::ETH_HEADER);
@@ -334,6 +341,7 @@ impl XdpVi {
             max_ip_len,
             resolver: Resolver::new(ifindex)?,
             tx_free: umem.tx_addrs().collect(),
+            fill_spare,
             fill,
             rx_depth,
             rings,
@@ -412,6 +420,7 @@ impl XdpVi {
             waiter,
             xsks,
             fill: self.fill.clone(),
+            fill_spare: self.fill_spare.clone(),
             umem: self.umem.clone(),
         })
     }
@@ -467,6 +476,11 @@ impl XdpVi {
     /// Gives receive frames (frame starts) back to the kernel: see [`FillPool::post`].
     pub fn post_rx(&mut self, frames: &[u64]) {
         self.fill.lock().post(frames.iter().copied());
+    }
+
+    /// Receive frames of the pool on no fill ring and with no ring (statistics; no lock).
+    pub fn pool_spare(&self) -> u64 {
+        self.fill_spare.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes up to `max` received frames off the RX ring and hands each to `each` as (frame
@@ -880,6 +894,8 @@ pub struct FillPool {
     turn: usize,
     /// Frames that did not fit on the fill rings.
     spare: Vec<u64>,
+    /// Their number, readable without the lock (statistics).
+    spare_count: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FillPool {
@@ -904,6 +920,7 @@ impl FillPool {
                 self.spare.push(frame);
             }
         }
+        self.spare_count.store(self.spare.len() as u64, std::sync::atomic::Ordering::Relaxed);
         for (i, (ring, fd)) in self.rings.iter_mut().enumerate() {
             if i >= 64 || touched & (1 << i) != 0 {
                 ring.submit();
@@ -932,9 +949,9 @@ impl FillPool {
         self.rings.iter().map(|(r, _)| r.size()).sum()
     }
 
-    /// Frames on no fill ring.
-    pub fn spare(&self) -> usize {
-        self.spare.len()
+    /// Frames on no fill ring (as of the last [`FillPool::post`]), without the lock.
+    pub fn spare_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.spare_count.clone()
     }
 }
 
@@ -953,6 +970,7 @@ pub struct XdpRing {
     // The sockets before the buffers they use.
     xsks: Vec<SharedXsk>,
     fill: Arc<Mutex<FillPool>>,
+    fill_spare: Arc<std::sync::atomic::AtomicU64>,
     umem: Arc<Umem>,
 }
 
@@ -980,6 +998,11 @@ impl XdpRing {
     /// Gives receive frames back to the kernel ([`FillPool::post`]): the pool is the VI's.
     pub fn post_rx(&mut self, frames: &[u64]) {
         self.fill.lock().post(frames.iter().copied());
+    }
+
+    /// As [`XdpVi::pool_spare`].
+    pub fn pool_spare(&self) -> u64 {
+        self.fill_spare.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The whole frame starting at `frame` (empty if it is not a frame of the UMEM).

@@ -89,6 +89,8 @@ pub trait RxSource: Send {
     fn frame(&self, frame: u64) -> &[u8];
     fn counters(&self) -> &XdpCounters;
     fn count_unclaimed(&mut self);
+    /// Frames of the shared pool on no fill ring and with no ring.
+    fn pool_spare(&self) -> u64;
 }
 
 impl RxSource for XdpVi {
@@ -110,6 +112,9 @@ impl RxSource for XdpVi {
     fn count_unclaimed(&mut self) {
         XdpVi::count_unclaimed(self)
     }
+    fn pool_spare(&self) -> u64 {
+        XdpVi::pool_spare(self)
+    }
 }
 
 impl RxSource for XdpRing {
@@ -130,6 +135,9 @@ impl RxSource for XdpRing {
     }
     fn count_unclaimed(&mut self) {
         XdpRing::count_unclaimed(self)
+    }
+    fn pool_spare(&self) -> u64 {
+        XdpRing::pool_spare(self)
     }
 }
 
@@ -755,7 +763,9 @@ impl<S: RxSource> PostedRx for RingDev<S> {
 
     fn queue_state(&mut self, fill: u64, max_fill: u64, spare: u64) {
         if let Some(s) = &self.stats {
-            s.set(fill, max_fill, spare);
+            // Spare: this ring's released frames and the pool's (shared by every ring).
+            let pool = self.src.as_ref().map_or(0, |src| src.pool_spare());
+            s.set(fill, max_fill, spare + pool);
         }
     }
 }
