@@ -549,9 +549,9 @@ fn xdp_ring_that_does_not_read_leaves_the_others_their_frames() {
     };
     let log = env.log_of(rx.pid);
     assert_eq!(field("reader"), u64::from(count), "{line}\nlog:\n{log}");
-    // Its RX rings (256 per queue) and a polled batch at most.
+    // Its RX rings (128 per queue with fill rings of 1024) and a polled batch at most.
     let hog = field("hog");
-    assert!(hog > 0 && hog <= 2 * 256 + 64, "{line}\nlog:\n{log}");
+    assert!(hog > 0 && hog <= 2 * 128 + 64, "{line}\nlog:\n{log}");
     assert_eq!(env.a.in_datagrams() - before, 0, "A's kernel received some");
     assert!(log.contains("xdp: ring 1 opened"), "{log}");
 }
@@ -578,9 +578,8 @@ fn xdp_ring_allocation_maps_sockets_onto_xsks() {
         ("20", &[3, 2], 400, &pool, Some(&[800, 800, 400]), None),
         ("10", &[3], 400, &pool, Some(&[400, 400, 400]), None),
         ("0", &[3], 400, &[], Some(&[1200]), None),
-        // Fill rings of 1024 (the default) serve three rings of 256: the fourth key shares the
-        // first.
-        ("20", &[4], 400, &[], Some(&[800, 400, 400]), Some("as many as fill rings of 1024 frames can serve")),
+        // Fill rings of 1024 (the default) serve four rings: the fifth key shares the first.
+        ("20", &[5], 400, &[], Some(&[800, 400, 400, 400]), Some("as many as fill rings of 1024 frames can serve")),
         // 34 threads with fill rings for 32 rings: rings 0-31, then two keys share.
         ("20", &[34], 30, &[("ACCEL_RX_WRE", "16384"), ("ACCEL_RX_BUFS", "32768")], None, Some("the most the filter program serves")),
     ];

@@ -114,7 +114,9 @@ impl<P: PostedRx> PostedQueue<P> {
     /// one fill ring): its `post` takes every buffer, keeping what the device cannot hold yet
     /// for later, and its completions may be buffers another queue posted — so no count of
     /// posted buffers can be kept. Buffers go back to the pool once `slack` of them are free,
-    /// and whenever a poll finds nothing (so that an idle queue strands none).
+    /// and before a sleep ([`RxQueue::arm`]), so that a sleeping queue strands none (a
+    /// busy-polling one holds fewer than `slack`; posting a few buffers on every empty poll
+    /// cost the receiver of a stream more than it saved).
     pub fn pooled(dev: P) -> PostedQueue<P> {
         let q = PostedQueue::new(dev, Vec::new());
         q.inner.lock().pooled = true;
@@ -190,10 +192,6 @@ impl<P: PostedRx> Inner<P> {
             // Nothing came in, so nothing changed: the free list was posted when it last grew
             // (release, bad frames below), and the device makes room for more only by
             // completing receives, which a later poll sees. The busy-poll path stays short.
-            // A pooled device is given what was released since it last was (below the slack).
-            if self.pooled && !self.free.is_empty() {
-                self.restock();
-            }
             self.scratch = scratch;
             return;
         }
@@ -270,6 +268,9 @@ impl<P: PostedRx> RxQueue for PostedQueue<P> {
     fn arm(&self) -> bool {
         let mut g = self.inner.lock();
         g.refill_ready();
+        if g.pooled && g.ready.is_empty() && !g.free.is_empty() {
+            g.restock(); // before sleeping: the pool gets what was released below the slack
+        }
         g.ready.is_empty() && g.dev.arm()
     }
 
@@ -411,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pooled_device_gets_buffers_back_in_batches_and_when_idle() {
+    fn a_pooled_device_gets_buffers_back_in_batches_and_before_a_sleep() {
         // A pool: takes everything; "posted" holds all it has (posted or spare).
         let nic = FakeNic { mem: vec![0; 64 * 64], posted: (0..64).map(BufId).collect(), wire: VecDeque::new(), depth: u32::MAX };
         let q = PostedQueue::pooled(nic); // depth u32::MAX: slack 32
@@ -429,12 +430,15 @@ mod tests {
         let (id, _) = q.borrow().unwrap().unwrap();
         assert!(q.release(id));
         assert_eq!(q.with_device(|d| d.posted.len()), held + 32);
-        // The rest, then a poll that finds nothing: everything is back.
+        // The rest: kept while the queue is polled (below the slack)...
         while let Some(Ok((id, _))) = q.borrow() {
             assert!(q.release(id));
         }
         assert!(q.is_empty());
-        assert_eq!(q.with_device(|d| d.posted.len()), 64, "an idle queue keeps no buffer");
+        assert_eq!(q.with_device(|d| d.posted.len()), held + 32);
+        // ...and given back before a sleep.
+        assert!(q.arm());
+        assert_eq!(q.with_device(|d| d.posted.len()), 64, "a sleeping queue keeps no buffer");
     }
 
     #[test]

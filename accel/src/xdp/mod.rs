@@ -221,8 +221,10 @@ pub struct XdpVi {
     /// The fill ring depth (per queue).
     rx_depth: u32,
     /// Whether rings besides ring 0 may be opened (a ring allocation logic other than per
-    /// interface): then every ring's RX rings are [`ring_rx_depth`] deep.
+    /// interface, and see [`rings_refused`]): then every ring's RX rings are [`ring_rx_depth`]
+    /// deep. If not, why.
     rings: bool,
+    rings_why: Option<String>,
     ip_id: u16,
     /// The headers of the last (source, destination, next hop) sent to, ready to copy.
     template: Option<HeaderTemplate>,
@@ -279,8 +281,9 @@ impl XdpVi {
         let per_queue = (config.rx_bufs / queues.len() as u32).max(1);
         let rx_depth = config.rx_wre.min(1 << (31 - per_queue.leading_zeros()));
         // With rings per socket/thread/core, every ring's RX rings are shallow (see
-        // `ring_capacity`), ring 0's included.
-        let rings = config.ring_allocation_rx != crate::config::RingAllocation::PerInterface;
+        // `ring_capacity`), ring 0's included — where more than one ring can be opened.
+        let rings_why = rings_refused(config, rx_depth, program.attached_mode());
+        let rings = rings_why.is_none();
         let rx_ring = if rings { ring_rx_depth(rx_depth) } else { rx_depth };
         let sizes = RingSizes {
             fill: rx_depth,
@@ -345,6 +348,7 @@ impl XdpVi {
             fill,
             rx_depth,
             rings,
+            rings_why,
             ip_id: (std::process::id() as u16).wrapping_mul(31),
             template: None,
             tx_checksum_offload,
@@ -377,15 +381,34 @@ impl XdpVi {
     /// rings that read (they post what they release), while the kernel moves its frames to
     /// whichever RX ring the program picks: a ring whose sockets do not read keeps up to its RX
     /// ring's depth of them. So the RX rings of all rings together must stay below the fill
-    /// ring's depth (by an eighth, for the frames readers hold meanwhile) — else rings that do
-    /// not read could empty it, and every other ring would get nothing (their readers, asleep,
-    /// would never post). More rings need a deeper fill ring (VMA_RX_WRE, with VMA_RX_BUFS to
-    /// back it).
+    /// ring's depth — else rings that do not read could empty it, and every other ring would
+    /// get nothing (their readers, asleep, would never post). Each ring counts with its RX ring,
+    /// a polled batch it may hold unread and the released frames it may not have posted yet;
+    /// an eighth of the fill ring is left for the readers. More rings need a deeper fill ring
+    /// (VMA_RX_WRE, with VMA_RX_BUFS to back it).
     pub fn ring_capacity(&self) -> u32 {
         if !self.rings {
             return 1;
         }
         rings_for_fill(self.rx_depth)
+    }
+
+    /// How many rings may be opened ([`XdpVi::ring_capacity`]) and, for a log line, why no
+    /// more.
+    pub fn ring_limit(&self) -> (u32, String) {
+        if let Some(why) = &self.rings_why {
+            return (1, why.clone());
+        }
+        let n = self.ring_capacity();
+        let why = if n >= loader::MAX_RINGS {
+            format!("{n} rings, the most the filter program serves")
+        } else {
+            format!(
+                "{n} rings, as many as fill rings of {} frames can serve; raise ACCEL_RX_WRE (and ACCEL_RX_BUFS) for more",
+                self.rx_depth
+            )
+        };
+        (n, why)
     }
 
     /// The RX ring depth of every ring ([`XdpVi::ring_capacity`]).
@@ -810,15 +833,52 @@ fn epoll_of(sockets: impl Iterator<Item = RawFd>) -> io::Result<std::os::fd::Own
     Ok(ep)
 }
 
-/// The RX ring depth of each ring where there may be several, for fill rings `fill` deep: a
-/// quarter of it, 16 to 256 (a power of two, as `fill` is).
+/// The RX ring depth of each ring where there may be several, for fill rings `fill` deep: an
+/// eighth of it, 16 to 256 (a power of two, as `fill` is).
 fn ring_rx_depth(fill: u32) -> u32 {
-    (fill / 4).clamp(16, 256)
+    (fill / 8).clamp(16, 256)
 }
 
-/// How many rings fill rings `fill` deep serve ([`XdpVi::ring_capacity`]).
+/// How many rings fill rings `fill` deep serve ([`XdpVi::ring_capacity`]): each may hold its
+/// RX ring, a polled batch and fewer than 32 released frames; an eighth stays for the readers.
 fn rings_for_fill(fill: u32) -> u32 {
-    ((fill - fill / 8) / ring_rx_depth(fill)).clamp(1, loader::MAX_RINGS)
+    ((fill - fill / 8) / (ring_rx_depth(fill) + RX_BATCH + 32)).clamp(1, loader::MAX_RINGS)
+}
+
+/// Why one ring only, if so: the ring allocation logic is per interface, the fill rings
+/// serve no more, or several sockets on one queue are not safe — generic (skb) mode before
+/// Linux 6.15, whose generic receive path locked per socket while the sockets of a queue share
+/// its fill ring ("xsk: Fix race condition in AF_XDP generic RX path"); a program another
+/// process attached counts as generic there (its mode is unknown).
+fn rings_refused(config: &Config, fill: u32, attached: Option<AttachMode>) -> Option<String> {
+    if config.ring_allocation_rx == crate::config::RingAllocation::PerInterface {
+        return Some("one ring per interface (ACCEL_RING_ALLOCATION_LOGIC_RX=0)".into());
+    }
+    if rings_for_fill(fill) < 2 {
+        return Some(format!("fill rings of {fill} frames serve one ring; raise ACCEL_RX_WRE (and ACCEL_RX_BUFS) for more"));
+    }
+    if attached != Some(AttachMode::Native) && !kernel_at_least(6, 15) {
+        return Some("generic-mode XDP before Linux 6.15 cannot share a queue between AF_XDP sockets safely".into());
+    }
+    None
+}
+
+/// Whether the running kernel is at least `major.minor` (uname's release).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: zeroed is a valid utsname (byte arrays); uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a live utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: String = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
+    parse_release(&release).is_some_and(|v| v >= (major, minor))
+}
+
+/// (major, minor) of a kernel release such as "6.18.44-fc-v1300".
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// Takes up to `left` frames off the RX ring `rx` (of queue index `q`) and hands each to
@@ -1080,17 +1140,26 @@ mod tests {
     #[test]
     fn rings_fit_in_seven_eighths_of_the_fill_ring() {
         let capacity = rings_for_fill;
-        assert_eq!(ring_rx_depth(1024), 256);
+        assert_eq!(ring_rx_depth(1024), 128);
         assert_eq!(ring_rx_depth(64), 16);
         assert_eq!(ring_rx_depth(16384), 256);
-        assert_eq!(capacity(1024), 3, "the default");
-        assert_eq!(capacity(64), 3);
-        assert_eq!(capacity(8192), 28);
+        assert_eq!(capacity(1024), 4, "the default");
+        assert_eq!(capacity(256), 1);
+        assert_eq!(capacity(8192), 20);
         assert_eq!(capacity(16384), 32, "the program's maximum");
         for fill in (4..=15).map(|k| 1u32 << k) {
             let n = capacity(fill);
-            assert!(n * ring_rx_depth(fill) <= fill - fill / 8 || n == 1, "fill {fill}: {n} rings");
+            assert!(n * (ring_rx_depth(fill) + RX_BATCH + 32) <= fill - fill / 8 || n == 1, "fill {fill}: {n} rings");
         }
+    }
+
+    #[test]
+    fn kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("6.6"), Some((6, 6)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(kernel_at_least(4, 0), "this machine runs something newer");
     }
 }
 

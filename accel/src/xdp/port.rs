@@ -813,49 +813,9 @@ struct Rings {
     more: Vec<Arc<PostedQueue<XdpRingDev>>>,
     /// Whether the "keys share rings" line was logged.
     shared_logged: bool,
-    /// How many rings may be open, and why no more (see [`ring_limit`]).
+    /// How many rings may be open, and why no more ([`XdpVi::ring_limit`]).
     limit: u32,
     limit_why: String,
-}
-
-/// How many rings the port may open, and why no more: what the fill rings can serve
-/// ([`XdpVi::ring_capacity`]), and only ring 0 where several sockets on one queue are not safe
-/// — generic (skb) mode before Linux 6.15, whose generic receive path locked per socket while
-/// the sockets of a queue share its fill ring ("xsk: Fix race condition in AF_XDP generic RX
-/// path"); a program another process attached counts as generic there (its mode is unknown).
-fn ring_limit(vi: &XdpVi) -> (u32, String) {
-    let native = vi.attach_mode() == Some(AttachMode::Native) || vi.zero_copy();
-    if !native && !kernel_at_least(6, 15) {
-        return (1, "generic-mode XDP before Linux 6.15 cannot share a queue between AF_XDP sockets safely".into());
-    }
-    let n = vi.ring_capacity();
-    let why = if n >= super::loader::MAX_RINGS {
-        format!("{n} rings, the most the filter program serves")
-    } else {
-        format!(
-            "{n} rings, as many as fill rings of {} frames can serve; raise ACCEL_RX_WRE (and ACCEL_RX_BUFS) for more",
-            vi.fill_depth() / vi.queues().len().max(1) as u32
-        )
-    };
-    (n, why)
-}
-
-/// Whether the running kernel is at least `major.minor` (uname's release).
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: zeroed is a valid utsname (byte arrays); uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a live utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return false;
-    }
-    let release: String = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
-    parse_release(&release).is_some_and(|v| v >= (major, minor))
-}
-
-/// (major, minor) of a kernel release such as "6.18.44-fc-v1300".
-fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// One process's AF_XDP port. See the module docs.
@@ -1062,7 +1022,7 @@ impl XdpPort {
         let mode = vi.attach_mode();
         let ifindex = vi.ifindex();
         let zero_copy = vi.zero_copy();
-        let (limit, limit_why) = ring_limit(&vi);
+        let (limit, limit_why) = vi.ring_limit();
         let now = std::time::Instant::now();
         let table = Arc::new(Table {
             inner: Mutex::new(FilterTable {
@@ -1179,9 +1139,9 @@ impl XdpPort {
 
     /// The ring a socket bound to `local` by this thread gets, by the ring allocation logic:
     /// the ring serving its key; else a free ring (one whose sockets all closed); else a new
-    /// one ([`XdpVi::open_ring`]); beyond the program's [`MAX_RINGS`](super::loader::MAX_RINGS),
-    /// or if a ring cannot be opened, the ring with the fewest sockets (logged once). Returns
-    /// the ring's index and queue, counting the socket in.
+    /// one ([`XdpVi::open_ring`]); beyond the port's limit ([`XdpVi::ring_limit`]), or if a
+    /// ring cannot be opened, the ring with the fewest sockets (logged once). Returns the
+    /// ring's index and queue, counting the socket in.
     fn ring_for(&self, local: SocketAddrV4) -> (u32, Arc<dyn RxQueue>) {
         let key = if self.logic == crate::config::RingAllocation::PerInterface {
             String::new() // one ring: no key to compute
@@ -1189,11 +1149,13 @@ impl XdpPort {
             crate::vi::ring_key(self.logic, local, &self.ring_seq)
         };
         let mut r = self.rings.lock();
+        let mut reused = false;
         let k = match r.keys.iter().position(|k| k.as_deref() == Some(key.as_str())) {
             Some(k) => k,
             None => match r.keys.iter().position(Option::is_none) {
                 Some(k) => {
                     r.keys[k] = Some(key);
+                    reused = r.sockets[k] == 0;
                     k
                 }
                 None => match if (r.keys.len() as u32) < r.limit { self.open_ring(r.keys.len() as u32) } else { None } {
@@ -1223,6 +1185,12 @@ impl XdpPort {
         };
         r.sockets[k] += 1;
         let queue: Arc<dyn RxQueue> = if k == 0 { self.queue.clone() } else { r.more[k - 1].clone() };
+        drop(r);
+        if reused {
+            // Frames that reached the ring after it was emptied (redirected just before its
+            // last socket's filter went): to their sockets, before the new key's arrive.
+            crate::udp::drain_to_stashes(&*queue, None);
+        }
         (k as u32, queue)
     }
 
@@ -1374,21 +1342,25 @@ impl Vi for XdpPort {
         let spec = XdpPort::spec(filter);
         let cookie = (self.cookie_seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) & !1).max(2);
         let (ring, queue) = self.ring_for(filter.local);
+        // Findable before its first datagram can arrive: a reader of the ring hands it over.
+        {
+            let mut sockets = self.sockets.lock();
+            sockets.retain(|_, w| w.strong_count() > 0);
+            sockets.insert(cookie, Arc::downgrade(owner));
+        }
         {
             let mut t = self.table.lock();
             t.ring_of.insert(cookie, ring);
             if let Err(e) = t.add(spec, cookie) {
                 t.ring_of.remove(&cookie);
                 drop(t);
+                self.sockets.lock().remove(&cookie);
                 if let Some(q) = self.ring_done(ring) {
                     crate::udp::drain_to_stashes(&*q, None);
                 }
                 return Err(e);
             }
         }
-        let mut sockets = self.sockets.lock();
-        sockets.retain(|_, w| w.strong_count() > 0);
-        sockets.insert(cookie, Arc::downgrade(owner));
         Ok(RxBinding {
             kind: ViKind::Xdp,
             queue,
@@ -1517,15 +1489,6 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn kernel_releases() {
-        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
-        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
-        assert_eq!(parse_release("6.6"), Some((6, 6)));
-        assert_eq!(parse_release("garbage"), None);
-        assert!(kernel_at_least(4, 0), "this machine runs something newer");
     }
 
     #[test]
