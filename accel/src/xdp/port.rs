@@ -93,53 +93,36 @@ pub trait RxSource: Send {
     fn pool_spare(&self) -> u64;
 }
 
-impl RxSource for XdpVi {
-    fn rx_pending(&mut self) -> bool {
-        XdpVi::rx_pending(self)
-    }
-    fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>)) {
-        XdpVi::poll_rx(self, max, each)
-    }
-    fn post_rx(&mut self, frames: &[u64]) {
-        XdpVi::post_rx(self, frames)
-    }
-    fn frame(&self, frame: u64) -> &[u8] {
-        XdpVi::frame(self, frame)
-    }
-    fn counters(&self) -> &XdpCounters {
-        XdpVi::counters(self)
-    }
-    fn count_unclaimed(&mut self) {
-        XdpVi::count_unclaimed(self)
-    }
-    fn pool_spare(&self) -> u64 {
-        XdpVi::pool_spare(self)
-    }
+/// Both kinds of ring read frames with methods of the same names: each impl delegates.
+macro_rules! rx_source {
+    ($t:ty) => {
+        impl RxSource for $t {
+            fn rx_pending(&mut self) -> bool {
+                <$t>::rx_pending(self)
+            }
+            fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>)) {
+                <$t>::poll_rx(self, max, each)
+            }
+            fn post_rx(&mut self, frames: &[u64]) {
+                <$t>::post_rx(self, frames)
+            }
+            fn frame(&self, frame: u64) -> &[u8] {
+                <$t>::frame(self, frame)
+            }
+            fn counters(&self) -> &XdpCounters {
+                <$t>::counters(self)
+            }
+            fn count_unclaimed(&mut self) {
+                <$t>::count_unclaimed(self)
+            }
+            fn pool_spare(&self) -> u64 {
+                <$t>::pool_spare(self)
+            }
+        }
+    };
 }
-
-impl RxSource for XdpRing {
-    fn rx_pending(&mut self) -> bool {
-        XdpRing::rx_pending(self)
-    }
-    fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>)) {
-        XdpRing::poll_rx(self, max, each)
-    }
-    fn post_rx(&mut self, frames: &[u64]) {
-        XdpRing::post_rx(self, frames)
-    }
-    fn frame(&self, frame: u64) -> &[u8] {
-        XdpRing::frame(self, frame)
-    }
-    fn counters(&self) -> &XdpCounters {
-        XdpRing::counters(self)
-    }
-    fn count_unclaimed(&mut self) {
-        XdpRing::count_unclaimed(self)
-    }
-    fn pool_spare(&self) -> u64 {
-        XdpRing::pool_spare(self)
-    }
-}
+rx_source!(XdpVi);
+rx_source!(XdpRing);
 
 /// The port's filter table, shared by its rings: who owns which destination (read by every
 /// ring for each batch of frames, to hand each to its socket), and when the multicast rule is
