@@ -367,7 +367,7 @@ type AddrMap<K, V> = rustc_hash::FxHashMap<K, V>;
 /// How often the single-subscriber rule of multicast filters is checked while datagrams flow.
 const GROUP_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// How long a removed filter's owner is remembered ([`XdpDev::retired`]).
+/// How long a removed filter's owner is remembered (`FilterTable::retired`).
 const RETIRED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl FilterTable {
@@ -1356,7 +1356,7 @@ impl Vi for XdpPort {
     }
 
     fn remove_filter(&self, binding: &RxBinding) {
-        // The socket stays findable by its cookie while it lives (see XdpDev::retired); closed
+        // The socket stays findable by its cookie while it lives (see FilterTable::retired); closed
         // sockets' entries are pruned at the next add_filter.
         if binding.pid != std::process::id() {
             return;
