@@ -157,12 +157,17 @@ impl XdpEnv {
             .unwrap_or_default()
     }
 
-    /// The XSK counters `pid` logged at exit (key → value).
+    /// The XSK counters `pid` logged at exit (key → value), from its "xdp counters:" lines.
     fn xdp_counters(&self, pid: u32) -> Option<Vec<(String, u64)>> {
         let log = self.log_of(pid);
-        let line = log.lines().find(|l| l.contains("xdp counters:"))?;
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("xdp counters:")).collect();
+        if lines.is_empty() {
+            return None;
+        }
         Some(
-            line.split_whitespace()
+            lines
+                .iter()
+                .flat_map(|l| l.split_whitespace())
                 .filter_map(|w| w.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0)))
                 .collect(),
@@ -468,6 +473,63 @@ for k in range(count):
         s.sendto(b"%d-%d-" % (first + i, k) + bytes(range(100)), (ip, first + i))
     if k % 8 == 7: time.sleep(0.001)
 "#;
+
+/// Threads that each send `count` datagrams from a socket of their own to `ip`: thread i to
+/// port `first + i`, datagram k tagged (port, k); prints "sent", then waits `linger` seconds.
+const RING_THREAD_SENDER: &str = r#"
+import socket, sys, threading, time
+ip, first, n, count, linger = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+def run(i):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    for k in range(count):
+        s.sendto(b"%d-%d-" % (first + i, k) + bytes(range(100)), (ip, first + i))
+        if k % 8 == 7: time.sleep(0.001)
+ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("sent", flush=True)
+time.sleep(linger)
+"#;
+
+/// VMA_RING_ALLOCATION_LOGIC_TX on the AF_XDP datapath: three threads, each with its own ring
+/// (per-thread logic for RX and TX), send through their rings' own TX rings — a plain receiver
+/// in B gets every datagram intact and in order, A's kernel sends none, and each ring sent its
+/// thread's datagrams. With deferred kicks (ACCEL_XDP_TX_BATCH=8) every ring's unfilled last
+/// batch leaves within the flush time, while the sender still runs.
+#[test]
+fn xdp_ring_allocation_tx_rings_send() {
+    let env = XdpEnv::new("xdp_tx_rings");
+    let py = python3();
+    let recv = py_args(&env.cx, RING_RECEIVER, "ring_recv.py");
+    let send = py_args(&env.cx, RING_THREAD_SENDER, "ring_thread_send.py");
+    env.a.exec(&["ping", "-c", "1", "-W", "2", B_IP]);
+    for (k, batch) in ["1", "8"].into_iter().enumerate() {
+        let (first, n, count) = (6500u16 + 10 * k as u16, 3u32, 403u32);
+        let mut cmd = env.cmd(Side::B, false, &py);
+        cmd.arg(&recv).args([B_IP, &first.to_string(), &count.to_string(), &n.to_string()]);
+        let mut rx = env.spawn(cmd, "tx-rings-recv");
+        wait_stdout_line(&mut rx, "bound 0", CHILD_TIMEOUT);
+        let out_before = env.counter(Side::A, "OutDatagrams");
+        let mut cmd = env.cmd(Side::A, true, &py);
+        cmd.env("VMA_RING_ALLOCATION_LOGIC_RX", "20").env("VMA_RING_ALLOCATION_LOGIC_TX", "20").env("ACCEL_XDP_TX_BATCH", batch);
+        cmd.arg(&send).args([B_IP, &first.to_string(), &n.to_string(), &count.to_string(), "3"]);
+        let mut tx = env.spawn(cmd, "tx-rings-send");
+        let line = wait_stdout_line(&mut rx, "phase 0 good", CHILD_TIMEOUT);
+        assert!(line.contains(&format!("good {n} of {n}")), "batch {batch}: {line}\nlog:\n{}", env.log_of(tx.pid));
+        assert!(tx.try_exited().is_none(), "batch {batch}: the sender had to exit for its last datagrams to leave");
+        let st = tx.wait_timeout(CHILD_TIMEOUT);
+        assert!(st.success(), "{st}\n{}", tx.stderr_text());
+        let out = env.counter(Side::A, "OutDatagrams") - out_before;
+        assert_eq!(out, 0, "batch {batch}: A's kernel sent {out}");
+        let log = env.log_of(tx.pid);
+        assert_eq!(env.xdp_counter(tx.pid, "tx_datagrams"), u64::from(n * count), "batch {batch}");
+        for r in 0..n {
+            assert_eq!(env.xdp_counter(tx.pid, &format!("tx_datagrams_r{r}")), u64::from(count), "batch {batch}: ring {r}\n{log}");
+        }
+        assert!(!log.contains("receive only"), "{log}");
+    }
+}
 
 /// Two threads, two rings: the "hog" binds `port` and reads nothing until the "reader" (on
 /// `port + 1`) has taken its `count` datagrams, then drains what its ring kept. Prints "hog H

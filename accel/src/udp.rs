@@ -908,7 +908,11 @@ fn send_payload(fd: c_int, s: &Socket, vi: &dyn Vi, local: SocketAddrV4, dest: S
     } else {
         *dest.ip()
     };
-    let tx = TxRequest { fd, src: SocketAddrV4::new(src_ip, local.port()), dest, payload };
+    let ring = match s.rx.get().map(|b| &b.state) {
+        Some(crate::vi::FilterState::Xdp(f)) => f.ring,
+        _ => 0,
+    };
+    let tx = TxRequest { fd, src: SocketAddrV4::new(src_ip, local.port()), dest, payload, ring };
     match vi.transmit(&tx) {
         TxOutcome::NotServed => None,
         TxOutcome::DroppedFull => {

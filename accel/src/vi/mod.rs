@@ -148,6 +148,9 @@ pub struct TxRequest<'a> {
     pub src: SocketAddrV4,
     pub dest: SocketAddrV4,
     pub payload: &'a [u8],
+    /// The sender's ring, for a VI with several (AF_XDP: its socket's receive ring, which also
+    /// sends under a ring allocation logic for TX other than per interface); 0 otherwise.
+    pub ring: u32,
 }
 
 /// The result of [`Vi::transmit`].

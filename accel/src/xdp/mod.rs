@@ -68,6 +68,7 @@ pub mod frame;
 pub mod loader;
 pub mod port;
 pub mod route;
+pub mod tx;
 pub mod umem;
 pub mod xsk;
 
@@ -79,10 +80,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use frame::{Checksum, DropReason, FrameHeader, HeaderTemplate};
+use frame::{Checksum, DropReason};
 pub use loader::{AttachMode, ProgramStats};
 use loader::{ConnKey, FilterKey, Program};
-use route::{NoNextHop, Resolver};
+use route::NoNextHop;
 use umem::{Umem, FRAME_SIZE};
 use xsk::{BindMode, Consumer, Producer, RingSizes, SharedXsk, XdpDesc, Xsk, TX_METADATA_LEN};
 
@@ -208,13 +209,11 @@ pub struct XdpVi {
     ifname: String,
     ifindex: u32,
     queue: u32,
-    src_mac: [u8; 6],
-    /// Largest IP datagram we send (interface MTU, VMA_MTU and the frame size, whichever is
-    /// smallest).
-    max_ip_len: usize,
-    resolver: Resolver,
-    /// Send frames that are ours (not on the TX or completion ring).
-    tx_free: Vec<u64>,
+    /// Ring 0's sending (the first queue's socket's TX ring).
+    tx: tx::TxPath,
+    /// The send frames of all rings and the completion ring they come back on.
+    tx_pool: Arc<Mutex<tx::TxPool>>,
+    tx_wre: u32,
     /// The fill rings and the receive frames not on them, shared with the other rings.
     fill: Arc<Mutex<FillPool>>,
     fill_spare: Arc<std::sync::atomic::AtomicU64>,
@@ -225,18 +224,11 @@ pub struct XdpVi {
     /// deep. If not, why.
     rings: bool,
     rings_why: Option<String>,
-    ip_id: u16,
-    /// The headers of the last (source, destination, next hop) sent to, ready to copy.
-    template: Option<HeaderTemplate>,
-    /// Sends leave the UDP checksum to the device (TX metadata, copy mode; see [`xsk`]).
-    tx_checksum_offload: bool,
     counters: XdpCounters,
     /// The queues of [`XdpVi::queue`]'s socket and of `more`'s, in that order.
     queues: Vec<u32>,
     /// The RX ring [`XdpVi::poll_rx`] looks at first next time (an index into `queues`).
     rx_turn: usize,
-    /// Frames on the TX ring that no kick has covered yet ([`XdpVi::send_deferred`]).
-    tx_unkicked: u32,
     /// With several queues: an epoll set of every socket, readable when one of them is.
     waiter: Option<std::os::fd::OwnedFd>,
     // Drop order matters: the sockets first (they stop using the UMEM and leave the XSKMAP),
@@ -336,33 +328,34 @@ impl XdpVi {
         // Zero-copy drivers may not implement the checksum request: only copy mode, where the
         // kernel completes the checksum (NIC or software) for every linear skb, offloads it.
         let tx_checksum_offload = xsk.tx_metadata() && xsk.mode() == BindMode::Copy;
+        let send_frames: Vec<u64> = umem.tx_addrs().collect();
+        let completion = xsk.take_completion().ok_or_else(|| io::Error::other("completion ring taken"))?;
+        let tx_pool = Arc::new(Mutex::new(tx::TxPool::new(completion, &send_frames)));
+        let params = tx::TxParams { src_mac, max_ip_len, offload: tx_checksum_offload, mode: xsk.mode(), ifindex };
+        let tx_ring = xsk.take_tx().ok_or_else(|| io::Error::other("TX ring taken"))?;
+        let tx = tx::TxPath::new(0, tx_ring, xsk.fd(), params, send_frames, tx_pool.clone(), umem.clone())?;
         let vi = XdpVi {
             ifname: ifname.to_string(),
             ifindex,
             queue,
-            src_mac,
-            max_ip_len,
-            resolver: Resolver::new(ifindex)?,
-            tx_free: umem.tx_addrs().collect(),
+            tx,
+            tx_pool,
+            tx_wre: config.tx_wre,
             fill_spare,
             fill,
             rx_depth,
             rings,
             rings_why,
-            ip_id: (std::process::id() as u16).wrapping_mul(31),
-            template: None,
-            tx_checksum_offload,
             counters: XdpCounters { rx_queue_frames: vec![0; queues.len()], ..XdpCounters::default() },
             queues: queues.to_vec(),
             rx_turn: 0,
-            tx_unkicked: 0,
             waiter,
             more,
             xsk,
             umem,
             program: Arc::new(Mutex::new(program)),
         };
-        if tx_checksum_offload {
+        if vi.tx.params().offload {
             // The request is the same for every frame and the kernel does not write it back
             // (no timestamp is asked for): written once, in every send frame's metadata room.
             for addr in vi.umem.tx_addrs() {
@@ -420,13 +413,19 @@ impl XdpVi {
     /// one socket per queue sharing that queue's buffers with ring 0's socket, registered in
     /// the program as the ring's. Datagrams of filters added with [`XdpVi::add_filter_to`] for
     /// `ring` arrive on it. See the module doc.
-    pub fn open_ring(&self, ring: u32) -> io::Result<XdpRing> {
+    ///
+    /// The ring also sends, through its socket on the first queue, with its share of the send
+    /// frames (VMA_TX_BUFS / [`XdpVi::ring_capacity`], taken from ring 0's free ones); with none
+    /// free it does not (its sockets send through ring 0).
+    pub fn open_ring(&mut self, ring: u32) -> io::Result<XdpRing> {
         if ring == 0 || ring >= loader::MAX_RINGS {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        let share = (self.umem.tx_frames() / self.ring_capacity()).max(1) as usize;
         let mut xsks = Vec::with_capacity(self.queues.len());
-        for (&q, first) in self.queues.iter().zip(std::iter::once(&self.xsk).chain(&self.more)) {
-            xsks.push(SharedXsk::open(first, self.ifindex, q, self.extra_rx_depth())?);
+        for (i, (&q, first)) in self.queues.iter().zip(std::iter::once(&self.xsk).chain(&self.more)).enumerate() {
+            let tx = if i == 0 { self.tx_wre } else { 0 };
+            xsks.push(SharedXsk::open(first, self.ifindex, q, self.extra_rx_depth(), tx)?);
         }
         let waiter = if xsks.len() > 1 { Some(epoll_of(xsks.iter().map(SharedXsk::fd))?) } else { None };
         {
@@ -435,8 +434,21 @@ impl XdpVi {
                 program.register_socket(q, ring, x.fd())?;
             }
         }
+        let frames = self.tx.take_free(share);
+        let tx = match xsks[0].take_tx() {
+            Some(tx_ring) if !frames.is_empty() => {
+                self.tx_pool.lock().give(ring, &frames);
+                let params = self.tx.params().clone();
+                Some(tx::TxPath::new(ring, tx_ring, xsks[0].fd(), params, frames, self.tx_pool.clone(), self.umem.clone())?)
+            }
+            _ => {
+                self.tx.give_back(frames);
+                None
+            }
+        };
         Ok(XdpRing {
             ring,
+            tx,
             queues: self.queues.clone(),
             turn: 0,
             counters: XdpCounters { rx_queue_frames: vec![0; self.queues.len()], ..XdpCounters::default() },
@@ -559,12 +571,12 @@ impl XdpVi {
     /// Whether the kernel's route to `dst` leaves through this interface (a multicast join that
     /// names no interface is made on the interface of the route to the group).
     pub fn routes_through_here(&mut self, dst: Ipv4Addr) -> bool {
-        matches!(self.resolver.lookup(dst), Ok(_) | Err(NoNextHop::Unresolved))
+        self.tx.routes_through_here(dst)
     }
 
     /// The largest UDP payload [`XdpVi::send`] takes.
     pub fn max_payload(&self) -> usize {
-        self.max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER
+        self.tx.params().max_ip_len - frame::IPV4_HEADER - frame::UDP_HEADER
     }
 
     /// Counts a received frame its caller dropped after parsing (no socket for it).
@@ -576,12 +588,7 @@ impl XdpVi {
     /// 0.0.0.0 takes the route's preferred source. On `Err` nothing was queued: the caller
     /// sends it through the kernel.
     pub fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
-        let result = self.queue_one(src, dst, payload);
-        if result.is_ok() {
-            self.xsk.tx.submit();
-            self.kick();
-        }
-        result
+        self.tx.send(&mut self.counters, src, dst, payload)
     }
 
     /// As [`XdpVi::send`] without the kick: the frame waits on the TX ring until a later send's
@@ -591,53 +598,30 @@ impl XdpVi {
     /// and how long ([`XdpVi::unkicked`]). In zero-copy mode the frame is kicked at once (the
     /// driver sends without kicks unless it asks for one).
     pub fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
-        if self.zero_copy() {
-            return self.send(src, dst, payload);
-        }
-        let result = self.queue_one(src, dst, payload);
-        if result.is_ok() {
-            self.xsk.tx.submit();
-            self.tx_unkicked += 1;
-        }
-        result
+        self.tx.send_deferred(&mut self.counters, src, dst, payload)
     }
 
     /// Frames sent with [`XdpVi::send_deferred`] and not kicked yet.
     pub fn unkicked(&self) -> u32 {
-        self.tx_unkicked
+        self.tx.unkicked()
+    }
+
+    /// Ring 0 always sends (see [`XdpRing::sends`]).
+    pub fn sends(&self) -> bool {
+        true
     }
 
     /// Kicks the frames [`XdpVi::send_deferred`] left on the TX ring, if any; `late` says the
     /// caller does it because one of them waited its longest (counted apart).
     pub fn flush_tx(&mut self, late: bool) {
-        if self.tx_unkicked > 0 {
-            if late {
-                self.counters.tx_late_kicks += 1;
-            }
-            self.kick();
-        }
+        self.tx.flush(&mut self.counters, late)
     }
 
     /// Sends a batch with one kick; stops at the first datagram that cannot go this way.
     /// Returns how many were queued and, if it stopped early, why (the caller sends
     /// `batch[sent..]` through the kernel, in order).
     pub fn send_burst(&mut self, src: SocketAddrV4, batch: &[(SocketAddrV4, &[u8])]) -> (usize, Option<NotSent>) {
-        let mut sent = 0;
-        let mut stopped = None;
-        for (dst, payload) in batch {
-            match self.queue_one(src, *dst, payload) {
-                Ok(_) => sent += 1,
-                Err(why) => {
-                    stopped = Some(why);
-                    break;
-                }
-            }
-        }
-        if sent > 0 {
-            self.xsk.tx.submit();
-            self.kick();
-        }
-        (sent, stopped)
+        self.tx.send_burst(&mut self.counters, src, batch)
     }
 
     /// An fd readable when datagrams are waiting (for poll/epoll): the socket's, or with several
@@ -672,7 +656,7 @@ impl XdpVi {
     /// Whether sends leave the UDP checksum to the device (ACCEL_XDP_TX_CSUM_OFFLOAD, a kernel
     /// with AF_XDP TX metadata, copy mode).
     pub fn tx_checksum_offload(&self) -> bool {
-        self.tx_checksum_offload
+        self.tx.params().offload
     }
 
     /// How this process attached the program, or `None` if it joined an attached one.
@@ -695,120 +679,6 @@ impl XdpVi {
     /// Every queue this VI receives from, the sending one ([`XdpVi::queue`]) first.
     pub fn queues(&self) -> &[u32] {
         &self.queues
-    }
-
-    /// Builds one frame into a free TX frame and puts it on the TX ring (not yet submitted).
-    fn queue_one(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
-        let result = self.try_queue_one(src, dst, payload);
-        match result {
-            Ok(sent) => {
-                self.counters.tx_datagrams += 1;
-                self.counters.tx_bytes += payload.len() as u64;
-                Ok(sent)
-            }
-            Err(why) => {
-                self.counters.tx_not_sent[why.index()] += 1;
-                Err(why)
-            }
-        }
-    }
-
-    fn try_queue_one(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
-        if frame::IPV4_HEADER + frame::UDP_HEADER + payload.len() > self.max_ip_len {
-            return Err(NotSent::TooBig);
-        }
-        let hop = self.resolver.lookup(*dst.ip()).map_err(NotSent::NextHop)?;
-        let src_ip = match (*src.ip(), hop.src_ip) {
-            (ip, _) if ip != Ipv4Addr::UNSPECIFIED => ip,
-            (_, Some(preferred)) => preferred,
-            (_, None) => return Err(NotSent::NextHop(NoNextHop::NoRoute)),
-        };
-        self.reap_completions();
-        if self.xsk.tx.free(1) == 0 && self.tx_unkicked > 0 {
-            // Deferred frames fill the ring: send them, then look again.
-            self.kick();
-            self.reap_completions();
-        }
-        if self.xsk.tx.free(1) == 0 {
-            return Err(NotSent::RingFull);
-        }
-        let addr = self.tx_free.pop().ok_or(NotSent::RingFull)?;
-        self.ip_id = self.ip_id.wrapping_add(1);
-        let header = FrameHeader {
-            src_mac: self.src_mac,
-            dst_mac: hop.dst_mac,
-            src: SocketAddrV4::new(src_ip, src.port()),
-            dst,
-            ip_id: self.ip_id,
-        };
-        // A sender mostly sends where it sent last: its headers are copied, not rebuilt.
-        let template = match &mut self.template {
-            Some(t) if t.serves(&header) => t,
-            slot => slot.insert(HeaderTemplate::new(&header)),
-        };
-        // The frame's data starts after the metadata room (every TX address must; see xsk).
-        let offload = self.tx_checksum_offload;
-        // SAFETY: `addr` came off our free list: not on the TX ring, so the kernel does not read
-        // it, and no other ring uses send frames.
-        let written = unsafe { self.umem.frame_mut(addr) }.and_then(|buf| {
-            let data = &mut buf[TX_METADATA_LEN as usize..];
-            if offload {
-                template.write_for_offload(data, header.ip_id, payload)
-            } else {
-                template.write(data, header.ip_id, payload)
-            }
-        });
-        let Some(frame_len) = written else {
-            self.tx_free.push(addr);
-            return Err(NotSent::TooBig);
-        };
-        // The checksum request needs the frame to reach past the checksum field (the kernel
-        // refuses it otherwise, and the descriptor would stay at the head of the ring).
-        debug_assert!(frame_len >= usize::from(frame::UDP_CSUM_START + frame::UDP_CSUM_OFFSET) + 2);
-        let options = if offload { libc::XDP_TX_METADATA } else { 0 };
-        let desc = XdpDesc { addr: addr + u64::from(TX_METADATA_LEN), len: frame_len as u32, options };
-        let pushed = self.xsk.tx.push(desc);
-        debug_assert!(pushed, "free(1) was checked");
-        Ok(Sent { frame_len })
-    }
-
-    /// Makes the kernel transmit what is on the TX ring. In copy mode each `sendto` sends a
-    /// bounded number of frames, so it is repeated while the kernel keeps taking them.
-    /// A hard error is counted ([`XdpCounters::tx_kick_errors`]).
-    fn kick(&mut self) {
-        self.tx_unkicked = 0;
-        if self.xsk.mode() == BindMode::ZeroCopy && !self.xsk.tx.needs_wakeup() {
-            return;
-        }
-        self.counters.tx_kicks += 1;
-        for _ in 0..64 {
-            let before = self.xsk.tx.outstanding();
-            if self.xsk.kick_tx().is_err() {
-                self.counters.tx_kick_errors += 1;
-                break;
-            }
-            let after = self.xsk.tx.outstanding();
-            if after == 0 || after >= before {
-                break;
-            }
-        }
-        // What the kernel left on the ring (a busy queue, an error) still needs a kick: it
-        // counts as unkicked, so a deferring caller tries again later.
-        if self.xsk.mode() == BindMode::Copy {
-            self.tx_unkicked = self.xsk.tx.outstanding();
-        }
-    }
-
-    /// Moves sent frames from the completion ring back to our free list.
-    fn reap_completions(&mut self) {
-        let done = self.xsk.completion.available();
-        for i in 0..done {
-            let addr = self.xsk.completion.peek(i); // the descriptor's: past the metadata room
-            self.tx_free.push(addr - addr % u64::from(FRAME_SIZE));
-        }
-        if done > 0 {
-            self.xsk.completion.release(done);
-        }
     }
 }
 
@@ -1020,6 +890,9 @@ impl FillPool {
 /// through the VI's ring 0.
 pub struct XdpRing {
     ring: u32,
+    /// Its sending, through its socket on the first queue (None: it has no send frames; its
+    /// sockets send through ring 0).
+    tx: Option<tx::TxPath>,
     queues: Vec<u32>,
     /// The RX ring [`XdpRing::poll_rx`] looks at first next time.
     turn: usize,
@@ -1095,6 +968,39 @@ impl XdpRing {
         match &self.waiter {
             Some(ep) => ep.as_raw_fd(),
             None => self.xsks[0].fd(),
+        }
+    }
+
+    /// Whether the ring sends (else its sockets send through ring 0).
+    pub fn sends(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// As [`XdpVi::send`], through this ring's TX ring (`NotSent::RingFull` if it has none).
+    pub fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        match &mut self.tx {
+            Some(tx) => tx.send(&mut self.counters, src, dst, payload),
+            None => Err(NotSent::RingFull),
+        }
+    }
+
+    /// As [`XdpVi::send_deferred`].
+    pub fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Sent, NotSent> {
+        match &mut self.tx {
+            Some(tx) => tx.send_deferred(&mut self.counters, src, dst, payload),
+            None => Err(NotSent::RingFull),
+        }
+    }
+
+    /// As [`XdpVi::unkicked`].
+    pub fn unkicked(&self) -> u32 {
+        self.tx.as_ref().map_or(0, tx::TxPath::unkicked)
+    }
+
+    /// As [`XdpVi::flush_tx`].
+    pub fn flush_tx(&mut self, late: bool) {
+        if let Some(tx) = &mut self.tx {
+            tx.flush(&mut self.counters, late);
         }
     }
 

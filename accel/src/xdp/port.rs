@@ -81,7 +81,7 @@ pub type XdpDev = RingDev<XdpVi>;
 /// Another ring's device ([`XdpVi::open_ring`]).
 pub type XdpRingDev = RingDev<XdpRing>;
 
-/// What a ring's device reads frames from.
+/// What a ring's device reads frames from and sends through.
 pub trait RxSource: Send {
     fn rx_pending(&mut self) -> bool;
     fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>));
@@ -91,6 +91,12 @@ pub trait RxSource: Send {
     fn count_unclaimed(&mut self);
     /// Frames of the shared pool on no fill ring and with no ring.
     fn pool_spare(&self) -> u64;
+    /// Whether the ring sends (ring 0 always; another only with send frames of its own).
+    fn sends(&self) -> bool;
+    fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
+    fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
+    fn unkicked(&self) -> u32;
+    fn flush_tx(&mut self, late: bool);
 }
 
 /// Both kinds of ring read frames with methods of the same names: each impl delegates.
@@ -117,6 +123,21 @@ macro_rules! rx_source {
             }
             fn pool_spare(&self) -> u64 {
                 <$t>::pool_spare(self)
+            }
+            fn sends(&self) -> bool {
+                <$t>::sends(self)
+            }
+            fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
+                <$t>::send(self, src, dst, payload)
+            }
+            fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
+                <$t>::send_deferred(self, src, dst, payload)
+            }
+            fn unkicked(&self) -> u32 {
+                <$t>::unkicked(self)
+            }
+            fn flush_tx(&mut self, late: bool) {
+                <$t>::flush_tx(self, late)
             }
         }
     };
@@ -810,6 +831,13 @@ pub struct XdpPort {
     /// VMA_RING_ALLOCATION_LOGIC_RX: which sockets share a ring.
     logic: crate::config::RingAllocation,
     ring_seq: AtomicU32,
+    /// Rings 1 and up by index - 1, once opened (read by every send, without a lock).
+    ring_queues: Vec<OnceLock<Arc<PostedQueue<XdpRingDev>>>>,
+    /// Whether a socket sends through its own ring (VMA_RING_ALLOCATION_LOGIC_TX other than
+    /// per interface) rather than ring 0.
+    tx_rings: bool,
+    /// Rings with sends deferred and not kicked yet (bit k: ring k).
+    tx_pending: AtomicU32,
     ifname: String,
     ifindex: u32,
     /// The interface's IPv4 addresses when the port opened.
@@ -920,38 +948,43 @@ pub fn log_counters() {
         let queues = existing().map(|p| p.queues.clone()).unwrap_or_default();
         let per_queue: String = queues.iter().zip(&c.rx_queue_frames).map(|(q, n)| format!(" rx_frames_q{q}={n}")).collect();
         let rings = existing().map(XdpPort::ring_frames).unwrap_or_default();
-        let per_ring: String = rings.iter().enumerate().map(|(k, n)| format!(" rx_frames_r{k}={n}")).collect();
         crate::log::debug(format_args!(
-            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kicks={} tx_late_kicks={} tx_kick_errors={}{per_queue}{per_ring}",
+            "xdp counters: rx_datagrams={} rx_bytes={} rx_dropped={} rx_unclaimed={} rx_checksum_partial={} tx_datagrams={} tx_bytes={} tx_to_kernel={} tx_kicks={} tx_late_kicks={} tx_kick_errors={}{per_queue}",
             c.rx_datagrams, c.rx_bytes, dropped, c.rx_unclaimed, c.rx_checksum_partial, c.tx_datagrams, c.tx_bytes, not_sent, c.tx_kicks, c.tx_late_kicks, c.tx_kick_errors
         ));
+        // Per ring, on lines of their own (a log line is bounded; 32 rings fit on one each).
+        let rx: String = rings.iter().enumerate().map(|(k, (n, _))| format!(" rx_frames_r{k}={n}")).collect();
+        let tx: String = rings.iter().enumerate().map(|(k, (_, n))| format!(" tx_datagrams_r{k}={n}")).collect();
+        crate::log::debug(format_args!("xdp counters: received per ring{rx}"));
+        crate::log::debug(format_args!("xdp counters: sent per ring{tx}"));
     }
 }
 
-/// Kicks the frames sends left unkicked ([`flusher`]); `late`: because one waited its longest;
-/// `try_only`: not if the port's lock is taken.
+/// Kicks the frames sends left unkicked on every ring ([`flusher`]); `late`: because one
+/// waited its longest; `try_only`: not a ring whose lock is taken.
 pub fn flush_deferred(late: bool, try_only: bool) {
     let Some(p) = existing() else {
         flusher::kicked();
         return;
     };
-    let flush = |d: &mut XdpDev| match d.src.as_mut() {
-        Some(vi) => kick_deferred(vi, late),
-        None => flusher::kicked(),
-    };
-    if try_only {
-        p.queue.try_with_device(flush);
-    } else {
-        p.queue.with_device(flush);
+    let pending = p.tx_pending.load(Ordering::SeqCst);
+    for k in 0..super::loader::MAX_RINGS {
+        if pending & (1 << k) != 0 {
+            p.with_ring(k, try_only, |src, k| {
+                src.flush_tx(late);
+                if src.unkicked() == 0 {
+                    p.tx_pending.fetch_and(!(1 << k), Ordering::SeqCst);
+                }
+            });
+        }
     }
-}
-
-/// Kicks what `vi` holds unkicked; what the kernel did not take stays pending, due again one
-/// flush interval later (a busy queue: the flusher retries, it does not spin).
-fn kick_deferred(vi: &mut XdpVi, late: bool) {
-    vi.flush_tx(late);
-    if vi.unkicked() == 0 {
+    // What the kernel did not take stays pending, due again one flush interval later (a busy
+    // queue: the flusher retries, it does not spin).
+    if p.tx_pending.load(Ordering::SeqCst) == 0 {
         flusher::kicked();
+        if p.tx_pending.load(Ordering::SeqCst) != 0 {
+            flusher::deferred_first(); // a ring deferred meanwhile
+        }
     } else {
         flusher::deferred_first();
     }
@@ -970,12 +1003,8 @@ pub fn shutdown() {
             t.conns.clear();
             t.program.take()
         };
-        let vi = p.queue.with_device(|d| {
-            if let Some(vi) = d.src.as_mut() {
-                kick_deferred(vi, false);
-            }
-            d.src.take()
-        });
+        flush_deferred(false, false);
+        let vi = p.queue.with_device(|d| d.src.take());
         let rings: Vec<Arc<PostedQueue<XdpRingDev>>> = p.rings.lock().more.clone();
         // The sockets first (all rings'), then the program membership.
         for r in rings {
@@ -1041,6 +1070,9 @@ impl XdpPort {
             rings: Mutex::new(Rings { keys: vec![None], sockets: vec![0], more: Vec::new(), shared_logged: false, limit, limit_why }),
             logic: config.ring_allocation_rx,
             ring_seq: AtomicU32::new(0),
+            ring_queues: (1..super::loader::MAX_RINGS).map(|_| OnceLock::new()).collect(),
+            tx_rings: config.ring_allocation_tx != crate::config::RingAllocation::PerInterface,
+            tx_pending: AtomicU32::new(0),
             ifname: ifname.to_string(),
             ifindex,
             addresses: addresses_of(ifname),
@@ -1090,18 +1122,26 @@ impl XdpPort {
                     for (a, b) in c.rx_queue_frames.iter_mut().zip(&rc.rx_queue_frames) {
                         *a += b;
                     }
+                    c.tx_datagrams += rc.tx_datagrams;
+                    c.tx_bytes += rc.tx_bytes;
+                    for (a, b) in c.tx_not_sent.iter_mut().zip(rc.tx_not_sent) {
+                        *a += b;
+                    }
+                    c.tx_kick_errors += rc.tx_kick_errors;
+                    c.tx_kicks += rc.tx_kicks;
+                    c.tx_late_kicks += rc.tx_late_kicks;
                 }
             });
         }
         Some(c)
     }
 
-    /// Frames received by each ring, by ring index.
-    pub fn ring_frames(&self) -> Vec<u64> {
-        let frames = |c: &XdpCounters| c.rx_queue_frames.iter().sum::<u64>();
-        let mut out = vec![self.queue.with_device(|d| d.src.as_ref().map_or(0, |vi| frames(vi.counters())))];
+    /// (frames received, datagrams sent) by each ring, by ring index.
+    pub fn ring_frames(&self) -> Vec<(u64, u64)> {
+        let frames = |c: &XdpCounters| (c.rx_queue_frames.iter().sum::<u64>(), c.tx_datagrams);
+        let mut out = vec![self.queue.with_device(|d| d.src.as_ref().map_or((0, 0), |vi| frames(vi.counters())))];
         for r in self.rings.lock().more.clone() {
-            out.push(r.with_device(|d| d.src.as_ref().map_or(0, |ring| frames(ring.counters()))));
+            out.push(r.with_device(|d| d.src.as_ref().map_or((0, 0), |ring| frames(ring.counters()))));
         }
         out
     }
@@ -1143,11 +1183,17 @@ impl XdpPort {
                 }
                 None => match if (r.keys.len() as u32) < r.limit { self.open_ring(r.keys.len() as u32) } else { None } {
                     Some(Ok(q)) => {
-                        crate::log::debug(format_args!("xdp: ring {} opened for {key}", r.keys.len()));
+                        let k = r.keys.len();
+                        let sends = q.with_device(|d| d.src.as_ref().is_some_and(XdpRing::sends));
+                        crate::log::debug(format_args!(
+                            "xdp: ring {k} opened for {key}{}",
+                            if sends { "" } else { " (receive only: no send frame to spare, it sends through ring 0)" }
+                        ));
+                        let _ = self.ring_queues[k - 1].set(q.clone());
                         r.keys.push(Some(key));
                         r.sockets.push(0);
                         r.more.push(q);
-                        r.keys.len() - 1
+                        k
                     }
                     failed => {
                         let k = (0..r.sockets.len()).min_by_key(|&k| r.sockets[k]).unwrap_or(0);
@@ -1232,7 +1278,81 @@ impl XdpPort {
     }
 }
 
+/// The send side of a ring's source, as a trait object (one code path for both kinds).
+trait SendOn {
+    fn sends(&self) -> bool;
+    fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
+    fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
+    fn unkicked(&self) -> u32;
+    fn flush_tx(&mut self, late: bool);
+}
+
+impl<S: RxSource> SendOn for S {
+    fn sends(&self) -> bool {
+        RxSource::sends(self)
+    }
+    fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
+        RxSource::send(self, src, dst, payload)
+    }
+    fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
+        RxSource::send_deferred(self, src, dst, payload)
+    }
+    fn unkicked(&self) -> u32 {
+        RxSource::unkicked(self)
+    }
+    fn flush_tx(&mut self, late: bool) {
+        RxSource::flush_tx(self, late)
+    }
+}
+
 impl XdpPort {
+    /// Runs `f` on ring `k`'s source under its queue's lock (with `try_only`, not if the lock
+    /// is taken); None when the ring is not open, shut down, or in a forked child.
+    fn with_ring<R>(&self, k: u32, try_only: bool, f: impl FnOnce(&mut dyn SendOn, u32) -> R) -> Option<R> {
+        if k == 0 {
+            let run = |d: &mut XdpDev| d.usable().map(|s| f(s as &mut dyn SendOn, 0));
+            return if try_only { self.queue.try_with_device(run).flatten() } else { self.queue.with_device(run) };
+        }
+        let q = self.ring_queues.get(k as usize - 1)?.get()?;
+        let run = |d: &mut XdpRingDev| d.usable().map(|s| f(s as &mut dyn SendOn, k));
+        if try_only {
+            q.try_with_device(run).flatten()
+        } else {
+            q.with_device(run)
+        }
+    }
+
+    /// Sends through ring `k`'s TX ring, kicking at once or deferring (ACCEL_XDP_TX_BATCH);
+    /// None when that ring does not send.
+    fn send_on(&self, src: &mut dyn SendOn, k: u32, tx: &TxRequest<'_>) -> Option<Result<super::Sent, NotSent>> {
+        if !src.sends() {
+            return None;
+        }
+        let batch = self.tx_batch;
+        if batch <= 1 || !flusher::available(self.tx_flush_usec) {
+            return Some(src.send(tx.src, tx.dest, tx.payload));
+        }
+        let r = src.send_deferred(tx.src, tx.dest, tx.payload);
+        if r.is_ok() {
+            if src.unkicked() >= batch {
+                src.flush_tx(false);
+                if src.unkicked() == 0 && self.tx_pending.fetch_and(!(1 << k), Ordering::SeqCst) == 1 << k {
+                    // No ring has deferred frames now (checked again: one may have just).
+                    flusher::kicked();
+                    if self.tx_pending.load(Ordering::SeqCst) != 0 {
+                        flusher::deferred_first();
+                    }
+                }
+            } else {
+                flusher::deferred_here();
+                if self.tx_pending.fetch_or(1 << k, Ordering::SeqCst) == 0 {
+                    flusher::deferred_first();
+                }
+            }
+        }
+        Some(r)
+    }
+
     /// A socket with a bound filter connected to `remote` (None: dissolved) from `local`: its
     /// datagrams from `remote` are steered by a 5-tuple filter too, so that a socket bound to
     /// the same address later (iperf3 does this) does not take them, as in the kernel.
@@ -1389,25 +1509,13 @@ impl Vi for XdpPort {
         if tx.payload.len() > self.max_payload || !self.reaches(*tx.dest.ip()) {
             return TxOutcome::NotServed;
         }
-        let batch = self.tx_batch;
-        let r = self.queue.with_device(|d| {
-            let vi = d.usable()?;
-            if batch <= 1 || !flusher::available(self.tx_flush_usec) {
-                return Some(vi.send(tx.src, tx.dest, tx.payload));
-            }
-            let r = vi.send_deferred(tx.src, tx.dest, tx.payload);
-            if r.is_ok() {
-                if vi.unkicked() >= batch {
-                    kick_deferred(vi, false);
-                } else {
-                    flusher::deferred_here();
-                    if vi.unkicked() == 1 {
-                        flusher::deferred_first();
-                    }
-                }
-            }
-            Some(r)
-        });
+        let ring = if self.tx_rings { tx.ring } else { 0 };
+        let send = |src: &mut dyn SendOn, k: u32| self.send_on(src, k, tx);
+        let mut r = if ring > 0 { self.with_ring(ring, false, send).flatten() } else { None };
+        if r.is_none() {
+            // Ring 0's sockets, and those of a ring that does not send.
+            r = self.with_ring(0, false, send).flatten();
+        }
         match r {
             Some(Ok(_)) => TxOutcome::Sent { woke: false },
             // Nothing was queued: the kernel sends it (and resolves the neighbour meanwhile).

@@ -86,6 +86,11 @@ impl Umem {
         self.rx_frames
     }
 
+    /// How many frames are for sending.
+    pub fn tx_frames(&self) -> u32 {
+        self.tx_frames
+    }
+
     /// The addresses of the receive frames.
     pub fn rx_addrs(&self) -> impl Iterator<Item = u64> {
         (0..u64::from(self.rx_frames)).map(|i| i * u64::from(FRAME_SIZE))

@@ -220,6 +220,10 @@ pub struct Consumer<T> {
     produced: u32,
 }
 
+// SAFETY: as for `Producer`: consuming needs `&mut`; a completion ring shared by several rings'
+// sends is kept under a lock (`super::tx::TxPool`).
+unsafe impl<T: Send> Send for Consumer<T> {}
+
 impl<T: Copy> Consumer<T> {
     fn new(ring: Ring<T>) -> Self {
         Consumer { ring, next: 0, produced: 0 }
@@ -255,11 +259,14 @@ impl<T: Copy> Consumer<T> {
 /// A bound AF_XDP socket with its rings. The UMEM it registered must outlive it.
 pub struct Xsk {
     pub rx: Consumer<XdpDesc>,
-    pub tx: Producer<XdpDesc>,
+    /// The TX ring, until [`Xsk::take_tx`] takes it (to the ring's sending).
+    tx: Option<Producer<XdpDesc>>,
     /// The fill ring, until [`Xsk::take_fill`] takes it (to share it with the other sockets
     /// of the queue).
     fill: Option<Producer<u64>>,
-    pub completion: Consumer<u64>,
+    /// The completion ring, until [`Xsk::take_completion`] takes it (shared by the queue's
+    /// sockets' sends).
+    completion: Option<Consumer<u64>>,
     mode: BindMode,
     /// Whether the UMEM has room for TX metadata ([`TX_METADATA_LEN`] before each TX address).
     tx_metadata: bool,
@@ -276,6 +283,8 @@ unsafe impl Send for Xsk {}
 /// allocation logic.
 pub struct SharedXsk {
     pub rx: Consumer<XdpDesc>,
+    /// Its TX ring, if it has one, until [`SharedXsk::take_tx`] takes it.
+    tx: Option<Producer<XdpDesc>>,
     // Last: the ring is unmapped before the socket is closed.
     fd: OwnedFd,
 }
@@ -431,9 +440,9 @@ impl Xsk {
 
         Ok(Xsk {
             rx: Consumer::new(rx),
-            tx: Producer::new(tx),
+            tx: Some(Producer::new(tx)),
             fill: Some(Producer::new(fill)),
-            completion: Consumer::new(comp),
+            completion: Some(Consumer::new(comp)),
             mode,
             tx_metadata,
             fd,
@@ -472,21 +481,15 @@ impl Xsk {
         self.mode
     }
 
-    /// Tells the kernel to process the TX ring. `Ok` also when it is merely busy (`EAGAIN`,
-    /// `EBUSY`, `ENOBUFS`: the descriptors stay queued for the next kick).
-    pub fn kick_tx(&self) -> io::Result<()> {
-        // SAFETY: a zero-length sendto with no buffer and no address, as AF_XDP defines it.
-        let r = unsafe {
-            libc::sendto(self.fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
-        };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Ok(()),
-            _ => Err(e),
-        }
+    /// Takes the TX ring out (None the second time).
+    pub fn take_tx(&mut self) -> Option<Producer<XdpDesc>> {
+        self.tx.take()
+    }
+
+    /// Takes the completion ring out (None the second time); it stays the completion ring of
+    /// this socket's queue, where the sends of every socket sharing its buffers complete.
+    pub fn take_completion(&mut self) -> Option<Consumer<u64>> {
+        self.completion.take()
     }
 
     /// Tells the kernel the fill ring has frames again (only needed when it asked).
@@ -504,16 +507,30 @@ impl SharedXsk {
     /// Creates a socket on `first`'s interface (`ifindex`) and queue (`queue`, the one `first`
     /// is bound to) sharing its UMEM and buffer pool (`XDP_SHARED_UMEM`: the kernel then wants
     /// no fill or completion ring of its own, and takes the first socket's bind mode), with an
-    /// RX ring of `rx` descriptors (rounded up to a power of two) and no TX ring.
-    pub fn open(first: &Xsk, ifindex: u32, queue: u32, rx: u32) -> io::Result<SharedXsk> {
+    /// RX ring of `rx` descriptors and a TX ring of `tx` (none for 0; both rounded up to a
+    /// power of two). Its sends complete on the first socket's completion ring.
+    pub fn open(first: &Xsk, ifindex: u32, queue: u32, rx: u32, tx: u32) -> io::Result<SharedXsk> {
         let fd = new_socket()?;
         let raw = fd.as_raw_fd();
         let rx = rx.max(1).next_power_of_two();
         set_opt(raw, libc::XDP_RX_RING, &rx, "XDP_RX_RING")?;
+        let tx = (tx > 0).then(|| tx.next_power_of_two());
+        if let Some(n) = &tx {
+            set_opt(raw, libc::XDP_TX_RING, n, "XDP_TX_RING")?;
+        }
         let off = mmap_offsets(raw)?;
         let ring = map_ring::<XdpDesc>(raw, &off.rx, rx, libc::XDP_PGOFF_RX_RING)?;
+        let tx = match tx {
+            Some(n) => Some(Producer::new(map_ring::<XdpDesc>(raw, &off.tx, n, libc::XDP_PGOFF_TX_RING)?)),
+            None => None,
+        };
         bind(raw, libc::XDP_SHARED_UMEM, ifindex, queue, first.fd() as u32)?;
-        Ok(SharedXsk { rx: Consumer::new(ring), fd })
+        Ok(SharedXsk { rx: Consumer::new(ring), tx, fd })
+    }
+
+    /// Takes the TX ring out (None if it has none, or the second time).
+    pub fn take_tx(&mut self) -> Option<Producer<XdpDesc>> {
+        self.tx.take()
     }
 
     /// The socket's fd: readable (POLLIN) when its RX ring has frames.
@@ -572,6 +589,21 @@ fn bind(raw: RawFd, flags: u16, ifindex: u32, queue: u32, shared_fd: u32) -> io:
         libc::bind(raw, (&sa as *const libc::sockaddr_xdp).cast(), size_of::<libc::sockaddr_xdp>() as libc::socklen_t)
     };
     check(r, "bind(AF_XDP)")
+}
+
+/// Tells the kernel to process the TX ring of socket `fd`. `Ok` also when it is merely busy
+/// (`EAGAIN`, `EBUSY`, `ENOBUFS`: the descriptors stay queued for the next kick).
+pub fn kick_tx(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zero-length sendto with no buffer and no address, as AF_XDP defines it.
+    let r = unsafe { libc::sendto(fd, std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
+    if r >= 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Ok(()),
+        _ => Err(e),
+    }
 }
 
 /// Tells the kernel the fill ring of the socket `fd` (or of its queue, shared) has frames again
