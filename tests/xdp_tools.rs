@@ -496,7 +496,8 @@ time.sleep(linger)
 /// (per-thread logic for RX and TX), send through their rings' own TX rings — a plain receiver
 /// in B gets every datagram intact and in order, A's kernel sends none, and each ring sent its
 /// thread's datagrams. With deferred kicks (ACCEL_XDP_TX_BATCH=8) every ring's unfilled last
-/// batch leaves within the flush time, while the sender still runs.
+/// batch leaves within the flush time, while the sender still runs. With TX per interface (the
+/// default) the same rings receive only: everything leaves through ring 0.
 #[test]
 fn xdp_ring_allocation_tx_rings_send() {
     let env = XdpEnv::new("xdp_tx_rings");
@@ -504,7 +505,7 @@ fn xdp_ring_allocation_tx_rings_send() {
     let recv = py_args(&env.cx, RING_RECEIVER, "ring_recv.py");
     let send = py_args(&env.cx, RING_THREAD_SENDER, "ring_thread_send.py");
     env.a.exec(&["ping", "-c", "1", "-W", "2", B_IP]);
-    for (k, batch) in ["1", "8"].into_iter().enumerate() {
+    for (k, (batch, tx_logic)) in [("1", "20"), ("8", "20"), ("1", "0")].into_iter().enumerate() {
         let (first, n, count) = (6500u16 + 10 * k as u16, 3u32, 403u32);
         let mut cmd = env.cmd(Side::B, false, &py);
         cmd.arg(&recv).args([B_IP, &first.to_string(), &count.to_string(), &n.to_string()]);
@@ -512,7 +513,7 @@ fn xdp_ring_allocation_tx_rings_send() {
         wait_stdout_line(&mut rx, "bound 0", CHILD_TIMEOUT);
         let out_before = env.counter(Side::A, "OutDatagrams");
         let mut cmd = env.cmd(Side::A, true, &py);
-        cmd.env("VMA_RING_ALLOCATION_LOGIC_RX", "20").env("VMA_RING_ALLOCATION_LOGIC_TX", "20").env("ACCEL_XDP_TX_BATCH", batch);
+        cmd.env("VMA_RING_ALLOCATION_LOGIC_RX", "20").env("VMA_RING_ALLOCATION_LOGIC_TX", tx_logic).env("ACCEL_XDP_TX_BATCH", batch);
         cmd.arg(&send).args([B_IP, &first.to_string(), &n.to_string(), &count.to_string(), "3"]);
         let mut tx = env.spawn(cmd, "tx-rings-send");
         let line = wait_stdout_line(&mut rx, "phase 0 good", CHILD_TIMEOUT);
@@ -525,7 +526,12 @@ fn xdp_ring_allocation_tx_rings_send() {
         let log = env.log_of(tx.pid);
         assert_eq!(env.xdp_counter(tx.pid, "tx_datagrams"), u64::from(n * count), "batch {batch}");
         for r in 0..n {
-            assert_eq!(env.xdp_counter(tx.pid, &format!("tx_datagrams_r{r}")), u64::from(count), "batch {batch}: ring {r}\n{log}");
+            let expected = match (tx_logic, r) {
+                ("0", 0) => n * count,
+                ("0", _) => 0,
+                _ => count,
+            };
+            assert_eq!(env.xdp_counter(tx.pid, &format!("tx_datagrams_r{r}")), u64::from(expected), "batch {batch}, TX logic {tx_logic}: ring {r}\n{log}");
         }
         assert!(!log.contains("receive only"), "{log}");
     }

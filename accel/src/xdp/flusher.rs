@@ -105,7 +105,7 @@ pub fn kicked() {
 /// before a send the kernel takes. One load when nothing is.
 #[inline]
 pub fn flush_if_pending() {
-    if PENDING_SINCE.load(SeqCst) != 0 {
+    if PENDING_SINCE.load(SeqCst) != 0 || super::port::tx_pending() {
         let _ = DEFERRED_HERE.try_with(|d| d.set(false));
         super::port::flush_deferred(false, false);
     }

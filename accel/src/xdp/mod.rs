@@ -83,7 +83,7 @@ use crate::config::Config;
 use frame::{Checksum, DropReason};
 pub use loader::{AttachMode, ProgramStats};
 use loader::{ConnKey, FilterKey, Program};
-use route::NoNextHop;
+use route::{NoNextHop, Resolver};
 use umem::{Umem, FRAME_SIZE};
 use xsk::{BindMode, Consumer, Producer, RingSizes, SharedXsk, XdpDesc, Xsk, TX_METADATA_LEN};
 
@@ -333,7 +333,7 @@ impl XdpVi {
         let tx_pool = Arc::new(Mutex::new(tx::TxPool::new(completion, &send_frames)));
         let params = tx::TxParams { src_mac, max_ip_len, offload: tx_checksum_offload, mode: xsk.mode(), ifindex };
         let tx_ring = xsk.take_tx().ok_or_else(|| io::Error::other("TX ring taken"))?;
-        let tx = tx::TxPath::new(0, tx_ring, xsk.fd(), params, send_frames, tx_pool.clone(), umem.clone())?;
+        let tx = tx::TxPath::new(0, tx_ring, xsk.fd(), params, Resolver::new(ifindex)?, send_frames, tx_pool.clone(), umem.clone());
         let vi = XdpVi {
             ifname: ifname.to_string(),
             ifindex,
@@ -414,17 +414,17 @@ impl XdpVi {
     /// the program as the ring's. Datagrams of filters added with [`XdpVi::add_filter_to`] for
     /// `ring` arrive on it. See the module doc.
     ///
-    /// The ring also sends, through its socket on the first queue, with its share of the send
-    /// frames (VMA_TX_BUFS / [`XdpVi::ring_capacity`], taken from ring 0's free ones); with none
-    /// free it does not (its sockets send through ring 0).
-    pub fn open_ring(&mut self, ring: u32) -> io::Result<XdpRing> {
+    /// With `sends`, the ring also sends, through its socket on the first queue, with its share
+    /// of the send frames (VMA_TX_BUFS / [`XdpVi::ring_capacity`], taken from ring 0's free
+    /// ones); with none free it does not (its sockets send through ring 0).
+    pub fn open_ring(&mut self, ring: u32, sends: bool) -> io::Result<XdpRing> {
         if ring == 0 || ring >= loader::MAX_RINGS {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let share = (self.umem.tx_frames() / self.ring_capacity()).max(1) as usize;
         let mut xsks = Vec::with_capacity(self.queues.len());
         for (i, (&q, first)) in self.queues.iter().zip(std::iter::once(&self.xsk).chain(&self.more)).enumerate() {
-            let tx = if i == 0 { self.tx_wre } else { 0 };
+            let tx = if i == 0 && sends { self.tx_wre } else { 0 };
             xsks.push(SharedXsk::open(first, self.ifindex, q, self.extra_rx_depth(), tx)?);
         }
         let waiter = if xsks.len() > 1 { Some(epoll_of(xsks.iter().map(SharedXsk::fd))?) } else { None };
@@ -434,17 +434,20 @@ impl XdpVi {
                 program.register_socket(q, ring, x.fd())?;
             }
         }
-        let frames = self.tx.take_free(share);
         let tx = match xsks[0].take_tx() {
-            Some(tx_ring) if !frames.is_empty() => {
-                self.tx_pool.lock().give(ring, &frames);
-                let params = self.tx.params().clone();
-                Some(tx::TxPath::new(ring, tx_ring, xsks[0].fd(), params, frames, self.tx_pool.clone(), self.umem.clone())?)
+            Some(tx_ring) => {
+                let resolver = Resolver::new(self.ifindex)?;
+                let frames = self.tx.take_free(share);
+                if frames.is_empty() {
+                    None
+                } else {
+                    self.tx_pool.lock().give(ring, &frames);
+                    let params = self.tx.params().clone();
+                    let pool = self.tx_pool.clone();
+                    Some(tx::TxPath::new(ring, tx_ring, xsks[0].fd(), params, resolver, frames, pool, self.umem.clone()))
+                }
             }
-            _ => {
-                self.tx.give_back(frames);
-                None
-            }
+            None => None,
         };
         Ok(XdpRing {
             ring,
@@ -734,7 +737,7 @@ fn rings_refused(config: &Config, fill: u32, attached: Option<AttachMode>) -> Op
 }
 
 /// Whether the running kernel is at least `major.minor` (uname's release).
-fn kernel_at_least(major: u32, minor: u32) -> bool {
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     // SAFETY: zeroed is a valid utsname (byte arrays); uname fills it.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: a live utsname.

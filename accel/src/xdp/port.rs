@@ -960,6 +960,12 @@ pub fn log_counters() {
     }
 }
 
+/// Whether a ring has sends deferred and not kicked (the flusher's own flag may lag by a
+/// moment when one ring kicks while another defers).
+pub fn tx_pending() -> bool {
+    existing().is_some_and(|p| p.tx_pending.load(Ordering::SeqCst) != 0)
+}
+
 /// Kicks the frames sends left unkicked on every ring ([`flusher`]); `late`: because one
 /// waited its longest; `try_only`: not a ring whose lock is taken.
 pub fn flush_deferred(late: bool, try_only: bool) {
@@ -1071,7 +1077,11 @@ impl XdpPort {
             logic: config.ring_allocation_rx,
             ring_seq: AtomicU32::new(0),
             ring_queues: (1..super::loader::MAX_RINGS).map(|_| OnceLock::new()).collect(),
-            tx_rings: config.ring_allocation_tx != crate::config::RingAllocation::PerInterface,
+            // Sockets of a queue sharing its completion ring for sends need a kernel that
+            // completes each frame only once its skb is freed ("xsk: fix immature cq descriptor
+            // production", 2025): earlier ones could hand a frame back while still being sent.
+            tx_rings: config.ring_allocation_tx != crate::config::RingAllocation::PerInterface
+                && super::kernel_at_least(6, 18),
             tx_pending: AtomicU32::new(0),
             ifname: ifname.to_string(),
             ifindex,
@@ -1187,7 +1197,7 @@ impl XdpPort {
                         let sends = q.with_device(|d| d.src.as_ref().is_some_and(XdpRing::sends));
                         crate::log::debug(format_args!(
                             "xdp: ring {k} opened for {key}{}",
-                            if sends { "" } else { " (receive only: no send frame to spare, it sends through ring 0)" }
+                            if sends || !self.tx_rings { "" } else { " (receive only: no send frame to spare, it sends through ring 0)" }
                         ));
                         let _ = self.ring_queues[k - 1].set(q.clone());
                         r.keys.push(Some(key));
@@ -1244,7 +1254,8 @@ impl XdpPort {
         if k >= super::loader::MAX_RINGS {
             return None;
         }
-        let ring = self.queue.with_device(|d| d.usable().map(|vi| vi.open_ring(k)))?;
+        let sends = self.tx_rings;
+        let ring = self.queue.with_device(|d| d.usable().map(|vi| vi.open_ring(k, sends)))?;
         Some(ring.map(|ring| {
             let depth = ring.fill_depth();
             let fd = ring.fd();
@@ -1330,7 +1341,14 @@ impl XdpPort {
         }
         let batch = self.tx_batch;
         if batch <= 1 || !flusher::available(self.tx_flush_usec) {
-            return Some(src.send(tx.src, tx.dest, tx.payload));
+            let r = src.send(tx.src, tx.dest, tx.payload);
+            if src.unkicked() > 0 && flusher::available(self.tx_flush_usec) {
+                // The kernel left frames on the ring (a busy queue): the flusher retries.
+                if self.tx_pending.fetch_or(1 << k, Ordering::SeqCst) == 0 {
+                    flusher::deferred_first();
+                }
+            }
+            return Some(r);
         }
         let r = src.send_deferred(tx.src, tx.dest, tx.payload);
         if r.is_ok() {
@@ -1343,7 +1361,8 @@ impl XdpPort {
                         flusher::deferred_first();
                     }
                 }
-            } else {
+            } else if src.unkicked() > 0 {
+                // (Zero-copy mode kicks at once: nothing deferred.)
                 flusher::deferred_here();
                 if self.tx_pending.fetch_or(1 << k, Ordering::SeqCst) == 0 {
                     flusher::deferred_first();

@@ -111,13 +111,13 @@ impl TxPath {
         tx: Producer<XdpDesc>,
         fd: RawFd,
         params: TxParams,
+        resolver: Resolver,
         free: Vec<u64>,
         pool: Arc<Mutex<TxPool>>,
         umem: Arc<Umem>,
-    ) -> std::io::Result<TxPath> {
-        let resolver = Resolver::new(params.ifindex)?;
+    ) -> TxPath {
         let ip_id = (std::process::id() as u16).wrapping_mul(31).wrapping_add((ring as u16).wrapping_mul(4099));
-        Ok(TxPath { ring, tx, fd, params, resolver, free, pool, umem, ip_id, template: None, unkicked: 0 })
+        TxPath { ring, tx, fd, params, resolver, free, pool, umem, ip_id, template: None, unkicked: 0 }
     }
 
     pub fn params(&self) -> &TxParams {
@@ -232,8 +232,8 @@ impl TxPath {
         } else if let Some(mut pool) = self.pool.try_lock() {
             pool.take(self.ring, &mut self.free);
         }
-        if self.tx.free(1) == 0 && self.unkicked > 0 {
-            // Deferred frames fill the ring: send them, then look again.
+        if (self.tx.free(1) == 0 || self.free.is_empty()) && self.unkicked > 0 {
+            // Deferred frames fill the ring or hold our frames: send them, then look again.
             self.kick(c);
             if self.free.is_empty() {
                 self.pool.lock().take(self.ring, &mut self.free);
@@ -291,6 +291,7 @@ impl TxPath {
             return;
         }
         c.tx_kicks += 1;
+        let mut reaped = false;
         for _ in 0..64 {
             let before = self.tx.outstanding();
             if xsk::kick_tx(self.fd).is_err() {
@@ -298,23 +299,27 @@ impl TxPath {
                 break;
             }
             let after = self.tx.outstanding();
-            if after == 0 || after >= before {
+            if after == 0 {
                 break;
             }
-        }
-        // What the kernel left on the ring (a busy queue, an error, a completion ring full of
-        // other rings' frames) still needs a kick: it counts as unkicked, so a deferring caller
-        // tries again later.
-        if self.params.mode == BindMode::Copy {
-            self.unkicked = self.tx.outstanding();
-            if self.unkicked > 0 {
-                // The completion ring may be what is full: reap it for everybody.
-                if let Some(mut pool) = self.pool.try_lock() {
-                    let mut mine = Vec::new();
-                    pool.take(self.ring, &mut mine);
-                    self.free.append(&mut mine);
+            if after >= before {
+                // Nothing taken: the completion ring may be full (shared with the other rings
+                // of the queue, it is reaped by whoever sends): reap it once and try again.
+                if reaped || self.params.mode != BindMode::Copy {
+                    break;
+                }
+                reaped = true;
+                let before = self.free.len();
+                self.pool.lock().take(self.ring, &mut self.free);
+                if self.free.len() == before {
+                    break;
                 }
             }
+        }
+        // What the kernel left on the ring (a busy queue, an error) still needs a kick: it
+        // counts as unkicked, so a deferring caller (or the port, see `send_on`) tries again.
+        if self.params.mode == BindMode::Copy {
+            self.unkicked = self.tx.outstanding();
         }
     }
 }
