@@ -45,7 +45,8 @@
 //! the frames its neighbours do not need; each fill ring is sized so that all of them together
 //! hold no more than the pool (VMA_RX_BUFS / queues, rounded down to a power of two, at most
 //! VMA_RX_WRE). Receiving takes from the RX rings in turn, a different one first on each poll,
-//! within one bounded batch. Sending uses the first socket's TX ring only.
+//! within one bounded batch. Sending uses the first queue's socket's TX ring only (each ring's,
+//! see below).
 //!
 //! Filters are exclusive: a local endpoint (or 5-tuple) already steered to a live process's
 //! socket cannot be taken by another ([`XdpVi::add_filter`] fails with `AddrInUse`).
@@ -55,7 +56,7 @@
 //! The XSKs above are ring 0. [`XdpVi::open_ring`] adds ring *k*: one more socket per queue,
 //! bound to the same queue with `XDP_SHARED_UMEM` naming ring 0's socket there, which makes the
 //! kernel share that socket's buffer pool — its fill ring (and completion ring) — with it; only
-//! the RX ring is the new socket's own. A filter names the ring its datagrams go to
+//! the RX ring (and, on the first queue, a TX ring: see [`tx`]) is the new socket's own. A filter names the ring its datagrams go to
 //! ([`XdpVi::add_filter_to`]), and the program redirects them to that ring's socket of the
 //! queue they arrived on. This is how the ring allocation logic (per socket, thread or core,
 //! VMA_RING_ALLOCATION_LOGIC_RX) maps sockets onto XSKs: each ring is read (and slept on) by
@@ -889,7 +890,8 @@ impl FillPool {
 }
 
 /// Ring `k` ≥ 1 of a VI ([`XdpVi::open_ring`]): a socket per queue, sharing the VI's buffers,
-/// that receives the datagrams of the filters steered to ring `k`. Receive only: sends go
+/// that receives the datagrams of the filters steered to ring `k`, and, when opened to send,
+/// sends through a TX ring of its own on the first queue ([`tx`]); else its sockets send
 /// through the VI's ring 0.
 pub struct XdpRing {
     ring: u32,
