@@ -205,6 +205,31 @@ pub struct XdpCounters {
     pub rx_queue_frames: Vec<u64>,
 }
 
+impl XdpCounters {
+    /// Adds another ring's counts (queues in the same order).
+    pub fn add(&mut self, other: &XdpCounters) {
+        self.rx_datagrams += other.rx_datagrams;
+        self.rx_bytes += other.rx_bytes;
+        for (a, b) in self.rx_dropped.iter_mut().zip(other.rx_dropped) {
+            *a += b;
+        }
+        self.rx_checksum_none += other.rx_checksum_none;
+        self.rx_checksum_partial += other.rx_checksum_partial;
+        self.rx_unclaimed += other.rx_unclaimed;
+        self.tx_datagrams += other.tx_datagrams;
+        self.tx_bytes += other.tx_bytes;
+        for (a, b) in self.tx_not_sent.iter_mut().zip(other.tx_not_sent) {
+            *a += b;
+        }
+        self.tx_kick_errors += other.tx_kick_errors;
+        self.tx_kicks += other.tx_kicks;
+        self.tx_late_kicks += other.tx_late_kicks;
+        for (a, b) in self.rx_queue_frames.iter_mut().zip(&other.rx_queue_frames) {
+            *a += b;
+        }
+    }
+}
+
 /// One process's AF_XDP queue on one interface. See the module doc.
 pub struct XdpVi {
     ifname: String,
@@ -332,7 +357,7 @@ impl XdpVi {
         let send_frames: Vec<u64> = umem.tx_addrs().collect();
         let completion = xsk.take_completion().ok_or_else(|| io::Error::other("completion ring taken"))?;
         let tx_pool = Arc::new(Mutex::new(tx::TxPool::new(completion, &send_frames)));
-        let params = tx::TxParams { src_mac, max_ip_len, offload: tx_checksum_offload, mode: xsk.mode(), ifindex };
+        let params = tx::TxParams { src_mac, max_ip_len, offload: tx_checksum_offload, mode: xsk.mode() };
         let tx_ring = xsk.take_tx().ok_or_else(|| io::Error::other("TX ring taken"))?;
         let tx = tx::TxPath::new(0, tx_ring, xsk.fd(), params, Resolver::new(ifindex)?, send_frames, tx_pool.clone(), umem.clone());
         let vi = XdpVi {
@@ -1062,6 +1087,17 @@ mod tests {
             let n = capacity(fill);
             assert!(n * (ring_rx_depth(fill) + RX_BATCH + 32) <= fill - fill / 8 || n == 1, "fill {fill}: {n} rings");
         }
+    }
+
+    #[test]
+    fn ring_counters_add_up() {
+        let mut a = XdpCounters { rx_datagrams: 1, tx_kicks: 2, rx_queue_frames: vec![3, 4], ..XdpCounters::default() };
+        let mut b = XdpCounters { rx_datagrams: 10, tx_kicks: 20, rx_queue_frames: vec![30, 40], ..XdpCounters::default() };
+        b.rx_dropped[1] = 5;
+        b.tx_not_sent[6] = 6;
+        a.add(&b);
+        assert_eq!((a.rx_datagrams, a.tx_kicks, a.rx_dropped[1], a.tx_not_sent[6]), (11, 22, 5, 6));
+        assert_eq!(a.rx_queue_frames, [33, 44]);
     }
 
     #[test]

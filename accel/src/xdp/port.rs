@@ -1120,26 +1120,7 @@ impl XdpPort {
         for r in self.rings.lock().more.clone() {
             r.with_device(|d| {
                 if let Some(ring) = d.src.as_ref() {
-                    let rc = ring.counters();
-                    c.rx_datagrams += rc.rx_datagrams;
-                    c.rx_bytes += rc.rx_bytes;
-                    for (a, b) in c.rx_dropped.iter_mut().zip(rc.rx_dropped) {
-                        *a += b;
-                    }
-                    c.rx_checksum_none += rc.rx_checksum_none;
-                    c.rx_checksum_partial += rc.rx_checksum_partial;
-                    c.rx_unclaimed += rc.rx_unclaimed;
-                    for (a, b) in c.rx_queue_frames.iter_mut().zip(&rc.rx_queue_frames) {
-                        *a += b;
-                    }
-                    c.tx_datagrams += rc.tx_datagrams;
-                    c.tx_bytes += rc.tx_bytes;
-                    for (a, b) in c.tx_not_sent.iter_mut().zip(rc.tx_not_sent) {
-                        *a += b;
-                    }
-                    c.tx_kick_errors += rc.tx_kick_errors;
-                    c.tx_kicks += rc.tx_kicks;
-                    c.tx_late_kicks += rc.tx_late_kicks;
+                    c.add(ring.counters());
                 }
             });
         }

@@ -82,7 +82,6 @@ pub struct TxParams {
     /// The UDP checksum is left to the device (TX metadata, copy mode; see [`xsk`]).
     pub offload: bool,
     pub mode: BindMode,
-    pub ifindex: u32,
 }
 
 /// One ring's sending: its TX ring (on socket `fd`), its free send frames, the next hops.
