@@ -476,9 +476,7 @@ impl XdpVi {
             None => None,
         };
         Ok(XdpRing {
-            ring,
             tx,
-            queues: self.queues.clone(),
             turn: 0,
             counters: XdpCounters { rx_queue_frames: vec![0; self.queues.len()], ..XdpCounters::default() },
             waiter,
@@ -590,11 +588,6 @@ impl XdpVi {
     /// The fill rings' sizes, together.
     pub fn fill_depth(&self) -> u32 {
         self.fill.lock().depth()
-    }
-
-    /// How many UMEM frames receive (posted, holding a datagram, or spare).
-    pub fn rx_frames(&self) -> u32 {
-        self.umem.rx_frames()
     }
 
     /// Whether the kernel's route to `dst` leaves through this interface (a multicast join that
@@ -919,11 +912,9 @@ impl FillPool {
 /// sends through a TX ring of its own on the first queue ([`tx`]); else its sockets send
 /// through the VI's ring 0.
 pub struct XdpRing {
-    ring: u32,
     /// Its sending, through its socket on the first queue (None: it has no send frames; its
     /// sockets send through ring 0).
     tx: Option<tx::TxPath>,
-    queues: Vec<u32>,
     /// The RX ring [`XdpRing::poll_rx`] looks at first next time.
     turn: usize,
     /// What the ring received (the receive counters only).
@@ -1032,15 +1023,6 @@ impl XdpRing {
         if let Some(tx) = &mut self.tx {
             tx.flush(&mut self.counters, late);
         }
-    }
-
-    /// The ring's index (its filters' target in the program).
-    pub fn index(&self) -> u32 {
-        self.ring
-    }
-
-    pub fn queues(&self) -> &[u32] {
-        &self.queues
     }
 }
 

@@ -81,7 +81,7 @@ pub type XdpDev = RingDev<XdpVi>;
 /// Another ring's device ([`XdpVi::open_ring`]).
 pub type XdpRingDev = RingDev<XdpRing>;
 
-/// What a ring's device reads frames from and sends through.
+/// What a ring's device reads frames from.
 pub trait RxSource: Send {
     fn rx_pending(&mut self) -> bool;
     fn poll_rx(&mut self, max: u32, each: impl FnMut(u64, Result<super::RxMeta, super::frame::DropReason>));
@@ -91,6 +91,10 @@ pub trait RxSource: Send {
     fn count_unclaimed(&mut self);
     /// Frames of the shared pool on no fill ring and with no ring.
     fn pool_spare(&self) -> u64;
+}
+
+/// What a ring sends through, as a trait object (one send path for both kinds of ring).
+trait SendOn {
     /// Whether the ring sends (ring 0 always; another only with send frames of its own).
     fn sends(&self) -> bool;
     fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
@@ -99,7 +103,7 @@ pub trait RxSource: Send {
     fn flush_tx(&mut self, late: bool);
 }
 
-/// Both kinds of ring read frames with methods of the same names: each impl delegates.
+/// Both kinds of ring read and send with methods of the same names: each impl delegates.
 macro_rules! rx_source {
     ($t:ty) => {
         impl RxSource for $t {
@@ -124,6 +128,9 @@ macro_rules! rx_source {
             fn pool_spare(&self) -> u64 {
                 <$t>::pool_spare(self)
             }
+        }
+
+        impl SendOn for $t {
             fn sends(&self) -> bool {
                 <$t>::sends(self)
             }
@@ -1267,33 +1274,6 @@ impl XdpPort {
             None => XdpFilterSpec::udp(filter.local),
             Some(r) => XdpFilterSpec::udp_connected(filter.local, r),
         }
-    }
-}
-
-/// The send side of a ring's source, as a trait object (one code path for both kinds).
-trait SendOn {
-    fn sends(&self) -> bool;
-    fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
-    fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent>;
-    fn unkicked(&self) -> u32;
-    fn flush_tx(&mut self, late: bool);
-}
-
-impl<S: RxSource> SendOn for S {
-    fn sends(&self) -> bool {
-        RxSource::sends(self)
-    }
-    fn send(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
-        RxSource::send(self, src, dst, payload)
-    }
-    fn send_deferred(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<super::Sent, NotSent> {
-        RxSource::send_deferred(self, src, dst, payload)
-    }
-    fn unkicked(&self) -> u32 {
-        RxSource::unkicked(self)
-    }
-    fn flush_tx(&mut self, late: bool) {
-        RxSource::flush_tx(self, late)
     }
 }
 

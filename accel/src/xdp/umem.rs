@@ -81,11 +81,6 @@ impl Umem {
         self.len == 0
     }
 
-    /// How many frames are for receiving.
-    pub fn rx_frames(&self) -> u32 {
-        self.rx_frames
-    }
-
     /// How many frames are for sending.
     pub fn tx_frames(&self) -> u32 {
         self.tx_frames

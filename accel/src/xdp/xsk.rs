@@ -456,11 +456,6 @@ impl Xsk {
         self.fill.take()
     }
 
-    /// The fill ring, unless taken.
-    pub fn fill(&mut self) -> Option<&mut Producer<u64>> {
-        self.fill.as_mut()
-    }
-
     /// A second fd for the socket (for a holder of its fill ring: [`kick_fill`]).
     pub fn dup_fd(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
